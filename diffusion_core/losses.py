@@ -1,0 +1,220 @@
+r"""Training losses and the variational bound.
+
+The bound (Ho et al. eq. 5; Sohl-Dickstein et al. 2015):
+
+.. math:: L_\mathrm{vlb} = \underbrace{D_{KL}(q(x_T|x_0)\,\|\,p(x_T))}_{L_T}
+          + \sum_{t>1} \underbrace{D_{KL}(q(x_{t-1}|x_t,x_0)\,\|\,p_\theta(x_{t-1}|x_t))}_{L_{t-1}}
+          \underbrace{- \log p_\theta(x_0|x_1)}_{L_0}
+
+All VLB quantities here are in bits per dimension: nats averaged over the non-batch dimensions, divided by
+:math:`\ln 2`. Per-example losses have shape ``(B,)``; reduce them as you like.
+"""
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ._validation import check_choice, check_same_shape, check_timesteps
+from .diffusion import Diffusion
+from .forward import q_mean_variance
+from .parameterization import Parameterization
+
+__all__ = [
+    "LossType",
+    "LossTerms",
+    "VLBResult",
+    "normal_kl",
+    "discretized_gaussian_log_likelihood",
+    "prior_bpd",
+    "vlb_term",
+    "min_snr_weight",
+    "training_losses",
+    "bits_per_dim",
+]
+
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_LN2 = math.log(2.0)
+
+
+class LossType(str, Enum):
+    """The distance between the network's output and its target in the simple loss."""
+
+    MSE = "mse"
+    L1 = "l1"
+    HUBER = "huber"
+
+
+class LossTerms(NamedTuple):
+    """Per-example losses, each of shape ``(B,)``: ``loss = simple + vlb`` (``vlb`` is zero unless hybrid)."""
+
+    loss: torch.Tensor
+    simple: torch.Tensor
+    vlb: torch.Tensor
+
+
+class VLBResult(NamedTuple):
+    """The full bound per example, in bits/dim: ``total = prior + terms.sum(1)``; ``terms[:, t]`` is :math:`L_t`."""
+
+    total: torch.Tensor
+    prior: torch.Tensor
+    terms: torch.Tensor
+
+
+def _mean_flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1).mean(1)
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
+    r"""Elementwise :math:`D_{KL}(\mathcal N(\mu_1,\sigma_1^2)\,\|\,\mathcal N(\mu_2,\sigma_2^2))` in nats:
+
+    .. math:: \tfrac12\left(\log\frac{\sigma_2^2}{\sigma_1^2} + \frac{\sigma_1^2 + (\mu_1-\mu_2)^2}{\sigma_2^2} - 1\right)
+    """
+    mean1, logvar1, mean2, logvar2 = (torch.as_tensor(v) for v in (mean1, logvar1, mean2, logvar2))
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def _log_ndtr_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log(Phi(b) - Phi(a)) for a < b, evaluated in whichever tail keeps it accurate."""
+    flip = (a + b) > 0  # Phi(b) - Phi(a) = Phi(-a) - Phi(-b): use the lower tail
+    lo = torch.where(flip, -b, a)
+    hi = torch.where(flip, -a, b)
+    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
+    return log_hi + torch.log((-torch.expm1(log_lo - log_hi)).clamp(min=torch.finfo(a.dtype).tiny))
+
+
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, bins: int = 256
+) -> torch.Tensor:
+    r"""Elementwise :math:`\log p(x)` in nats for data in :math:`[-1, 1]` quantized to ``bins`` levels, under
+    :math:`\mathcal N(\mu, \sigma^2)` integrated over each level's bin (Ho et al. eq. 13; ``log_scale`` is
+    :math:`\log\sigma`). The edge bins extend to :math:`\pm\infty`:
+
+    .. math:: p(x) = \int_{\delta_-(x)}^{\delta_+(x)} \mathcal N(y;\mu,\sigma^2)\,dy,\quad
+              \delta_\pm(x) = x \pm \tfrac{1}{\text{bins}-1}\ (\pm\infty \text{ at } x = \pm 1)
+    """
+    check_same_shape("mean", mean, "x", x)
+    x, mean, log_scale = x.double(), mean.double(), torch.as_tensor(log_scale).double()
+    half_bin = 1.0 / (bins - 1)
+    inv_std = torch.exp(-log_scale)
+    upper = (x - mean + half_bin) * inv_std
+    lower = (x - mean - half_bin) * inv_std
+    log_cdf_upper = torch.special.log_ndtr(upper)  # x = -1: the bin (-inf, -1 + half_bin]
+    log_sf_lower = torch.special.log_ndtr(-lower)  # x = +1: the bin [1 - half_bin, inf)
+    middle = _log_ndtr_diff(lower, upper)
+    edge = 1.0 - half_bin  # between the top level (1) and the next one (1 - 2 * half_bin)
+    out = torch.where(x < -edge, log_cdf_upper, torch.where(x > edge, log_sf_lower, middle))
+    return out.float()
+
+
+def prior_bpd(diffusion: Diffusion, x0: torch.Tensor) -> torch.Tensor:
+    r""":math:`L_T = D_{KL}(q(x_T \mid x_0)\,\|\,\mathcal N(0, I))` per example, in bits/dim."""
+    T = diffusion.num_timesteps
+    t = torch.full((x0.shape[0],), T - 1, dtype=torch.long, device=x0.device)
+    mean, _, log_var = q_mean_variance(diffusion.schedule, x0, t)
+    return _mean_flat(normal_kl(mean, log_var, torch.zeros_like(mean), torch.zeros_like(log_var))) / _LN2
+
+
+def vlb_term(
+    diffusion: Diffusion, output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    r"""One VLB term per example in bits/dim, from the network's ``output`` at ``(x_t, t)``:
+    :math:`L_{t-1} = D_{KL}(q(x_{t-1}|x_t,x_0)\,\|\,p_\theta(x_{t-1}|x_t))` for index ``t > 0`` and the decoder
+    :math:`L_0 = -\log p_\theta(x_0 \mid x_1)` (discretized, 256 levels) at index 0."""
+    true = diffusion.q_posterior(x0, x_t, t)
+    pred = diffusion.p_mean_variance(output, x_t, t)
+    kl = _mean_flat(normal_kl(true.mean, true.log_variance, pred.mean, pred.log_variance)) / _LN2
+    nll = -_mean_flat(discretized_gaussian_log_likelihood(x0, pred.mean, 0.5 * pred.log_variance)) / _LN2
+    return torch.where(t == 0, nll, kl)
+
+
+def min_snr_weight(diffusion: Diffusion, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    r"""Min-SNR-:math:`\gamma` weight (Hang et al. 2023) for the simple loss on the parameterization's target:
+    :math:`\min(\mathrm{SNR},\gamma)/\mathrm{SNR}` for :math:`\epsilon`, :math:`\min(\mathrm{SNR},\gamma)` for
+    :math:`x_0`, :math:`\min(\mathrm{SNR},\gamma)/(\mathrm{SNR}+1)` for :math:`v`; all equal
+    :math:`\min(\mathrm{SNR},\gamma)` times the :math:`x_0`-space error."""
+    if not gamma > 0:
+        raise ValueError(f"min_snr_gamma must be > 0, got {gamma}")
+    snr = diffusion.schedule.snr.index_select(0, t.to(diffusion.schedule.device)).to(torch.float32)
+    clipped = snr.clamp(max=gamma)
+    if diffusion.parameterization is Parameterization.EPS:
+        return torch.where(snr > 0, clipped / snr, torch.ones_like(snr))  # the limit at SNR 0 is 1
+    if diffusion.parameterization is Parameterization.X0:
+        return clipped
+    return clipped / (snr + 1)
+
+
+def _distance(output: torch.Tensor, target: torch.Tensor, loss_type: LossType, huber_delta: float) -> torch.Tensor:
+    if loss_type is LossType.MSE:
+        return _mean_flat((output - target) ** 2)
+    if loss_type is LossType.L1:
+        return _mean_flat((output - target).abs())
+    return _mean_flat(F.huber_loss(output, target, reduction="none", delta=huber_delta))
+
+
+def training_losses(
+    model: Model,
+    diffusion: Diffusion,
+    x0: torch.Tensor,
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    *,
+    loss_type: LossType | str = LossType.MSE,
+    min_snr_gamma: float | None = None,
+    vlb_weight: float = 0.0,
+    huber_delta: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> LossTerms:
+    r"""Per-example training loss.
+
+    ``simple`` is :math:`L_\mathrm{simple} = \| y - f_\theta(x_t, t) \|^2` (Ho et al. eq. 14) with :math:`y` the
+    parameterization's target, or its L1/Huber variant, optionally times the min-SNR-:math:`\gamma` weight.
+    With ``vlb_weight`` :math:`\lambda > 0` this is the hybrid loss of improved DDPM (Nichol & Dhariwal eq. 16):
+    :math:`L_\mathrm{simple} + \lambda T\,L_{t}`, where :math:`T L_t` is the one-sample estimate of
+    :math:`L_\mathrm{vlb}` and the mean is detached in :math:`L_t` so that it trains only the variance.
+    ``t`` is drawn uniformly and ``noise`` from :math:`\mathcal N(0, I)` when omitted.
+    """
+    loss_type = check_choice("loss_type", loss_type, LossType)
+    if vlb_weight < 0:
+        raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight}")
+    if diffusion.learned_variance and vlb_weight == 0:
+        raise ValueError("variance=learned_range needs vlb_weight > 0 (improved DDPM uses 0.001): only the VLB trains the variance")
+    B, T = x0.shape[0], diffusion.num_timesteps
+    if t is None:
+        t = torch.randint(0, T, (B,), device=x0.device, generator=generator)
+    check_timesteps(t, T, B)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    check_same_shape("noise", noise, "x0", x0)
+    x_t = diffusion.q_sample(x0, t, noise)
+    output = model(x_t, diffusion.schedule.timesteps.index_select(0, t.to(diffusion.schedule.device)))
+    mean_out, var_out = diffusion.split_output(output, x_t)
+    target = diffusion.target(x0, noise, t)
+    simple = _distance(mean_out.float(), target.float(), loss_type, huber_delta)
+    if min_snr_gamma is not None:
+        simple = simple * min_snr_weight(diffusion, t, min_snr_gamma)
+    if vlb_weight > 0:
+        frozen = mean_out.detach() if var_out is None else torch.cat([mean_out.detach(), var_out], dim=1)
+        vlb = vlb_weight * T * vlb_term(diffusion, frozen.float(), x0.float(), x_t.float(), t)
+    else:
+        vlb = torch.zeros_like(simple)
+    return LossTerms(simple + vlb, simple, vlb)
+
+
+@torch.no_grad()
+def bits_per_dim(model: Model, diffusion: Diffusion, x0: torch.Tensor, *, progress: bool = True) -> VLBResult:
+    r"""The whole bound :math:`L_\mathrm{vlb}` of ``model`` on data ``x0`` (in :math:`[-1,1]`), in bits/dim,
+    one network call per step: :math:`L_T + \sum_{t} L_{t-1}`, each term with fresh noise (as in improved DDPM)."""
+    B, T = x0.shape[0], diffusion.num_timesteps
+    terms = x0.new_zeros((B, T), dtype=torch.float32)
+    for i in tqdm(range(T - 1, -1, -1), disable=not progress, desc="bits/dim"):
+        t = torch.full((B,), i, dtype=torch.long, device=x0.device)
+        x_t = diffusion.q_sample(x0, t)
+        output = model(x_t, diffusion.schedule.timesteps[t])
+        terms[:, i] = vlb_term(diffusion, output.float(), x0.float(), x_t.float(), t)
+    prior = prior_bpd(diffusion, x0.float())
+    return VLBResult(prior + terms.sum(1), prior, terms)

@@ -1,0 +1,273 @@
+r"""Noise schedules: the betas and every table derived from them.
+
+Indexing follows improved-diffusion: index ``t`` runs over ``0 .. T-1`` and index ``t`` is
+the paper's step :math:`t+1`.  So ``alphas_cumprod[0]`` is :math:`\bar\alpha_1` and
+``alphas_cumprod_prev[0]`` is :math:`\bar\alpha_0 = 1`.
+
+Every table is computed in float64 from the betas and only then cast to the working dtype,
+so a float32 schedule is the correctly rounded float64 one.
+"""
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Sequence
+
+import torch
+
+from ._validation import check_choice, check_positive_int
+
+__all__ = ["NoiseSchedule", "ScheduleKind", "TimestepSpacing", "spaced_timesteps"]
+
+
+class ScheduleKind(str, Enum):
+    """How the betas are laid out over ``T`` steps."""
+
+    LINEAR = "linear"
+    COSINE = "cosine"
+    QUADRATIC = "quadratic"
+    SIGMOID = "sigmoid"
+
+
+class TimestepSpacing(str, Enum):
+    """Which of the ``T`` steps a shortened sampler visits (Lin et al. 2024, table 2)."""
+
+    LINSPACE = "linspace"  # round(linspace(0, T-1, n)): first and last step included
+    LEADING = "leading"  # 0, k, 2k, ...: starts at 0, may miss the last step (DDIM paper)
+    TRAILING = "trailing"  # ..., T-1-k, T-1: always ends at the last step
+
+
+def _linear_betas(T: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+
+
+def _cosine_betas(T: int, s: float, max_beta: float) -> torch.Tensor:
+    # Nichol & Dhariwal 2021, eq. 17: alpha_bar(t) = f(t)/f(0), f(t) = cos^2((t/T + s)/(1+s) * pi/2);
+    # beta_t = 1 - alpha_bar(t)/alpha_bar(t-1), clipped at 0.999 to avoid the singularity at t = T.
+    steps = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_bar = f / f[0]
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
+
+
+def _quadratic_betas(T: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    # Linear in sqrt(beta), as in the DDPM codebase's "quad" option.
+    return torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64) ** 2
+
+
+def _sigmoid_betas(T: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    # A logistic ramp from beta_start to beta_end over [-6, 6] (the DDPM codebase's "sigmoid").
+    ramp = torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64))
+    return beta_start + (beta_end - beta_start) * ramp
+
+
+def _default_range(T: int) -> tuple[float, float]:
+    # Ho et al. use 1e-4 .. 0.02 for T = 1000; improved-diffusion scales both ends by 1000/T
+    # so that the product of alphas (and so alpha_bar_T) stays about the same for other T.
+    scale = 1000 / T
+    return scale * 1e-4, min(scale * 0.02, 0.999)
+
+
+def spaced_timesteps(T: int, steps: int, spacing: TimestepSpacing | str = TimestepSpacing.LINSPACE) -> torch.Tensor:
+    """Choose ``steps`` distinct indices out of ``0 .. T-1``, increasing.
+
+    Raises:
+        ValueError: if ``steps`` is not in ``[1, T]`` or ``spacing`` is unknown.
+    """
+    T = check_positive_int("T", T)
+    steps = check_positive_int("steps", steps)
+    if steps > T:
+        raise ValueError(f"steps must be at most T={T} (the schedule's length), got {steps}")
+    spacing = check_choice("spacing", spacing, TimestepSpacing)
+    if spacing is TimestepSpacing.LINSPACE:
+        idx = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long()
+    elif spacing is TimestepSpacing.LEADING:
+        idx = torch.arange(steps, dtype=torch.long) * (T // steps)
+    else:
+        idx = (T - 1 - torch.arange(steps, dtype=torch.long) * (T / steps)).round().long().flip(0)
+    # round() can merge neighbours only when steps is close to T; the indices stay strictly increasing
+    # because T / steps >= 1, so this is an internal invariant, not user input.
+    assert bool((idx[1:] > idx[:-1]).all()), idx
+    return idx
+
+
+class NoiseSchedule:
+    r"""The betas :math:`\beta_t` and the tables derived from them.
+
+    Attributes (all 1-D of length ``T``, in the working dtype, on one device):
+        betas: :math:`\beta_t`.
+        alphas: :math:`\alpha_t = 1 - \beta_t`.
+        alphas_cumprod: :math:`\bar\alpha_t = \prod_{s \le t} \alpha_s`.
+        alphas_cumprod_prev: :math:`\bar\alpha_{t-1}`, with :math:`\bar\alpha_0 = 1`.
+        sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod: :math:`\sqrt{\bar\alpha_t}`, :math:`\sqrt{1-\bar\alpha_t}`.
+        posterior_variance: :math:`\tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\beta_t` (Ho et al. eq. 7).
+        posterior_log_variance_clipped: :math:`\log\tilde\beta_t`, with the first entry replaced by
+            :math:`\log\tilde\beta_2` because :math:`\tilde\beta_1 = 0` (improved DDPM).
+        posterior_mean_coef1, posterior_mean_coef2: the coefficients of :math:`x_0` and :math:`x_t`
+            in :math:`\tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\beta_t}{1-\bar\alpha_t} x_0
+            + \frac{\sqrt{\alpha_t}(1-\bar\alpha_{t-1})}{1-\bar\alpha_t} x_t` (Ho et al. eq. 7).
+        snr: :math:`\mathrm{SNR}(t) = \bar\alpha_t / (1 - \bar\alpha_t)`.
+        timesteps: the network's time input for each index (``arange(T)`` unless respaced).
+    """
+
+    def __init__(
+        self,
+        betas: torch.Tensor | Sequence[float],
+        *,
+        timesteps: torch.Tensor | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        b = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
+        if b.ndim != 1:
+            raise ValueError(f"betas must be 1-D, got shape {tuple(b.shape)}")
+        if b.numel() < 1:
+            raise ValueError("betas must hold at least one step (T >= 1), got an empty tensor")
+        if not torch.isfinite(b).all():
+            raise ValueError("betas must be finite, found NaN or Inf")
+        # beta = 1 is allowed at the last step only: that is a zero-terminal-SNR schedule.
+        if (b <= 0).any() or (b[:-1] >= 1).any() or b[-1] > 1:
+            raise ValueError(
+                "betas must lie in (0, 1) (the last one may equal 1 for zero terminal SNR), "
+                f"got min {b.min().item():.3g}, max {b.max().item():.3g}"
+            )
+        T = b.numel()
+        if timesteps is None:
+            ts = torch.arange(T, dtype=torch.long)
+        else:
+            ts = torch.as_tensor(timesteps).detach().cpu()
+            if ts.dtype not in (torch.int32, torch.int64) or ts.shape != (T,):
+                raise ValueError(f"timesteps must be an integer tensor of shape ({T},), got {ts.dtype} {tuple(ts.shape)}")
+            ts = ts.long()
+        if not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+        self._betas64 = b
+        self.timesteps = ts
+        self.dtype = dtype
+        tables = self._derive(b)
+        for name, value in tables.items():
+            setattr(self, name, value.to(dtype=dtype, device=device))
+        self.timesteps = ts.to(device=device)
+
+    @staticmethod
+    def _derive(b: torch.Tensor) -> dict[str, torch.Tensor]:
+        alphas = 1 - b
+        ac = torch.cumprod(alphas, 0)
+        ac_prev = torch.cat([ac.new_ones(1), ac[:-1]])
+        post_var = b * (1 - ac_prev) / (1 - ac)
+        # Index 0 has posterior variance 0; take log(beta~) of the next step there (improved DDPM).
+        log_post = torch.log(torch.cat([post_var[1:2], post_var[1:]])) if b.numel() > 1 else torch.log(b)
+        return {
+            "betas": b,
+            "alphas": alphas,
+            "alphas_cumprod": ac,
+            "alphas_cumprod_prev": ac_prev,
+            "sqrt_alphas_cumprod": ac.sqrt(),
+            "sqrt_one_minus_alphas_cumprod": (1 - ac).sqrt(),
+            "posterior_variance": post_var,
+            "posterior_log_variance_clipped": log_post,
+            "posterior_mean_coef1": ac_prev.sqrt() * b / (1 - ac),
+            "posterior_mean_coef2": alphas.sqrt() * (1 - ac_prev) / (1 - ac),
+            "snr": ac / (1 - ac),
+        }
+
+    # ----------------------------------------------------------------- constructors
+    @classmethod
+    def make(cls, kind: ScheduleKind | str, T: int, **kwargs) -> "NoiseSchedule":
+        """Build a schedule by name: ``NoiseSchedule.make("cosine", 1000)``."""
+        kind = check_choice("kind", kind, ScheduleKind)
+        return getattr(cls, kind.value)(T, **kwargs)
+
+    @classmethod
+    def linear(cls, T: int = 1000, beta_start: float | None = None, beta_end: float | None = None, **kw) -> "NoiseSchedule":
+        r"""Linear betas (Ho et al. 2020): :math:`\beta_t` from ``1e-4`` to ``0.02`` at ``T = 1000``, scaled by ``1000/T``."""
+        T = check_positive_int("T", T)
+        lo, hi = _default_range(T)
+        return cls(_linear_betas(T, lo if beta_start is None else beta_start, hi if beta_end is None else beta_end), **kw)
+
+    @classmethod
+    def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999, **kw) -> "NoiseSchedule":
+        r"""Cosine schedule (Nichol & Dhariwal 2021, eq. 17): :math:`\bar\alpha_t = f(t)/f(0)`,
+        :math:`f(t) = \cos^2\!\big(\frac{t/T + s}{1+s}\cdot\frac{\pi}{2}\big)`, betas clipped at ``max_beta``."""
+        T = check_positive_int("T", T)
+        if not s > 0:
+            raise ValueError(f"s must be > 0, got {s}")
+        return cls(_cosine_betas(T, s, max_beta), **kw)
+
+    @classmethod
+    def quadratic(cls, T: int = 1000, beta_start: float | None = None, beta_end: float | None = None, **kw) -> "NoiseSchedule":
+        r"""Quadratic schedule: :math:`\sqrt{\beta_t}` linear between the linear schedule's end points."""
+        T = check_positive_int("T", T)
+        lo, hi = _default_range(T)
+        return cls(_quadratic_betas(T, lo if beta_start is None else beta_start, hi if beta_end is None else beta_end), **kw)
+
+    @classmethod
+    def sigmoid(cls, T: int = 1000, beta_start: float | None = None, beta_end: float | None = None, **kw) -> "NoiseSchedule":
+        r"""Sigmoid schedule: :math:`\beta_t = \beta_\min + (\beta_\max-\beta_\min)\,\sigma(-6 + 12\tfrac{t}{T-1})`."""
+        T = check_positive_int("T", T)
+        lo, hi = _default_range(T)
+        return cls(_sigmoid_betas(T, lo if beta_start is None else beta_start, hi if beta_end is None else beta_end), **kw)
+
+    @classmethod
+    def from_betas(cls, betas: torch.Tensor | Sequence[float], **kw) -> "NoiseSchedule":
+        """A schedule from explicit betas (validated: 1-D, finite, in (0, 1))."""
+        return cls(betas, **kw)
+
+    # ----------------------------------------------------------------- transforms
+    @property
+    def num_timesteps(self) -> int:
+        """``T``, the number of steps."""
+        return int(self._betas64.numel())
+
+    def __len__(self) -> int:
+        return self.num_timesteps
+
+    @property
+    def device(self) -> torch.device:
+        return self.betas.device
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "NoiseSchedule":
+        """The same schedule with its tables on ``device`` in ``dtype`` (recomputed from float64)."""
+        return NoiseSchedule(
+            self._betas64, timesteps=self.timesteps.cpu(), dtype=dtype or self.dtype, device=device or self.device
+        )
+
+    def rescale_zero_terminal_snr(self) -> "NoiseSchedule":
+        r"""Shift and scale :math:`\sqrt{\bar\alpha_t}` so that :math:`\bar\alpha_T = 0` while
+        :math:`\bar\alpha_1` is unchanged (Lin et al. 2024, "Common diffusion noise schedules and
+        sample steps are flawed", algorithm 1). The last beta becomes 1: use the v or x0 parameterization."""
+        if self.num_timesteps < 2:
+            raise ValueError("rescale_zero_terminal_snr needs T >= 2")
+        s = torch.cumprod(1 - self._betas64, 0).sqrt()
+        first, last = s[0].clone(), s[-1].clone()
+        s = (s - last) * first / (first - last)
+        ac = s**2
+        alphas = torch.cat([ac[:1], ac[1:] / ac[:-1]])
+        return NoiseSchedule(1 - alphas, timesteps=self.timesteps.cpu(), dtype=self.dtype, device=self.device)
+
+    def respace(self, keep: torch.Tensor | Sequence[int]) -> "NoiseSchedule":
+        r"""Keep only the indices ``keep`` (improved DDPM, section 4): the new betas are
+        :math:`\beta'_i = 1 - \bar\alpha_{k_i} / \bar\alpha_{k_{i-1}}`, so :math:`\bar\alpha'_i = \bar\alpha_{k_i}`
+        exactly, and ``timesteps`` maps each new index to the network's original time input."""
+        k = torch.as_tensor(keep).detach().cpu()
+        if k.dtype not in (torch.int32, torch.int64) or k.ndim != 1 or k.numel() < 1:
+            raise ValueError(f"keep must be a non-empty 1-D integer tensor, got {k.dtype} {tuple(k.shape)}")
+        k = k.long()
+        T = self.num_timesteps
+        if (k < 0).any() or (k >= T).any():
+            raise ValueError(f"keep indices must lie in [0, {T - 1}], got min {k.min().item()}, max {k.max().item()}")
+        if (k[1:] <= k[:-1]).any():
+            raise ValueError("keep indices must be strictly increasing")
+        ac = torch.cumprod(1 - self._betas64, 0)[k]
+        ac_prev = torch.cat([ac.new_ones(1), ac[:-1]])
+        return NoiseSchedule(1 - ac / ac_prev, timesteps=self.timesteps.cpu()[k], dtype=self.dtype, device=self.device)
+
+    def spaced(self, steps: int, spacing: TimestepSpacing | str = TimestepSpacing.LINSPACE) -> "NoiseSchedule":
+        """``respace(spaced_timesteps(T, steps, spacing))``: a schedule of ``steps`` steps."""
+        return self.respace(spaced_timesteps(self.num_timesteps, steps, spacing))
+
+    def __repr__(self) -> str:
+        return (
+            f"NoiseSchedule(T={self.num_timesteps}, beta=[{self._betas64[0]:.3g}..{self._betas64[-1]:.3g}], "
+            f"alpha_bar_T={self.alphas_cumprod[-1].item():.3g}, dtype={self.dtype}, device={self.device})"
+        )
