@@ -1,0 +1,131 @@
+"""The training configuration: one frozen dataclass, validated once, saved into every checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from .._validation import check_choice
+from ..diffusion import Diffusion
+from ..losses import LossType
+from ..parameterization import Parameterization
+from ..reverse import VarianceType
+from ..schedule import NoiseSchedule, ScheduleKind
+
+__all__ = ["Dataset", "Precision", "TrainConfig"]
+
+
+class Dataset(str, Enum):
+    """Built-in data (nothing is downloaded) or a folder of the user's images."""
+
+    DIGITS = "digits"  # scikit-learn's bundled 8x8 digits, 1,797 images
+    SWISS_ROLL = "swiss-roll"
+    TWO_MOONS = "two-moons"
+    EIGHT_GAUSSIANS = "8-gaussians"
+    CHECKERBOARD = "checkerboard"
+    FOLDER = "folder"  # PNG/JPEG files under data_dir
+
+    @property
+    def is_toy(self) -> bool:
+        return self not in (Dataset.DIGITS, Dataset.FOLDER)
+
+
+class Precision(str, Enum):
+    """Autocast dtype: bf16 needs no loss scaling; fp16 gets a GradScaler; fp32 runs without autocast."""
+
+    AUTO = "auto"  # bf16 on a GPU that supports it, else fp32
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+_ENUM_FIELDS = {
+    "dataset": Dataset,
+    "schedule": ScheduleKind,
+    "parameterization": Parameterization,
+    "variance": VarianceType,
+    "loss_type": LossType,
+    "precision": Precision,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs. ``model`` is a U-Net preset name (see ``diffusion_core.nn.list_presets``)
+    or ``"mlp"`` for the 2-D toy sets. Defaults train the digits model on a CPU in a few minutes."""
+
+    dataset: Dataset = Dataset.DIGITS
+    data_dir: str | None = None
+    image_size: int | None = None  # folder images are resized to this; default: the preset's size
+    model: str = "digits-8"
+    schedule: ScheduleKind = ScheduleKind.COSINE
+    num_timesteps: int = 1000
+    parameterization: Parameterization = Parameterization.EPS
+    variance: VarianceType = VarianceType.FIXED_LARGE
+    loss_type: LossType = LossType.MSE
+    min_snr_gamma: float | None = None
+    vlb_weight: float = 0.0  # improved DDPM's lambda; must be > 0 with the learned variance
+    steps: int = 4000
+    batch_size: int = 128
+    lr: float = 2e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    precision: Precision = Precision.AUTO
+    compile: bool | None = None  # None: on for CUDA, off for the CPU (compiling costs a minute there)
+    channels_last: bool | None = None  # None: on for CUDA
+    seed: int = 0
+    out_dir: str = "runs/digits"
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    preview_every: int = 0  # 0: a preview grid only at the end
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name, enum in _ENUM_FIELDS.items():
+            object.__setattr__(self, name, check_choice(name, getattr(self, name), enum))
+        for name in ("num_timesteps", "steps", "batch_size", "log_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("warmup_steps", "preview_every", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
+        if self.dataset is Dataset.FOLDER and not self.data_dir:
+            raise ValueError("dataset='folder' needs data_dir, the folder of PNG/JPEG images")
+        if self.dataset is not Dataset.FOLDER and self.data_dir:
+            raise ValueError(f"data_dir is only used with dataset='folder', got dataset={self.dataset.value!r}")
+        if self.dataset.is_toy != (self.model == "mlp"):
+            raise ValueError(f"model must be 'mlp' exactly for the 2-D toy sets; got model={self.model!r} for dataset={self.dataset.value!r}")
+        if self.variance is VarianceType.LEARNED_RANGE and self.vlb_weight <= 0:
+            raise ValueError("variance='learned_range' needs vlb_weight > 0 (improved DDPM uses 0.001)")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+    def diffusion(self) -> Diffusion:
+        """The :class:`Diffusion` this run trains (rebuilt from the config: schedules are not stored)."""
+        schedule = NoiseSchedule.make(self.schedule, self.num_timesteps)
+        return Diffusion(schedule, self.parameterization, self.variance)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (v.value if isinstance(v, Enum) else v) for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - allowed)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys {unknown}; allowed: {', '.join(sorted(allowed))}")
+        return cls(**d)
