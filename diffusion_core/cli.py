@@ -97,9 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(ns: argparse.Namespace) -> None:
     from .train import TrainConfig, train
+    from .train.distributed import teardown_distributed
 
     fields = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig)}
-    result = train(TrainConfig(**fields), resume=ns.resume, progress=not ns.no_progress)
+    try:
+        result = train(TrainConfig(**fields), resume=ns.resume, progress=not ns.no_progress)
+    finally:
+        teardown_distributed()  # a torchrun launch leaves the process group cleanly
     if result.checkpoint:
         print(f"checkpoint: {result.checkpoint}")
 
@@ -131,6 +135,7 @@ def _sample(ns: argparse.Namespace) -> None:
     else:
         x = ddpm_sample(model, diffusion, x_T, steps=ns.steps, generator=g, progress=not ns.no_progress).sample
     out = Path(ns.out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # the .npy is written first; the PNG writers make the folder too late
     np.save(out.with_suffix(".npy"), x.cpu().numpy())
     if x.ndim == 2:
         save_scatter(x, out)

@@ -221,11 +221,12 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bo
 
 @torch.no_grad()
 def preview(model: nn.Module, diffusion, data: torch.Tensor, path: Path, n: int = 64) -> Path:
-    """DDIM-50 samples from ``model``: a PNG grid for images, a scatter PNG for 2-D points."""
+    """DDIM samples (50 steps, or T if fewer) from ``model``: a PNG grid for images, a scatter PNG for 2-D points."""
     g = torch.Generator(data.device).manual_seed(0)
     n = 2000 if data.ndim == 2 else n
     x_T = torch.randn((n, *data.shape[1:]), generator=g, device=data.device)
-    x = ddim_sample(model, diffusion, x_T, steps=50, progress=False).sample
+    # At most T steps: ddim_sample rejects steps > T, which used to crash every run with num_timesteps < 50.
+    x = ddim_sample(model, diffusion, x_T, steps=min(50, diffusion.num_timesteps), progress=False).sample
     if data.ndim == 2:
         return save_scatter(x, path)
     return save_image_grid(x, path, scale=max(1, 64 // data.shape[-1]))

@@ -1,0 +1,234 @@
+"""The training loop: exact resume, NaN/Inf handling, precision switches."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import diffusion_core.train.trainer as trainer
+from diffusion_core.losses import LossTerms
+from diffusion_core.train import (
+    NonFiniteLossError, Precision, TrainConfig, autocast_dtype, load_checkpoint, resolve_device, train,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The test machine has 2 busy cores; torch's default thread pool is many times slower there.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+REAL_PREVIEW = trainer.preview
+
+
+@pytest.fixture(autouse=True)
+def previews(monkeypatch):
+    """The end-of-run preview (2,000 points or 64 images, 50 DDIM steps) costs seconds on this CPU and is
+    not what these tests check, so it only records its path; test_checkpoints_and_outputs runs the real one."""
+    paths = []
+    monkeypatch.setattr(trainer, "preview", lambda model, diffusion, data, path, n=64: paths.append(path))
+    return paths
+
+
+def _mlp_config(tmp_path, name="run", **kw) -> TrainConfig:
+    base = dict(dataset="swiss-roll", model="mlp", num_timesteps=100, steps=8, batch_size=16, lr=1e-3,
+                warmup_steps=3, ema_decay=0.9, out_dir=str(tmp_path / name), log_every=2, checkpoint_every=1000)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# ----------------------------------------------------------------------------- resume
+
+RESUME_CASES = {
+    # digits-8 is a real preset with dropout 0.1, so resuming must also restore the global RNG.
+    "digits-8-dropout": dict(dataset="digits", model="digits-8", num_timesteps=100, batch_size=4, lr=1e-3,
+                             warmup_steps=3, ema_decay=0.9, log_every=2, checkpoint_every=1000),
+    "mlp-fp16-scaler": None,  # filled below: the toy MLP under fp16 autocast, so the GradScaler state resumes
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_resume_is_exact(tmp_path, previews, case):
+    if case == "digits-8-dropout":
+        cfg = TrainConfig(**RESUME_CASES[case], steps=8, out_dir=str(tmp_path / "a"))
+    else:
+        cfg = _mlp_config(tmp_path, "a", precision="fp16")
+    a = train(cfg, progress=False)
+    assert a.losses.shape == (8,) and a.step == 8 and torch.isfinite(a.losses).all()
+
+    b1 = train(cfg.replace(steps=4, out_dir=str(tmp_path / "b")), progress=False)
+    ckpt = load_checkpoint(b1.checkpoint)
+    assert ckpt.step == 4
+    if case == "digits-8-dropout":
+        assert ckpt.model_config["dropout"] > 0  # dropout is live, so the RNG state matters
+    else:
+        assert ckpt.scaler is not None and ckpt.scaler["scale"] > 0
+    b2 = train(cfg.replace(steps=8, out_dir=str(tmp_path / "b2")), resume=b1.checkpoint, progress=False)
+    assert b2.step == 8 and b2.losses.shape == (4,)
+
+    assert torch.equal(torch.cat([b1.losses, b2.losses]), a.losses)
+    assert _state_equal(b2.model, a.model)
+    assert _state_equal(b2.ema_model, a.ema_model)
+    assert not _state_equal(b2.model, b2.ema_model)
+    assert load_checkpoint(b2.checkpoint).step == 8
+    assert [p.parent.name + "/" + p.name for p in previews] == [f"{d}/preview_final.png" for d in ("a", "b", "b2")]
+
+
+def test_resume_without_rng_restore_would_differ(tmp_path, monkeypatch):
+    """Control for the dropout case: skip restoring the global RNG and the resumed losses change."""
+    cfg = TrainConfig(**RESUME_CASES["digits-8-dropout"], steps=6, out_dir=str(tmp_path / "a"))
+    a = train(cfg, progress=False)
+    b1 = train(cfg.replace(steps=3, out_dir=str(tmp_path / "b")), progress=False)
+    monkeypatch.setattr(torch, "set_rng_state", lambda state: None)
+    b2 = train(cfg.replace(out_dir=str(tmp_path / "b2")), resume=b1.checkpoint, progress=False)
+    assert torch.equal(b1.losses, a.losses[:3])
+    assert not torch.equal(b2.losses, a.losses[3:])
+
+
+def test_resume_rejects_a_different_experiment(tmp_path):
+    cfg = _mlp_config(tmp_path, "a", steps=2)
+    first = train(cfg, progress=False)
+    with pytest.raises(ValueError, match=r"cannot resume.*\blr\b"):
+        train(cfg.replace(steps=4, lr=5e-4), resume=first.checkpoint, progress=False)
+    with pytest.raises(ValueError, match=r"num_timesteps.*seed|seed.*num_timesteps"):
+        train(cfg.replace(steps=4, seed=1, num_timesteps=200), resume=first.checkpoint, progress=False)
+    # Changing only run-control fields is allowed.
+    more = train(cfg.replace(steps=3, log_every=1, checkpoint_every=5, out_dir=str(tmp_path / "b")),
+                 resume=first.checkpoint, progress=False)
+    assert more.step == 3 and more.losses.shape == (1,)
+    # A run already at its target does nothing.
+    done = train(cfg.replace(steps=2, out_dir=str(tmp_path / "c")), resume=first.checkpoint, progress=False)
+    assert done.step == 2 and done.losses.numel() == 0 and done.checkpoint is None
+
+
+def test_checkpoints_and_outputs(tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer, "preview", REAL_PREVIEW)
+    cfg = _mlp_config(tmp_path, steps=5, checkpoint_every=2, num_timesteps=20)  # T < 50: preview uses T steps
+    r = train(cfg, progress=False)
+    out = tmp_path / "run"
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.safetensors", "config.json", "preview_final.png"]
+    c = load_checkpoint(r.checkpoint)
+    assert c.step == 5 and TrainConfig.from_dict(c.train_config) == cfg
+    assert all(torch.equal(c.model[k], v) for k, v in r.model.state_dict().items())
+    assert all(torch.equal(c.ema[k], v) for k, v in r.ema_model.state_dict().items())
+    with Image.open(out / "preview_final.png") as im:
+        assert im.size == (512, 512) and im.mode == "L"
+        assert set(np.unique(np.asarray(im))) <= {0, 255}  # a scatter: white canvas, black points
+
+
+# ----------------------------------------------------------------------------- NaN / Inf
+
+def _poison_from(monkeypatch, k: int, value: float):
+    calls = {"n": 0}
+    real = trainer.training_losses
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        terms = real(*args, **kwargs)
+        if calls["n"] >= k:
+            bad = terms.loss * value  # keeps the graph, so backward runs (and poisons the weights)
+            return LossTerms(bad, terms.simple, terms.vlb)
+        return terms
+
+    monkeypatch.setattr(trainer, "training_losses", poisoned)
+    return calls
+
+
+@pytest.mark.parametrize(("k", "log_every", "value", "last_good"), [
+    (5, 1, math.nan, 4),  # caught by the log check at step 5
+    (5, 10, math.nan, 4),  # caught by the pre-checkpoint check at step 6
+    (4, 100, math.inf, 2),  # the bad step is itself a checkpoint step: nothing is written for it
+    (1, 1, math.nan, None),  # nothing good to keep
+])
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, previews, k, log_every, value,
+                                                              last_good):
+    calls = _poison_from(monkeypatch, k, value)
+    cfg = _mlp_config(tmp_path, steps=10, checkpoint_every=2, log_every=log_every)
+    with pytest.raises(NonFiniteLossError, match=rf"at step {k}\b") as e:
+        train(cfg, progress=False)
+    assert isinstance(e.value, FloatingPointError)
+    assert calls["n"] < 10 and previews == []  # it stopped early, with no preview of a broken model
+    path = tmp_path / "run" / "checkpoint.safetensors"
+    if last_good is None:
+        assert not path.exists()
+        assert "last good checkpoint" not in str(e.value)
+        return
+    assert str(path) in str(e.value)
+    c = load_checkpoint(path)
+    assert c.step == last_good < k
+    for part in (c.model, c.ema):
+        assert all(torch.isfinite(v).all() for v in part.values())
+
+
+# ----------------------------------------------------------------------------- precision
+
+def test_autocast_dtype_mapping(monkeypatch):
+    cpu = torch.device("cpu")
+    assert autocast_dtype(Precision.FP32, cpu) is None
+    assert autocast_dtype(Precision.BF16, cpu) is torch.bfloat16
+    assert autocast_dtype(Precision.FP16, cpu) is torch.float16
+    for amx, avx in ((False, False), (True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx: v, raising=False)
+        assert autocast_dtype(Precision.AUTO, cpu) is (torch.bfloat16 if (amx or avx) else None)
+    monkeypatch.undo()
+    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    assert autocast_dtype(Precision.AUTO, cpu) is (torch.bfloat16 if native else None)
+
+
+@pytest.mark.parametrize(("precision", "want_dtype"), [
+    ("fp32", None), ("bf16", torch.bfloat16), ("fp16", torch.float16),
+])
+def test_one_step_per_precision(tmp_path, monkeypatch, precision, want_dtype):
+    seen = []
+    real = trainer.training_losses
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "training_losses", spy)
+    r = train(_mlp_config(tmp_path, steps=1, precision=precision), progress=False)
+    assert seen == [want_dtype]
+    assert r.losses.shape == (1,) and torch.isfinite(r.losses).all() and r.losses.dtype == torch.float32
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in r.model.parameters())
+    c = load_checkpoint(r.checkpoint)
+    if precision == "fp16":
+        assert c.scaler is not None and c.scaler["scale"] > 0
+    else:
+        assert c.scaler is None
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="model must be 'mlp'"):
+        TrainConfig(dataset="swiss-roll", model="tiny")
+    with pytest.raises(ValueError, match="needs data_dir"):
+        TrainConfig(dataset="folder", model="tiny")
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="fp8")
+    cfg = TrainConfig(dataset="two-moons", model="mlp", precision="bf16")
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown TrainConfig keys"):
+        TrainConfig.from_dict({**cfg.to_dict(), "dropout": 0.1})
+
