@@ -1,0 +1,23 @@
+"""Checked derivations for the documentation (not published; see README.md).
+
+Page modules import everything they need from here::
+
+    from derivations import Derivation, E, Var, Model, derivation, normal
+"""
+from ._checks import Check, StepFailure, are_equal, is_zero, jensen, resolve, under, uses
+from ._discover import discover
+from ._evaluate import Model, free_random
+from ._framework import Derivation, DerivationError, DerivationSpec, Report, derivation
+from ._notation import (ELBO, KL, Cov, E, Expectation, GaussPdf, H, Pdf, RandomVariable, Var,
+                        random_variables)
+from ._printing import ordered, tex, times
+from ._spaces import density, discrete, from_stats, normal
+
+__all__ = [
+    "Check", "Cov", "Derivation", "DerivationError", "DerivationSpec", "E", "ELBO",
+    "Expectation", "GaussPdf", "H", "KL", "Model", "Pdf", "RandomVariable", "Report",
+    "StepFailure", "Var", "density", "ordered", "derivation", "discover", "discrete", "free_random",
+    "from_stats", "are_equal", "is_zero", "jensen", "normal", "random_variables", "resolve", "tex",
+    "times", "under",
+    "uses",
+]

@@ -1,0 +1,47 @@
+"""Markdown for one checked derivation: the math, its reasons, the "checked" mark, the code."""
+from __future__ import annotations
+
+import textwrap
+
+from ._framework import Derivation, DerivationSpec, Report
+
+REL_WORD = {"=": "=", "<=": r"\le", ">=": r"\ge"}
+
+
+def anchor(ref: str) -> str:
+    return "derivation-" + ref.replace(":", "-").replace(".", "-").replace("_", "-")
+
+
+def render_markdown(spec: DerivationSpec, derivation: Derivation, report: Report) -> str:
+    """Display math, the numbered reasons, then a collapsed success box with the checks.
+
+    Needs the Markdown extensions ``md_in_html``, ``pymdownx.details``,
+    ``pymdownx.superfences`` and ``pymdownx.arithmatex``.
+    """
+    parts = [f'<div class="derivation" id="{anchor(spec.ref)}" markdown>', "",
+             "$$", derivation.to_latex(), "$$", ""]
+    labels = dict(derivation.reasons())
+    if labels:
+        lines = [f"({labels[s.index]}) {s.why}" for s in derivation.steps if s.index in labels]
+        parts += ['<div class="derivation-why" markdown>', "", "  \n".join(lines), "", "</div>", ""]
+    parts += [_details(spec, report), "", "</div>"]
+    return "\n".join(parts)
+
+
+def _details(spec: DerivationSpec, report: Report) -> str:
+    steps = report.steps
+    title = f"Checked by SymPy: {len(steps)} step{'s' if len(steps) != 1 else ''}"
+    if report.numerics:
+        n = len(report.numerics)
+        title += f", {n} numeric check{'s' if n != 1 else ''}"
+    body = [f"**{spec.title}.** Every step was verified when this page was built:", ""]
+    for step in steps:
+        body.append(f"{step.index}. ${REL_WORD[step.relation]}$: {step.verified}.")
+    for num in report.numerics:
+        at = ", ".join(f"{k} = {v}" for k, v in num.at.items())
+        body += ["", f"Numeric check at {at}: the formula gives {num.symbolic:.6g}; "
+                 f"{num.label} gives {num.numeric:.6g} (rtol {num.rtol:g}, atol {num.atol:g})."]
+    body += ["", f"The code, from `docs/derivations/{spec.ref.split(':')[0].replace('.', '/')}.py` "
+             "(run it with `docs/` on `sys.path`; a wrong step raises `DerivationError`):",
+             "", "```python", spec.source().rstrip(), "```"]
+    return f'??? success "{title}"\n' + textwrap.indent("\n".join(body), "    ")

@@ -1,0 +1,65 @@
+"""Derivations for docs/background/reparameterization.md."""
+import sympy as sp
+
+from derivations import (E, GaussPdf, Model, Var, derivation, normal, ordered, random_variables,
+                         times)
+
+eps = random_variables("epsilon")
+mu = sp.Symbol("mu", real=True)
+sigma = sp.Symbol("sigma", positive=True)
+s, t = sp.symbols("s t", real=True)
+z = ordered(mu, sigma * eps)  # the reparameterized sample, shown as mu + sigma*eps
+
+# The noise is standard normal ...
+STANDARD_NORMAL = Model(bind={eps: normal(0, 1)})
+# ... but the moment results only use E[eps] = 0 and E[eps^2] = 1.
+STANDARDIZED = Model("any $\\epsilon$ with $\\mathbb{E}[\\epsilon] = 0$ and "
+                     "$\\mathbb{E}[\\epsilon^2] = 1$",
+                     facts={E(eps): 0, E(eps**2): 1})
+
+
+def autograd_gradient():
+    """Autograd Monte Carlo estimate of d/d sigma E[(mu + sigma eps)^2] at mu=0.5, sigma=1.5."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    mu_t = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    sigma_t = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    noise = torch.randn(400_000, generator=generator, dtype=torch.float64)
+    ((mu_t + sigma_t * noise) ** 2).mean().backward()
+    return sigma_t.grad
+
+
+@derivation("Mean of the reparameterized sample", models=[STANDARDIZED, STANDARD_NORMAL])
+def mean(d):
+    d.start(E(z))
+    d.eq(mu + sigma * E(eps), "linearity")
+    d.eq(mu, "$\\mathbb{E}[\\epsilon] = 0$")
+
+
+@derivation("Variance of the reparameterized sample", models=[STANDARDIZED, STANDARD_NORMAL])
+def variance(d):
+    d.start(Var(z))
+    d.eq(E(ordered(mu, sigma * eps, -mu) ** 2), "definition, and the mean above")
+    d.eq(sigma**2 * E(eps**2), "linearity")
+    d.eq(sigma**2, "$\\mathbb{E}[\\epsilon^2] = \\operatorname{Var}[\\epsilon] = 1$")
+
+
+@derivation("Density of the reparameterized sample")
+def density(d):
+    # P(z <= t) = P(eps <= (t - mu)/sigma): differentiate the CDF of z
+    d.start(sp.Derivative(sp.Integral(GaussPdf(s, 0, 1), (s, -sp.oo, (t - mu) / sigma)), t))
+    d.eq(GaussPdf((t - mu) / sigma, 0, 1) / sigma, "fundamental theorem of calculus, chain rule")
+    d.eq(GaussPdf(t, mu, sigma**2), "write out both densities")
+
+
+@derivation("Gradient through the sample", models=[STANDARDIZED, STANDARD_NORMAL])
+def gradient(d):
+    d.start(sp.Derivative(E(z**2), sigma))
+    d.eq(E(sp.Derivative(z**2, sigma)),
+         "the distribution of $\\epsilon$ does not depend on $\\sigma$")
+    d.eq(E(times(2, z, eps)), "chain rule")
+    d.eq(2 * mu * E(eps) + 2 * sigma * E(eps**2), "linearity")
+    d.eq(2 * sigma, "$\\mathbb{E}[\\epsilon] = 0$, $\\mathbb{E}[\\epsilon^2] = 1$")
+    d.numeric(autograd_gradient, at={mu: 0.5, sigma: 1.5}, rtol=0.02,
+              label="PyTorch autograd on 400 000 samples")

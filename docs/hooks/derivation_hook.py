@@ -1,0 +1,97 @@
+"""MkDocs hook: replace derivation markers with checked, rendered derivations.
+
+A page embeds a derivation with a line of its own::
+
+    {{ derivation("background.kl:nonnegativity") }}
+
+The derivation ``nonnegativity`` in ``docs/derivations/background/kl.py`` is
+checked with SymPy; a failed step stops the build with a ``PluginError``
+naming the page, the step and both sides.  After the pages, every derivation
+that no page embeds is checked too, so none is skipped.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+from mkdocs.exceptions import PluginError
+
+log = logging.getLogger("mkdocs.hooks.derivations")
+
+MARKER = re.compile(r'^\{\{\s*derivation\(\s*"([^"]+)"\s*\)\s*\}\}[ \t]*$', re.M)
+LOOSE = re.compile(r"\{\{\s*derivation\b")
+
+_rendered: dict[str, str] = {}
+_stats = {"steps": 0, "seconds": 0.0}
+
+
+def _framework():
+    import derivations
+    from derivations import _render
+    return derivations, _render
+
+
+def on_config(config):
+    docs = str(Path(config.docs_dir).resolve())
+    if docs not in sys.path:
+        sys.path.insert(0, docs)
+    return config
+
+
+def on_pre_build(config):
+    # fresh modules on every build, so `mkdocs serve` picks up edits
+    for name in [m for m in sys.modules if m == "derivations" or m.startswith("derivations.")]:
+        del sys.modules[name]
+    _rendered.clear()
+    _stats.update(steps=0, seconds=0.0)
+
+
+def _check(ref: str, where: str) -> str:
+    if ref in _rendered:
+        return _rendered[ref]
+    derivations, render = _framework()
+    try:
+        spec = derivations.resolve(ref)
+    except (LookupError, ImportError, ValueError) as exc:
+        raise PluginError(f"{where}: cannot load derivation {ref!r}: {exc}") from exc
+    start = time.perf_counter()
+    try:
+        built = spec.build()
+        report = built.check()
+    except derivations.DerivationError as exc:
+        raise PluginError(f"{where}: SymPy check failed: {exc}") from None
+    except Exception as exc:
+        raise PluginError(
+            f"{where}: derivation {ref!r} raised {type(exc).__name__}: {exc}") from exc
+    _stats["seconds"] += time.perf_counter() - start
+    _stats["steps"] += len(report.steps)
+    _rendered[ref] = render.render_markdown(spec, built, report)
+    return _rendered[ref]
+
+
+def on_page_markdown(markdown, page, config, files):
+    where = f"page {page.file.src_uri}"
+    out = MARKER.sub(lambda m: _check(m.group(1), where), markdown)
+    stray = LOOSE.search(out)
+    if stray:
+        line = out[:stray.start()].count("\n") + 1
+        raise PluginError(f"{where}, line {line}: a derivation marker must stand alone on its "
+                          'own line, exactly {{ derivation("module:name") }}')
+    return out
+
+
+def on_post_build(config):
+    derivations, _ = _framework()
+    try:
+        found = derivations.discover()
+    except Exception as exc:
+        raise PluginError(f"cannot import the derivation modules: {type(exc).__name__}: {exc}") \
+            from exc
+    unused = [ref for ref in found if ref not in _rendered]
+    for ref in unused:
+        _check(ref, "no page (derivation not embedded anywhere)")
+    log.info("derivations: %d checked (%d not embedded), %d steps, %.1f s of SymPy",
+             len(_rendered), len(unused), _stats["steps"], _stats["seconds"])

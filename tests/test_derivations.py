@@ -1,0 +1,176 @@
+"""Every derivation in docs/derivations/ holds, and a wrong one is caught.
+
+The same checks run when the site is built (docs/hooks/derivation_hook.py);
+here they run without MkDocs, one test per derivation.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import sympy as sp
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+sys.path.insert(0, str(DOCS))
+
+from derivations import (E, KL, Derivation, DerivationError, GaussPdf, Model, Pdf,  # noqa: E402
+                         Var, derivation, discover, jensen, normal, random_variables, uses)
+from derivations._render import render_markdown  # noqa: E402
+from derivations._spaces import gaussian_integral  # noqa: E402
+
+SPECS = discover()
+MARKER = re.compile(r'\{\{\s*derivation\(\s*"([^"]+)"\s*\)\s*\}\}')
+
+X = random_variables("X")
+a, b = sp.symbols("a b", real=True)
+
+
+@pytest.mark.parametrize("ref", sorted(SPECS))
+def test_derivation_holds(ref):
+    report = SPECS[ref].check()
+    assert report.steps, f"{ref} has no steps"
+    assert all(step.verified for step in report.steps)
+
+
+def test_derivations_were_found():
+    assert len(SPECS) >= 20
+    assert "background.kl:nonnegativity" in SPECS
+
+
+def test_wrong_step_names_the_step_and_both_sides():
+    d = Derivation("deliberately wrong", ref="tests:wrong_affine")
+    d.start(Var(a * X + b))
+    d.eq(a**2 * Var(X), "variance of an affine map")
+    d.eq(a * Var(X), "forgot the square")
+    with pytest.raises(DerivationError) as info:
+        d.check()
+    err, message = info.value, str(info.value)
+    assert err.step == 2
+    assert "tests:wrong_affine" in message
+    assert "step 2 (forgot the square)" in message
+    assert "left side:  a**2*Var(X)" in message
+    assert "right side: a*Var(X)" in message
+
+
+def test_wrong_step_fails_under_a_concrete_distribution_too():
+    mu = sp.Symbol("mu", real=True)
+    d = Derivation("wrong mean", [Model(bind={X: normal(mu, 1)})], ref="tests:wrong_mean")
+    d.start(E(X**2)).eq(mu**2, "forgot the variance")
+    with pytest.raises(DerivationError, match=r"step 1 .*\n.*E\(X\*\*2\)|Expectation\(X\*\*2\)"):
+        d.check()
+
+
+def test_inequality_sympy_cannot_decide_is_an_error_not_a_skip():
+    u = sp.Symbol("u", positive=True)
+    x = sp.Symbol("x", real=True)
+    q, p = Pdf("q", x), Pdf("p", x)
+    d = Derivation("unjustified Jensen", ref="tests:no_justification")
+    d.start(E(sp.log(p / q), q)).le(sp.log(E(p / q, q)), "Jensen, but no by=")
+    with pytest.raises(DerivationError, match="cannot show"):
+        d.check()
+    # the same step with its justification passes
+    d = Derivation("justified Jensen", ref="tests:jensen")
+    d.start(E(sp.log(p / q), q)).le(sp.log(E(p / q, q)), by=jensen(sp.log(u), u))
+    d.check()
+
+
+def test_jensen_rejects_the_wrong_direction():
+    u = sp.Symbol("u", positive=True)
+    x = sp.Symbol("x", real=True)
+    q, p = Pdf("q", x), Pdf("p", x)
+    d = Derivation("exp is convex, not concave", ref="tests:jensen_exp")
+    d.start(E(sp.exp(p / q), q)).le(sp.exp(E(p / q, q)), by=jensen(sp.exp(u), u))
+    with pytest.raises(DerivationError, match="not concave"):
+        d.check()
+
+
+def test_uses_rejects_a_gap_that_does_not_match():
+    x = sp.Symbol("x", real=True)
+    q, p = Pdf("q", x), Pdf("p", x)
+    d = Derivation("KL >= 0 does not give this", ref="tests:uses")
+    d.start(2 * KL(q, p)).ge(0, by=uses("background.kl:nonnegativity"))
+    with pytest.raises(DerivationError, match="is not the gap"):
+        d.check()
+
+
+def test_numeric_check_failure_is_reported():
+    mu = sp.Symbol("mu", real=True)
+    d = Derivation("mean", [Model(bind={X: normal(mu, 1)})], ref="tests:numeric")
+    d.start(E(X)).eq(mu).numeric(lambda: 0.25, at={mu: 0.2}, rtol=1e-6, label="a wrong number")
+    with pytest.raises(DerivationError, match="a wrong number"):
+        d.check()
+
+
+def test_gaussian_fast_path_agrees_with_sympy_integrate():
+    u, m = sp.Symbol("u", real=True), sp.Symbol("m", real=True)
+    v = sp.Symbol("v", positive=True)
+    for expr in (sp.exp(-u**2 / 2), u**3 * sp.exp(-(u - m) ** 2 / (2 * v)),
+                 u**2 * sp.exp(-u**2 / v + m * u)):
+        exact = sp.integrate(expr, (u, -sp.oo, sp.oo), conds="none")
+        assert sp.simplify(gaussian_integral(expr, u) - exact) == 0
+
+
+def test_latex_is_generated_from_the_checked_expressions():
+    d = SPECS["background.kl:gaussian"].build()
+    latex = d.to_latex()
+    assert latex.startswith("\\begin{aligned}")
+    assert "D_{\\mathrm{KL}}" in latex and "\\mathcal{N}" in latex
+    assert latex.count("\\\\") == len(d.steps) - 1
+
+
+def test_rendered_block_has_math_reasons_badge_and_code():
+    spec = SPECS["background.reparameterization:gradient"]
+    built = spec.build()
+    text = render_markdown(spec, built, built.check())
+    assert "$$\n\\begin{aligned}" in text
+    assert '??? success "Checked by SymPy: 4 steps, 1 numeric check"' in text
+    assert "    ```python" in text and "def gradient(d):" in text
+    assert "gradient.check()" in text
+    assert "(1) the distribution of" in text
+
+
+def test_every_marker_in_the_pages_names_a_derivation():
+    pages = [p for p in DOCS.rglob("*.md")
+             if p.relative_to(DOCS).parts[0] not in ("derivations", "hooks")]
+    refs = {ref for page in pages for ref in MARKER.findall(page.read_text())}
+    assert refs, "no page embeds a derivation"
+    assert refs <= set(SPECS), f"unknown derivations: {refs - set(SPECS)}"
+
+
+def test_build_hook_reports_page_step_and_sides(monkeypatch):
+    PluginError = pytest.importorskip("mkdocs.exceptions").PluginError  # noqa: N806
+
+    path = DOCS / "hooks" / "derivation_hook.py"
+    spec = importlib.util.spec_from_file_location("derivation_hook_under_test", path)
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    hook.on_config(SimpleNamespace(docs_dir=str(DOCS)))
+
+    @derivation("deliberately wrong")
+    def wrong(d):
+        d.start(Var(a * X + b)).eq(a * Var(X), "forgot the square")
+
+    import derivations
+    monkeypatch.setattr(derivations, "resolve", lambda ref: wrong)
+    page = SimpleNamespace(file=SimpleNamespace(src_uri="background/example.md"))
+    markdown = 'Text.\n\n{{ derivation("background.example:wrong") }}\n'
+    with pytest.raises(PluginError) as info:
+        hook.on_page_markdown(markdown, page, None, None)
+    message = str(info.value)
+    assert "background/example.md" in message
+    assert "step 1 (forgot the square)" in message
+    assert "Var(X*a + b)" in message and "a*Var(X)" in message
+
+    with pytest.raises(PluginError, match="must stand alone"):
+        hook.on_page_markdown('inline {{ derivation("x:y") }} marker', page, None, None)
+
+
+def test_gauss_pdf_unfolds_to_the_normal_density():
+    x, m = sp.symbols("x m", real=True)
+    v = sp.Symbol("v", positive=True)
+    explicit = sp.exp(-(x - m) ** 2 / (2 * v)) / sp.sqrt(2 * sp.pi * v)
+    assert sp.simplify(GaussPdf(x, m, v).unfold() - explicit) == 0

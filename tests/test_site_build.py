@@ -1,0 +1,112 @@
+"""The site builds strictly, works offline, and typesets its math.
+
+Builds the real site once (about a minute) into a temporary folder.  The
+browser test additionally drives headless Chromium and is marked ``browser``.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+pytest.importorskip("mkdocs")
+pytest.importorskip("mkdocs_jupyter")
+
+ROOT = Path(__file__).resolve().parents[1]
+EXTERNAL = re.compile(
+    r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=["'](?:https?:)?//""", re.I)
+
+
+def _mkdocs(args, cwd, timeout=1200):
+    return subprocess.run([sys.executable, "-m", "mkdocs", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    result = _mkdocs(["build", "--strict", "--site-dir", str(out)], ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return out
+
+
+def test_pages_load_nothing_from_other_hosts(site):
+    offenders = []
+    for page in site.rglob("*.html"):
+        offenders += [f"{page.relative_to(site)}: {m.group(0)}"
+                      for m in EXTERNAL.finditer(page.read_text(encoding="utf-8"))]
+    assert not offenders, "\n".join(offenders[:20])
+
+
+def test_katex_is_served_by_the_site(site):
+    katex = site / "assets" / "katex"
+    assert (katex / "katex.min.js").is_file() and (katex / "katex.min.css").is_file()
+    assert (katex / "contrib" / "auto-render.min.js").is_file()
+    assert list((katex / "fonts").glob("*.woff2"))
+    page = (site / "background" / "kl-divergence" / "index.html").read_text(encoding="utf-8")
+    assert "assets/katex/katex.min.js" in page
+
+
+def test_notebook_page_has_no_cdn_mathjax(site):
+    page = (site / "examples" / "hello" / "index.html").read_text(encoding="utf-8")
+    assert "mathjax" not in page.lower()
+    assert "require.js" not in page
+    assert "integral of the density" in page      # the cell ran
+    assert "data:image/png;base64" in page        # and its plot is embedded
+
+
+def test_derivations_are_rendered_and_marked(site):
+    for name in ("expectation-variance", "reparameterization", "kl-divergence", "elbo"):
+        page = (site / "background" / name / "index.html").read_text(encoding="utf-8")
+        assert "{{ derivation" not in page
+        assert page.count('class="derivation"') >= 3, name
+        assert page.count("Checked by SymPy") == page.count('class="derivation"'), name
+        assert "\\begin{aligned}" in page
+
+
+def test_a_failing_notebook_cell_fails_the_build(tmp_path):
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    jupyter = next(p["mkdocs-jupyter"] for p in config["plugins"]
+                   if isinstance(p, dict) and "mkdocs-jupyter" in p)
+    (tmp_path / "docs" / "examples").mkdir(parents=True)
+    (tmp_path / "docs" / "index.md").write_text("# Home\n")
+    (tmp_path / "docs" / "examples" / "broken.py").write_text(
+        "# %%\nprint('before')\n\n# %%\nraise RuntimeError('this cell is broken')\n")
+    (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump({
+        "site_name": "t", "theme": {"name": "material"},
+        "plugins": [{"mkdocs-jupyter": jupyter}],
+        "nav": ["index.md", "examples/broken.py"],
+    }))
+    result = _mkdocs(["build", "--strict"], tmp_path, timeout=600)
+    assert result.returncode != 0
+    assert "this cell is broken" in result.stdout + result.stderr
+
+
+@pytest.mark.browser
+def test_math_is_typeset_in_a_browser(site):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for path, minimum in (("background/kl-divergence/", 20), ("examples/hello/", 2)):
+            url = f"http://127.0.0.1:{server.server_address[1]}/{path}"
+            dom = subprocess.run(
+                [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", f"--user-data-dir={site.parent / 'chrome'}",
+                 "--virtual-time-budget=8000", "--dump-dom", url],
+                capture_output=True, text=True, timeout=120).stdout
+            assert dom.count('class="katex"') >= minimum, path
+            assert "katex-error" not in dom, path
+    finally:
+        server.shutdown()
