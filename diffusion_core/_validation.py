@@ -36,8 +36,9 @@ def check_timesteps(t: torch.Tensor, T: int, batch: int | None = None) -> torch.
     """
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"t must be a torch.Tensor of integer timesteps, got {type(t).__name__}")
-    if t.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
-        raise TypeError(f"t must have an integer dtype (timestep indices), got {t.dtype}")
+    # int64 or int32 only: the tables are gathered with index_select, which rejects other integer dtypes
+    if t.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"t must have an integer dtype, torch.int64 or torch.int32 (timestep indices), got {t.dtype}")
     if t.ndim != 1 or (batch is not None and t.shape[0] != batch):
         want = f"({batch},)" if batch is not None else "(B,)"
         raise ValueError(f"t must have shape {want}, one timestep per example, got {tuple(t.shape)}")

@@ -42,7 +42,7 @@ def q_mean_variance(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor) 
     r"""Moments of :math:`q(x_t \mid x_0) = \mathcal N(\sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t) I)` (Ho et al. eq. 4)."""
     check_timesteps(t, schedule.num_timesteps, x0.shape[0])
     mean = extract(schedule.sqrt_alphas_cumprod, t, x0.ndim) * x0
-    var = extract(1 - schedule.alphas_cumprod, t, x0.ndim)
+    var = extract(schedule.sqrt_one_minus_alphas_cumprod, t, x0.ndim) ** 2  # keeps float32 precision near t = 0
     return Gaussian(mean, var, torch.log(var))
 
 

@@ -98,6 +98,7 @@ def discretized_gaussian_log_likelihood(
               \delta_\pm(x) = x \pm \tfrac{1}{\text{bins}-1}\ (\pm\infty \text{ at } x = \pm 1)
     """
     check_same_shape("mean", mean, "x", x)
+    out_dtype = torch.promote_types(x.dtype, torch.float32)
     x, mean, log_scale = x.double(), mean.double(), torch.as_tensor(log_scale).double()
     half_bin = 1.0 / (bins - 1)
     inv_std = torch.exp(-log_scale)
@@ -108,7 +109,7 @@ def discretized_gaussian_log_likelihood(
     middle = _log_ndtr_diff(lower, upper)
     edge = 1.0 - half_bin  # between the top level (1) and the next one (1 - 2 * half_bin)
     out = torch.where(x < -edge, log_cdf_upper, torch.where(x > edge, log_sf_lower, middle))
-    return out.float()
+    return out.to(out_dtype)
 
 
 def prior_bpd(diffusion: Diffusion, x0: torch.Tensor) -> torch.Tensor:
@@ -139,6 +140,7 @@ def min_snr_weight(diffusion: Diffusion, t: torch.Tensor, gamma: float) -> torch
     :math:`\min(\mathrm{SNR},\gamma)` times the :math:`x_0`-space error."""
     if not gamma > 0:
         raise ValueError(f"min_snr_gamma must be > 0, got {gamma}")
+    check_timesteps(t, diffusion.num_timesteps)
     snr = diffusion.schedule.snr.index_select(0, t.to(diffusion.schedule.device)).to(torch.float32)
     clipped = snr.clamp(max=gamma)
     if diffusion.parameterization is Parameterization.EPS:
@@ -146,6 +148,11 @@ def min_snr_weight(diffusion: Diffusion, t: torch.Tensor, gamma: float) -> torch
     if diffusion.parameterization is Parameterization.X0:
         return clipped
     return clipped / (snr + 1)
+
+
+def _check_data(x0: torch.Tensor) -> None:
+    if x0.ndim < 2:
+        raise ValueError(f"x0 must be batch-first with a channel dimension, (B, C, ...), got shape {tuple(x0.shape)}")
 
 
 def _distance(output: torch.Tensor, target: torch.Tensor, loss_type: LossType, huber_delta: float) -> torch.Tensor:
@@ -183,6 +190,7 @@ def training_losses(
         raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight}")
     if diffusion.learned_variance and vlb_weight == 0:
         raise ValueError("variance=learned_range needs vlb_weight > 0 (improved DDPM uses 0.001): only the VLB trains the variance")
+    _check_data(x0)
     B, T = x0.shape[0], diffusion.num_timesteps
     if t is None:
         t = torch.randint(0, T, (B,), device=x0.device, generator=generator)
@@ -206,14 +214,17 @@ def training_losses(
 
 
 @torch.no_grad()
-def bits_per_dim(model: Model, diffusion: Diffusion, x0: torch.Tensor, *, progress: bool = True) -> VLBResult:
+def bits_per_dim(
+    model: Model, diffusion: Diffusion, x0: torch.Tensor, *, progress: bool = True, generator: torch.Generator | None = None
+) -> VLBResult:
     r"""The whole bound :math:`L_\mathrm{vlb}` of ``model`` on data ``x0`` (in :math:`[-1,1]`), in bits/dim,
     one network call per step: :math:`L_T + \sum_{t} L_{t-1}`, each term with fresh noise (as in improved DDPM)."""
+    _check_data(x0)
     B, T = x0.shape[0], diffusion.num_timesteps
     terms = x0.new_zeros((B, T), dtype=torch.float32)
     for i in tqdm(range(T - 1, -1, -1), disable=not progress, desc="bits/dim"):
         t = torch.full((B,), i, dtype=torch.long, device=x0.device)
-        x_t = diffusion.q_sample(x0, t)
+        x_t = diffusion.q_sample(x0, t, generator=generator)
         output = model(x_t, diffusion.schedule.timesteps[t])
         terms[:, i] = vlb_term(diffusion, output.float(), x0.float(), x_t.float(), t)
     prior = prior_bpd(diffusion, x0.float())

@@ -121,7 +121,9 @@ def ddim_sample(
         output = model(x, ts.index_select(0, t)).to(x.dtype)
         eps, x0 = d.predict(d.split_output(output, x)[0], x, t)
         ab, ab_prev = s.alphas_cumprod[i].to(x.dtype), s.alphas_cumprod_prev[i].to(x.dtype)
-        sigma = eta * torch.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))  # Song et al. eq. 16
+        # Song et al. eq. 16: sigma^2 = eta^2 (1-ab_prev)/(1-ab) (1-ab/ab_prev), which is eta^2 times the
+        # (respaced) schedule's posterior variance; the table keeps the float64 precision near t = 0.
+        sigma = eta * s.posterior_variance[i].to(x.dtype).sqrt()
         x_prev = ab_prev.sqrt() * x0 + torch.sqrt((1 - ab_prev - sigma**2).clamp(min=0)) * eps
         if eta > 0 and i > 0:
             x_prev = x_prev + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

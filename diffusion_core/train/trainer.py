@@ -223,7 +223,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bo
 def preview(model: nn.Module, diffusion, data: torch.Tensor, path: Path, n: int = 64) -> Path:
     """DDIM samples (50 steps, or T if fewer) from ``model``: a PNG grid for images, a scatter PNG for 2-D points."""
     g = torch.Generator(data.device).manual_seed(0)
-    n = 2000 if data.ndim == 2 else n
+    n = 1000 if data.ndim == 2 else n
     x_T = torch.randn((n, *data.shape[1:]), generator=g, device=data.device)
     # At most T steps: ddim_sample rejects steps > T, which used to crash every run with num_timesteps < 50.
     x = ddim_sample(model, diffusion, x_T, steps=min(50, diffusion.num_timesteps), progress=False).sample
