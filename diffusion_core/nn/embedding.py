@@ -1,0 +1,51 @@
+"""Sinusoidal timestep embedding (Vaswani et al. 2017, as used by Ho et al. 2020)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Embed timesteps ``t`` of shape ``(B,)`` into ``(B, dim)`` sinusoidal features.
+
+    Follows the DDPM reference: ``half = dim // 2`` frequencies spaced geometrically from 1 to
+    ``1 / max_period``, output ``[sin(t * f), cos(t * f)]``. ``t`` may be integer timestep
+    indices or float (continuous) times. An odd ``dim`` is padded with one zero column.
+
+    The result is always float32: in bf16 a timestep near 1000 keeps only ~3 significant
+    digits, so neighbouring steps would collapse to the same embedding. Callers cast the
+    result to their compute dtype (autocast does it at the next linear layer).
+    """
+    if dim < 2:
+        raise ValueError(f"dim must be >= 2 to hold a sin and a cos feature, got {dim}")
+    if t.ndim != 1:
+        raise ValueError(f"t must have shape (B,), one timestep per example, got {tuple(t.shape)}")
+    half = dim // 2
+    # DDPM spaces the exponents over half - 1 intervals so the last frequency is exactly
+    # 1 / max_period; guard half == 1, where that would divide by zero.
+    step = math.log(max_period) / max(half - 1, 1)
+    freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * -step)
+    args = t.to(torch.float32)[:, None] * freqs[None, :]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+    if dim % 2:
+        emb = nn.functional.pad(emb, (0, 1))
+    return emb
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Module wrapper around :func:`timestep_embedding` (no parameters)."""
+
+    def __init__(self, dim: int, max_period: float = 10000.0):
+        super().__init__()
+        if dim < 2:
+            raise ValueError(f"dim must be >= 2 to hold a sin and a cos feature, got {dim}")
+        self.dim = dim
+        self.max_period = max_period
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return timestep_embedding(t, self.dim, self.max_period)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, max_period={self.max_period}"
