@@ -196,7 +196,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bo
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        ema.update(model)
+        ema.update(model, step)
         losses.append(loss.detach())
 
         done = step + 1
