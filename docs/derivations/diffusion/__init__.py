@@ -1,0 +1,1 @@
+"""Derivations for Part 2, Diffusion models."""
