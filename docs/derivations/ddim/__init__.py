@@ -1,0 +1,1 @@
+"""Derivations for Part 3, DDIM."""

@@ -1,0 +1,228 @@
+"""Derivations for docs/ddim/index.md."""
+import sympy as sp
+
+from derivations import E, GaussPdf, Model, Var, derivation, normal, ordered, random_variables, times
+
+x_t, z = random_variables("x_t z")                      # random: E averages over them
+x0, y = sp.symbols("x_0 x_t-1", real=True)
+xt = sp.Symbol("x_t", real=True)                        # x_t as an integration variable
+ab, ab_prev = sp.symbols("alphabar_t alphabar_t-1", positive=True)
+alpha, beta, sigma = sp.symbols("alpha_t beta_t sigma_t", positive=True)
+eta = sp.Symbol("eta", nonnegative=True)
+x0_hat, eps_hat = sp.symbols("xhat_0 epsilonhat", real=True)
+rho, delta, kappa = sp.symbols("rho delta kappa", positive=True)
+k = sp.IndexedBase("k")                                  # the visited steps k_1 < k_2 < ...
+abk, bk = sp.IndexedBase("alphabar"), sp.IndexedBase("\\beta'")
+j, n = sp.symbols("j n", integer=True, positive=True)
+
+
+def ddim_mean(x, x_0, s=sigma):
+    """Mean of q_sigma(x_{t-1} | x_t = x, x_0), Song et al. eq. 7."""
+    return ordered(sp.sqrt(ab_prev) * x_0,
+                   times(sp.sqrt(1 - ab_prev - s**2), (x - sp.sqrt(ab) * x_0) / sp.sqrt(1 - ab)))
+
+
+def sigma_of(e):
+    """sigma_t(eta), Song et al. eq. 16."""
+    return e * sp.sqrt((1 - ab_prev) / (1 - ab)) * sp.sqrt(1 - ab / ab_prev)
+
+
+x_prev = ordered(ddim_mean(x_t, x0), sigma * z)        # x_{t-1} ~ q_sigma(x_{t-1} | x_t, x_0)
+beta_tilde = (1 - ab_prev) / (1 - ab) * beta             # DDPM's posterior variance
+mu_tilde = ordered(times(sp.sqrt(ab_prev) * beta / (1 - ab), x0),
+                   times(sp.sqrt(alpha) * (1 - ab_prev) / (1 - ab), xt))   # DDPM's posterior mean
+
+# Only the first two moments of x_t given x_0, and of the fresh noise z, are used ...
+MOMENTS = Model(
+    "$x_t$ with mean $\\sqrt{\\bar\\alpha_t}\\,x_0$ and variance $1-\\bar\\alpha_t$; $z$ with "
+    "mean 0 and variance 1, independent of $x_t$",
+    independent=[(x_t, z)],
+    facts={E(x_t): sp.sqrt(ab) * x0, E(x_t**2): 1 - ab + ab * x0**2, E(z): 0, E(z**2): 1})
+# ... and the same with both normal: every expectation an exact integral.
+GAUSSIAN = Model(bind={x_t: normal(sp.sqrt(ab) * x0, 1 - ab), z: normal(0, 1)})
+
+class FactoredRoots(Model):
+    """A model that also factors inside square roots, so sqrt((1+rho)^2 rho) = (1+rho) sqrt(rho)."""
+
+    def evaluate(self, expr):
+        return super().evaluate(expr).replace(
+            lambda e: e.is_Pow and e.exp.is_Rational and e.exp.q == 2,
+            lambda e: sp.factor(e.base) ** e.exp)
+
+
+# Every schedule step 0 < alphabar_t < alphabar_{t-1} < 1 is of this form: rho is the
+# noise-to-signal ratio (1 - alphabar)/alphabar of step t-1, and delta what step t adds to it.
+STEP_TEXT = ("$\\bar\\alpha_{t-1} = \\frac{1}{1+\\rho}$, $\\bar\\alpha_t = \\frac{1}{1+\\rho+\\delta}$, "
+             "$\\alpha_t = \\bar\\alpha_t/\\bar\\alpha_{t-1}$, $\\beta_t = 1-\\alpha_t$ for any "
+             "$\\rho, \\delta > 0$")
+STEP_BIND = {ab_prev: 1 / (1 + rho), ab: 1 / (1 + rho + delta),
+             alpha: (1 + rho) / (1 + rho + delta), beta: delta / (1 + rho + delta)}
+STEP = FactoredRoots(STEP_TEXT, bind=STEP_BIND)
+# ... and every 0 < sigma_t^2 < 1 - alphabar_{t-1}.
+SCHEDULE = FactoredRoots(
+    STEP_TEXT + ", and $\\sigma_t^2 = \\frac{1-\\bar\\alpha_{t-1}}{1+\\kappa}$ for any $\\kappa > 0$",
+    bind={**STEP_BIND, sigma: sp.sqrt(rho / ((1 + rho) * (1 + kappa)))})
+# x0_hat from the noise prediction (the epsilon parameterization).
+PREDICTION = FactoredRoots(
+    STEP_TEXT + "; $\\hat x_0 = (x_t - \\sqrt{1-\\bar\\alpha_t}\\,\\hat\\epsilon)/\\sqrt{\\bar\\alpha_t}$",
+    bind={**STEP_BIND, x0_hat: (xt - sp.sqrt(1 - ab) * eps_hat) / sp.sqrt(ab)})
+
+
+def visited(count):
+    """n = count visited steps; alphabar_{k_0} = alphabar_0 = 1 (no noise before the first step)."""
+    return Model(f"$n = {count}$; $\\beta'_j = 1 - \\bar\\alpha_{{k_j}}/\\bar\\alpha_{{k_{{j-1}}}}$; "
+                 f"$\\bar\\alpha_{{k_0}} = 1$",
+                 bind={n: count, bk[j]: 1 - abk[k[j]] / abk[k[j - 1]]}, facts={abk[k[0]]: 1})
+
+
+RECURSION = Model(bind={ab: alpha * ab_prev, beta: 1 - alpha})
+ONE_STEP = Model("$z \\sim \\mathcal{N}(0, 1)$; $\\hat x_0$, $\\hat\\epsilon$ fixed (given $x_t$); "
+                 "$\\sigma_t = \\sigma_t(\\eta)$", bind={z: normal(0, 1), sigma: sigma_of(eta)})
+
+
+def linear_schedule(index):
+    """{alphabar_t: ..., alphabar_{t-1}: ...} of the linear schedule, T = 1000, at one index."""
+    import torch
+    from diffusion_core import NoiseSchedule
+
+    s = NoiseSchedule.linear(1000, dtype=torch.float64)
+    return {ab: float(s.alphas_cumprod[index]), ab_prev: float(s.alphas_cumprod_prev[index])}
+
+
+def ten_step_schedule():
+    """alphabar at the first step of the linear schedule respaced to 10 steps (index 999 to 888)."""
+    import torch
+    from diffusion_core import NoiseSchedule
+
+    s = NoiseSchedule.linear(1000, dtype=torch.float64).spaced(10)
+    return {ab: float(s.alphas_cumprod[-1]), ab_prev: float(s.alphas_cumprod_prev[-1])}
+
+
+def posterior_variance(index):
+    import torch
+    from diffusion_core import NoiseSchedule
+
+    return NoiseSchedule.linear(1000, dtype=torch.float64).posterior_variance[index]
+
+
+def posterior_mean(index, x_0, x_t):
+    import torch
+    from diffusion_core import NoiseSchedule, q_posterior
+
+    def tensor(v):
+        return torch.tensor([[v]], dtype=torch.float64)
+
+    s = NoiseSchedule.linear(1000, dtype=torch.float64)
+    return q_posterior(s, tensor(x_0), tensor(x_t), torch.tensor([index])).mean
+
+
+def gaussian_data_model(schedule, m=0.5, s0=0.4):
+    """The exact noise predictor E[eps | x_t] for data x_0 ~ N(m, s0^2); t is the original index."""
+    def model(x, t):
+        a = schedule.alphas_cumprod[t].to(x.dtype).view(-1, 1)
+        return (1 - a).sqrt() * (x - a.sqrt() * m) / (a * s0**2 + 1 - a)
+    return model
+
+
+def first_step_variance(eta_value):
+    """Variance over 200 000 runs of the first DDIM step from one fixed x_T (10 of 1000 steps)."""
+    import torch
+    from diffusion_core import Diffusion, NoiseSchedule, ddim_sample
+
+    schedule = NoiseSchedule.linear(1000, dtype=torch.float64)
+    x_T = torch.full((200_000, 1), 0.7, dtype=torch.float64)
+    out = ddim_sample(gaussian_data_model(schedule), Diffusion(schedule), x_T, steps=10,
+                      eta=eta_value, generator=torch.Generator().manual_seed(0), progress=False,
+                      return_trajectory=True)
+    return out.trajectory[1].var()
+
+
+@derivation("DDIM keeps the marginal mean", models=[MOMENTS, GAUSSIAN])
+def marginal_mean(d):
+    d.start(E(x_prev))
+    d.eq(ordered(sp.sqrt(ab_prev) * x0,
+                 times(sp.sqrt(1 - ab_prev - sigma**2), (E(x_t) - sp.sqrt(ab) * x0) / sp.sqrt(1 - ab)),
+                 sigma * E(z)), "linearity")
+    d.eq(sp.sqrt(ab_prev) * x0, "$\\mathbb{E}[x_t] = \\sqrt{\\bar\\alpha_t}\\,x_0$, "
+         "$\\mathbb{E}[z] = 0$")
+
+
+@derivation("DDIM keeps the marginal variance", models=[MOMENTS, GAUSSIAN])
+def marginal_variance(d):
+    d.start(Var(x_prev))
+    d.eq(ordered((1 - ab_prev - sigma**2) / (1 - ab) * Var(x_t), sigma**2 * Var(z)),
+         "$x_t$ and $z$ independent; constants shift, squared factors scale")
+    d.eq(ordered(1 - ab_prev - sigma**2, sigma**2),
+         "$\\operatorname{Var}[x_t] = 1 - \\bar\\alpha_t$, $\\operatorname{Var}[z] = 1$")
+    d.eq(1 - ab_prev)
+
+
+@derivation("DDIM keeps the marginal density", models=[SCHEDULE])
+def marginal_density(d):
+    d.start(sp.Integral(GaussPdf(y, ddim_mean(xt, x0), sigma**2)
+                        * GaussPdf(xt, sp.sqrt(ab) * x0, 1 - ab), (xt, -sp.oo, sp.oo)))
+    d.eq(GaussPdf(y, sp.sqrt(ab_prev) * x0, 1 - ab_prev), "complete the square in $x_t$")
+
+
+@derivation("At eta = 1 the DDIM variance is DDPM's posterior variance", models=[RECURSION])
+def sigma_eta_one(d):
+    d.start(sp.Pow(sigma_of(1), 2, evaluate=False))
+    d.eq((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev), "square")
+    d.eq((1 - ab_prev) / (1 - ab) * (1 - alpha), "$\\bar\\alpha_t = \\alpha_t\\bar\\alpha_{t-1}$")
+    d.eq(beta_tilde, "$\\beta_t = 1 - \\alpha_t$: this is $\\tilde\\beta_t$")
+    for index in (1, 500, 999):
+        d.numeric(lambda index=index: posterior_variance(index), at=linear_schedule(index),
+                  expr=d.lines[0], model=Model(), rtol=1e-10,
+                  label=f"NoiseSchedule.linear(1000).posterior_variance[{index}]")
+
+
+@derivation("At eta = 1 the DDIM mean is DDPM's posterior mean", models=[STEP])
+def mean_eta_one(d):
+    d.start(ddim_mean(xt, x0, sigma_of(1)))
+    d.eq(ordered(sp.sqrt(ab_prev) * x0,
+                 times(sp.sqrt(alpha) * (1 - ab_prev) / (1 - ab), xt - sp.sqrt(ab) * x0)),
+         "$1 - \\bar\\alpha_{t-1} - \\tilde\\beta_t = "
+         "\\alpha_t (1-\\bar\\alpha_{t-1})^2 / (1 - \\bar\\alpha_t)$")
+    d.eq(ordered(times(sp.sqrt(ab_prev) * (1 - ab - alpha * (1 - ab_prev)) / (1 - ab), x0),
+                 times(sp.sqrt(alpha) * (1 - ab_prev) / (1 - ab), xt)),
+         "collect $x_0$; $\\sqrt{\\alpha_t\\bar\\alpha_t} = \\alpha_t\\sqrt{\\bar\\alpha_{t-1}}$")
+    d.eq(mu_tilde, "$1 - \\bar\\alpha_t - \\alpha_t + \\bar\\alpha_t = \\beta_t$: this is "
+         "$\\tilde\\mu_t(x_t, x_0)$")
+    at = {**linear_schedule(500), x0: 0.3, xt: -1.2}
+    d.numeric(lambda: posterior_mean(500, 0.3, -1.2), at=at, expr=d.lines[0], model=Model(),
+              rtol=1e-12, label="diffusion_core.q_posterior(...).mean")
+
+
+@derivation("One DDIM step: the only randomness is sigma_t z", models=[ONE_STEP])
+def step_variance(d):
+    d.start(Var(ordered(sp.sqrt(ab_prev) * x0_hat, times(sp.sqrt(1 - ab_prev - sigma**2), eps_hat),
+                        sigma * z)))
+    d.eq(sigma**2 * Var(z), "$\\hat x_0$ and $\\hat\\epsilon$ are functions of $x_t$")
+    d.eq(sigma**2, "$\\operatorname{Var}[z] = 1$")
+    d.eq(sigma_of(eta) ** 2, "$\\sigma_t = \\sigma_t(\\eta)$")
+    for e, rtol, atol in ((0, 0, 1e-12), (1, 0.02, 0)):
+        d.numeric(lambda e=e: first_step_variance(e), at={**ten_step_schedule(), eta: e},
+                  rtol=rtol, atol=atol,
+                  label=f"ddim_sample(eta={e}, steps=10): variance of the first step over "
+                        "200 000 runs from one $x_T$")
+
+
+@derivation("With eta = 0, DDIM is an Euler step in the noise-to-signal ratio", models=[PREDICTION])
+def ode_form(d):
+    d.start(ordered(sp.sqrt(ab_prev) * x0_hat, sp.sqrt(1 - ab_prev) * eps_hat) / sp.sqrt(ab_prev))
+    d.eq(ordered(sp.sqrt(ab_prev) * (xt - sp.sqrt(1 - ab) * eps_hat) / sp.sqrt(ab),
+                 sp.sqrt(1 - ab_prev) * eps_hat) / sp.sqrt(ab_prev),
+         "$\\hat x_0 = (x_t - \\sqrt{1-\\bar\\alpha_t}\\,\\hat\\epsilon)/\\sqrt{\\bar\\alpha_t}$")
+    d.eq(ordered(xt / sp.sqrt(ab),
+                 times(sp.sqrt((1 - ab_prev) / ab_prev) - sp.sqrt((1 - ab) / ab), eps_hat)),
+         "divide out and collect $\\hat\\epsilon$")
+
+
+@derivation("A respaced schedule keeps alphabar at the visited steps",
+            models=[visited(1), visited(2), visited(3)])
+def respaced(d):
+    d.start(sp.Product(1 - bk[j], (j, 1, n)))
+    d.eq(sp.Product(abk[k[j]] / abk[k[j - 1]], (j, 1, n)),
+         "the respaced betas, $\\beta'_j = 1 - \\bar\\alpha_{k_j}/\\bar\\alpha_{k_{j-1}}$")
+    d.eq(abk[k[n]] / abk[k[0]], "the product telescopes")
+    d.eq(abk[k[n]], "$\\bar\\alpha_{k_0} = 1$")
