@@ -1,14 +1,14 @@
 """The site builds strictly, works offline, and typesets its math.
 
-Builds the real site once (about a minute) into a temporary folder.  The
-browser test additionally drives headless Chromium and is marked ``browser``.
+Uses the site built once per session by ``built_site`` (tests/conftest.py).
+The browser test additionally drives headless Chromium and is marked ``browser``;
+tests/test_browser.py has the full browser suite.
 """
 from __future__ import annotations
 
 import functools
 import http.server
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -31,11 +31,8 @@ def _mkdocs(args, cwd, timeout=1200):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    out = tmp_path_factory.mktemp("site")
-    result = _mkdocs(["build", "--strict", "--site-dir", str(out)], ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return out
+def site(built_site):
+    return built_site     # built once per session, in conftest.py
 
 
 def test_pages_load_nothing_from_other_hosts(site):
@@ -91,10 +88,8 @@ def test_a_failing_notebook_cell_fails_the_build(tmp_path):
 
 
 @pytest.mark.browser
-def test_math_is_typeset_in_a_browser(site):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed")
+def test_math_is_typeset_in_a_browser(site, chromium_executable):
+    chromium = chromium_executable
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
