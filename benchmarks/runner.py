@@ -1,0 +1,176 @@
+"""Run one :class:`~benchmarks.matrix.Case`: build, guard, count FLOPs, time, derive the metrics.
+
+The derived metrics go into ``benchmark.extra_info`` (so they land in the pytest-benchmark JSON)
+and into the session's :class:`Rows`, which pairs each of our rows with its peer row.
+"""
+from __future__ import annotations
+
+import gc
+import time
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import hardware
+from .matrix import PEERS, TOLERANCE, Case
+from .workloads import build
+
+PROBE_BATCH = 4  # the guard checks this many images: enough signal, a fraction of the cost
+_FLOPS: dict[tuple, int] = {}
+_REFERENCE_PROBES: dict[tuple, torch.Tensor] = {}
+
+
+def count_flops(fn) -> int:
+    """Matmul/conv FLOPs of one call of ``fn`` (forward and backward ops alike).
+
+    Run on the meta device, attention takes PyTorch's math path, so it is counted as its two
+    batched matmuls forward and four backward (no recomputation is counted).
+    """
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def _net_kind(case: Case) -> str:
+    if case.workload == "train":
+        return "ours" if case.impl == "ours" else "diffusers"
+    return "diffusers" if case.impl == "diffusers-unet" else "ours"
+
+
+def flops_per_call(case: Case) -> int:
+    """FLOPs of one timed call, counted on the fp32 eager build of the case on the meta device
+    (the same ops without the arithmetic; compiled code would hide its ops from the counter).
+
+    Training: one whole step, forward and backward. Sampling: one network forward over the batch
+    times the number of network calls (the sampler updates are elementwise: zero FLOPs either way).
+    """
+    if case.workload.startswith("qsample"):
+        return 0
+    key = (case.workload == "train", _net_kind(case), case.preset, case.batch)
+    if key not in _FLOPS:
+        reference = build(case.reference(), torch.device("meta"))
+        if case.workload == "train":
+            _FLOPS[key] = count_flops(reference)
+        else:
+            with torch.no_grad():
+                _FLOPS[key] = count_flops(reference.probe)
+    return _FLOPS[key] * (1 if case.workload == "train" else case.steps)
+
+
+def guard(case: Case, workload, device: torch.device) -> dict:
+    """Compare this configuration's probe output (network output on the first ``PROBE_BATCH`` inputs,
+    or the whole noised batch for q(x_t | x_0)) with the fp32 eager build's; fail the row if too far."""
+    if case.is_reference:
+        return {"guard": "reference (fp32 eager)"}
+    key = (case.workload, case.impl, case.preset, case.batch, str(device))
+    if key not in _REFERENCE_PROBES:
+        reference = build(case.reference(), device)
+        _REFERENCE_PROBES[key] = reference.probe(PROBE_BATCH)
+        del reference
+    ref = _REFERENCE_PROBES[key]
+    out = workload.probe(PROBE_BATCH)
+    err = float((out - ref).norm() / ref.norm().clamp_min(1e-30))
+    tol = TOLERANCE[case.precision]
+    assert err <= tol, f"{case.id}: relative error {err:.2e} vs fp32 eager exceeds {tol:.0e}"
+    info = {"guard": "passed", "guard_rel_err": err, "guard_tol": tol}
+    if case.workload.startswith("qsample") and case.compile:
+        # The timed path draws its own noise: check that the noise it implies is standard normal.
+        eps = workload.implied_noise()
+        mean, std = float(eps.mean()), float(eps.std())
+        assert abs(mean) < 0.01 and abs(std - 1) < 0.01, f"{case.id}: implied noise mean {mean}, std {std}"
+        info.update(guard_noise_mean=mean, guard_noise_std=std)
+    return info
+
+
+def run_case(case: Case, benchmark, device: torch.device, rows) -> dict:
+    """Time ``case`` with pytest-benchmark and record its metrics; returns the row."""
+    if case.is_peer:
+        pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    benchmark.group = f"{case.workload} {case.preset} b{case.batch}"
+    workload = build(case, device)
+    info = {"case": case.id, **guard(case, workload, device)}
+    flops = flops_per_call(case)
+    gc.collect()
+
+    def timed():
+        out = workload()
+        hardware.sync(device)  # CUDA: the timed call includes the device work
+        return out
+
+    if case.compile:  # the first call compiles: report what it costs
+        start = time.perf_counter()
+        timed()
+        info["first_call_s"] = time.perf_counter() - start
+    benchmark.pedantic(timed, rounds=case.rounds, warmup_rounds=1, iterations=1)
+    stats = benchmark.stats.stats
+    row = derive(case, device, stats.min, stats.median, flops, getattr(workload, "bytes", 0))
+    row.update(info)
+    if "first_call_s" in row:
+        row["compile_s"] = max(0.0, row["first_call_s"] - stats.median)
+    benchmark.extra_info.update(row)
+    rows.add(row, benchmark.extra_info)
+    del workload
+    gc.collect()
+    return row
+
+
+def derive(case: Case, device: torch.device, best: float, median: float, flops: int, nbytes: int) -> dict:
+    """Throughput from the best round (other processes only ever add time), plus the median for reference."""
+    dev = str(device)
+    row = {
+        "workload": case.workload, "impl": case.impl, "preset": case.preset, "batch": case.batch,
+        "precision": case.precision, "compile": case.compile or "eager", "channels_last": case.channels_last,
+        "device": dev, "seconds_best": best, "seconds_median": median,
+        "img_per_s": case.batch / best, "img_per_s_median": case.batch / median,
+    }
+    if case.steps > 1:
+        row["steps_per_s"] = case.steps / best
+    if flops:
+        peak = hardware.matmul_peak(dev, case.precision)
+        row.update(flops=flops, tflops=flops / best / 1e12, peak_tflops=peak, mfu=flops / best / 1e12 / peak)
+    if nbytes:
+        bw = hardware.copy_bandwidth(dev)
+        row.update(bytes=nbytes, gbs=nbytes / best / 1e9, copy_gbs=bw, pct_copy_bw=nbytes / best / 1e9 / bw)
+    return row
+
+
+class Rows:
+    """The rows of this session; each of ours gets ``ratio`` = our img/s / the matching peer's."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self._extra: list[dict] = []
+
+    def add(self, row: dict, extra_info: dict) -> None:
+        self.rows.append(row)
+        self._extra.append(extra_info)
+        for r, extra in zip(self.rows, self._extra):
+            if r["impl"] == "ours":
+                for k, v in pair(r, self.rows).items():
+                    r[k] = extra[k] = v
+
+
+def pair(ours: dict, rows: list[dict]) -> dict:
+    """Ratios of ``ours`` to the peers measured on the same workload, preset, batch and device.
+
+    The main peer is ``diffusers`` in the same precision and compile mode, else the same precision
+    eager, else fp32 eager; ``diffusers-unet`` (their UNet2DModel too) is reported beside it.
+    """
+    same = [r for r in rows if r["impl"] in PEERS and all(
+        r[k] == ours[k] for k in ("workload", "preset", "batch", "device"))]
+    out: dict = {}
+    for impl in PEERS:
+        cands = [r for r in same if r["impl"] == impl]
+        for want in ((ours["precision"], ours["compile"]), (ours["precision"], "eager"), ("fp32", "eager")):
+            match = [r for r in cands if (r["precision"], r["compile"]) == want]
+            if match:
+                peer = match[0]
+                name = f"{impl} {peer['precision']} {peer['compile']}"
+                ratio = ours["img_per_s"] / peer["img_per_s"]
+                if impl == PEERS[0]:
+                    out.update(peer=name, ratio=ratio)
+                out.setdefault("ratios", {})[name] = ratio
+                break
+    return out
