@@ -284,15 +284,14 @@ def eps_weight(d):
     def mu_eps(noise_):
         return (xt[i] - beta / sp.sqrt(1 - abar) * noise_) / sp.sqrt(alpha)
 
-    def shown(noise_):
-        return times(1 / sp.sqrt(alpha), ordered(Xt, -beta / sp.sqrt(1 - abar) * noise_))
-
+    scale = beta / (sp.sqrt(alpha) * sp.sqrt(1 - abar))
     d.start(sqnorm(MUt - MUth, mu_tilde - mu_eps(eth[i])) / (2 * sigma**2))
-    d.eq(sqnorm(ordered(shown(EPS), -shown(EPSth)), mu_eps(e[i]) - mu_eps(eth[i])) / (2 * sigma**2),
+    d.eq(sqnorm(times(scale, ordered(EPSth, -EPS)), scale * (eth[i] - e[i])) / (2 * sigma**2),
          "$\\tilde{\\boldsymbol{\\mu}}_t$ with $\\mathbf{x}_0$ written through $\\mathbf{x}_t$ and "
-         "$\\boldsymbol{\\epsilon}$; $\\boldsymbol{\\mu}_\\theta$ in the same form", by=Normalized())
+         "$\\boldsymbol{\\epsilon}$, $\\boldsymbol{\\mu}_\\theta$ in the same form: "
+         "$\\mathbf{x}_t$ cancels", by=Normalized())
     d.eq(beta**2 / (2 * sigma**2 * alpha * (1 - abar)) * sqnorm(EPS - EPSth, e[i] - eth[i]),
-         "$\\mathbf{x}_t$ cancels")
+         "take the factor out of the norm")
     d.numeric(library_vlb_term, model=forward(3), rtol=1e-9,
               label="diffusion_core.vlb_term (fixed_small variance), converted to nats",
               at={**AT_STEP3, sigma: sp.sqrt(BTILDE3), **{e[k + 1]: NOISE[k] for k in range(3)},
