@@ -13,7 +13,8 @@ x_prev, x_t = sp.symbols("x_{t-1} x_t", real=True)
 
 
 def kept(n):
-    return Model(f"$i = {n}$ kept steps; $\\beta'_j = 1 - \\bar\\alpha_{{k_j}} / \\bar\\alpha_{{k_{{j-1}}}}$, "
+    return Model(f"$i = {n}$ kept steps; "
+                 "$\\beta'_j = 1 - \\bar\\alpha_{k_j} / \\bar\\alpha_{k_{j-1}}$, "
                  "$\\bar\\alpha_{k_0} = 1$, otherwise any values",
                  bind={n_kept: n, betas_new[j]: 1 - abars[ks[j]] / abars[ks[j - 1]]},
                  facts={abars[ks[0]]: 1})

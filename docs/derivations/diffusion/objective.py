@@ -279,7 +279,8 @@ def kl_term(d):
 @derivation("The mean error is a noise error (Ho et al. 2020, eq. 12)",
             models=[forward(1), forward(2), forward(3)])
 def eps_weight(d):
-    mu_tilde = sp.sqrt(abar_prev) * beta / (1 - abar) * x0c[i] + sp.sqrt(alpha) * (1 - abar_prev) / (1 - abar) * xt[i]
+    mu_tilde = (sp.sqrt(abar_prev) * beta / (1 - abar) * x0c[i]              # Ho et al. eq. 7
+                + sp.sqrt(alpha) * (1 - abar_prev) / (1 - abar) * xt[i])
 
     def mu_eps(noise_):
         return (xt[i] - beta / sp.sqrt(1 - abar) * noise_) / sp.sqrt(alpha)
@@ -301,7 +302,8 @@ def eps_weight(d):
 @derivation("Clean data from v", models=[CONVERT])
 def x0_from_v(d):
     d.start(ordered(times(a, Xt), -times(s, V)))
-    d.eq(ordered(times(a, ordered(times(a, X0), times(s, EPS))), -times(s, ordered(times(a, EPS), -times(s, X0)))),
+    d.eq(ordered(times(a, ordered(times(a, X0), times(s, EPS))),
+                 -times(s, ordered(times(a, EPS), -times(s, X0)))),
          "definitions of $\\mathbf{x}_t$ and $\\mathbf{v}$")
     d.eq(times(ordered(a**2, s**2), X0), "the $\\boldsymbol{\\epsilon}$ terms cancel")
     d.eq(X0, "$a_t^2 + s_t^2 = 1$")
@@ -312,7 +314,8 @@ def x0_from_v(d):
 @derivation("Noise from v", models=[CONVERT])
 def eps_from_v(d):
     d.start(ordered(times(s, Xt), times(a, V)))
-    d.eq(ordered(times(s, ordered(times(a, X0), times(s, EPS))), times(a, ordered(times(a, EPS), -times(s, X0)))),
+    d.eq(ordered(times(s, ordered(times(a, X0), times(s, EPS))),
+                 times(a, ordered(times(a, EPS), -times(s, X0)))),
          "definitions of $\\mathbf{x}_t$ and $\\mathbf{v}$")
     d.eq(times(ordered(a**2, s**2), EPS), "the $\\mathbf{x}_0$ terms cancel")
     d.eq(EPS, "$a_t^2 + s_t^2 = 1$")
@@ -337,7 +340,8 @@ def v_error(d):
     d.start(sqnorm(V - Vh, v[i] - vh[i]))
     d.eq(sqnorm(ordered(ordered(times(a, Xt), -X0) / s, -ordered(times(a, Xt), -X0h) / s),
                 (a * xt[i] - x0c[i]) / s - (a * xt[i] - x0h[i]) / s),
-         "$\\mathbf{v} = a_t\\boldsymbol{\\epsilon} - s_t\\mathbf{x}_0 = (a_t\\mathbf{x}_t - \\mathbf{x}_0)/s_t$")
+         "$\\mathbf{v} = a_t\\boldsymbol{\\epsilon} - s_t\\mathbf{x}_0 "
+         "= (a_t\\mathbf{x}_t - \\mathbf{x}_0)/s_t$")
     d.eq(sqnorm(X0 - X0h, x0c[i] - x0h[i]) / s**2, "$\\mathbf{x}_t$ cancels")
     d.eq((snr + 1) * sqnorm(X0 - X0h, x0c[i] - x0h[i]), "$1/s_t^2 = (a_t^2 + s_t^2)/s_t^2$")
 
