@@ -10,7 +10,7 @@ from .._validation import check_choice
 from ..diffusion import Diffusion
 from ..losses import LossType
 from ..parameterization import Parameterization
-from ..reverse import VarianceType
+from ..reverse import Clip, VarianceType
 from ..schedule import NoiseSchedule, ScheduleKind
 
 __all__ = ["Dataset", "Precision", "TrainConfig"]
@@ -114,7 +114,11 @@ class TrainConfig:
     def diffusion(self) -> Diffusion:
         """The :class:`Diffusion` this run trains (rebuilt from the config: schedules are not stored)."""
         schedule = NoiseSchedule.make(self.schedule, self.num_timesteps)
-        return Diffusion(schedule, self.parameterization, self.variance)
+        # Image data lives in [-1, 1]: clip the predicted x0 there when sampling. Without it the first DDIM
+        # step from the cosine schedule's alpha_bar_T = 2.4e-9 multiplies the noise-prediction error by
+        # sqrt(alpha_bar_next / alpha_bar_T) (about 630 for DDIM-50) and samples blow up.
+        clip = Clip.NONE if self.dataset.is_toy else Clip.STATIC
+        return Diffusion(schedule, self.parameterization, self.variance, clip)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

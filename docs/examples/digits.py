@@ -14,25 +14,28 @@
 # # Sampling 8x8 digits: DDPM against DDIM
 #
 # This page samples from a small U-Net trained on scikit-learn's 1,797 handwritten 8x8 digits with
-# `diffusion-core train` and its default settings (the command is in `docs/examples/checkpoints/README.md`).
+# `diffusion-core train` (the exact command is in `docs/examples/checkpoints/README.md`).
 # We compare ancestral DDPM sampling with deterministic DDIM ($\eta = 0$) at several numbers of steps,
 # always from the same starting noise, and measure how digit-like the results are.
 
 # %%
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, without ipywidgets; no bars here
+
 from diffusion_core import Diffusion, ddim_sample, ddpm_sample
 from diffusion_core.metrics import DigitsClassifier, frechet_distance
 from diffusion_core.train import TrainConfig, build_model, digits, load_checkpoint
 
-# The build runs this page from docs/examples/; the fallback is for running it from the repository root.
-path = next(p for p in (Path("checkpoints"), Path("docs/examples/checkpoints")) if p.is_dir()) / "digits/checkpoint.safetensors"
-ckpt = load_checkpoint(path)
+# The site build runs this page in docs/examples/; the fallback is for running it from the repository root.
+checkpoints = Path("checkpoints") if Path("checkpoints").is_dir() else Path("docs/examples/checkpoints")
+ckpt = load_checkpoint(checkpoints / "digits" / "checkpoint.safetensors")
 config = TrainConfig.from_dict(ckpt.train_config)
 model = build_model(ckpt.model_config).eval()
 model.load_state_dict(ckpt.ema)  # sample with the exponential moving average of the weights
@@ -88,7 +91,7 @@ for steps in (10, 50):
 # %%
 torch.set_num_threads(1)  # a small network: one thread is about as fast, and behaves on a busy machine
 
-N, N_FULL = 100, 10  # about 30 s of one CPU core in all; raise them for steadier numbers
+N, N_FULL = 100, 10  # about 40 s of one CPU core in all; raise them for steadier numbers
 STEP_COUNTS = (10, 25, 50)
 x_T = torch.randn(N, channels, size, size, generator=torch.Generator().manual_seed(0))
 

@@ -21,13 +21,17 @@
 # %%
 import base64
 import io
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from IPython.display import HTML, display
+from IPython.display import Image as IPImage
 from matplotlib import cbook
 from PIL import Image
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, without ipywidgets; no bars here
 
 from diffusion_core import NoiseSchedule, q_sample
 
@@ -58,6 +62,14 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
 
 
+def show_jpeg(fig) -> None:
+    """Embed a figure as a JPEG: noisy photos take several times more bytes as PNG."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="jpeg", dpi=100, bbox_inches="tight", pil_kwargs={"quality": 85})
+    plt.close(fig)
+    display(IPImage(data=buf.getvalue(), format="jpeg"))
+
+
 # %% [markdown]
 # ## A strip of frames
 #
@@ -67,13 +79,13 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 # %%
 ts = [0, 50, 100, 200, 300, 400, 600, 999]
-fig, axes = plt.subplots(1, len(ts), figsize=(2 * len(ts), 2.4))
-for ax, t in zip(axes, ts):
+fig, axes = plt.subplots(2, 4, figsize=(8, 4.8))
+for ax, t in zip(axes.flat, ts):
     ax.imshow(to_uint8(noised(t)))
-    ax.set_title(f"t = {t}\n$\\sqrt{{\\bar\\alpha_t}}$ = {schedule.sqrt_alphas_cumprod[t]:.3f}", fontsize=9)
+    ax.set_title(f"t = {t},  $\\sqrt{{\\bar\\alpha_t}}$ = {schedule.sqrt_alphas_cumprod[t]:.3f}", fontsize=10)
     ax.axis("off")
 plt.tight_layout()
-plt.show()
+show_jpeg(fig)
 
 # %% [markdown]
 # ## The same, animated

@@ -19,11 +19,18 @@
 # ($\beta_t$ following a logistic ramp). All four here use $T = 1000$ and the library's default end points.
 
 # %%
+import io
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import Image as IPImage
+from IPython.display import display
 from matplotlib import cbook
 from PIL import Image
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, without ipywidgets; no bars here
 
 from diffusion_core import NoiseSchedule, q_sample
 
@@ -31,10 +38,10 @@ T = 1000
 KINDS = ["linear", "cosine", "quadratic", "sigmoid"]
 schedules = {kind: NoiseSchedule.make(kind, T).to(dtype=torch.float64) for kind in KINDS}
 for kind, s in schedules.items():
-    print(f"{kind:9s} {s}")
+    print(f"{kind:9s} beta from {s.betas[0]:.3g} to {s.betas[-1]:.3g}, alpha_bar_T = {s.alphas_cumprod[-1]:.3g}")
 
 # %% [markdown]
-# ## $\bar\alpha_t$ and the log signal-to-noise ratio
+# ## Signal left and signal-to-noise ratio
 #
 # The signal-to-noise ratio is $\mathrm{SNR}(t) = \bar\alpha_t / (1-\bar\alpha_t)$. The linear schedule
 # brings $\bar\alpha_t$ down fastest and then spends its last few hundred steps at very low SNR, where
@@ -102,4 +109,7 @@ for row, (kind, s) in enumerate(schedules.items()):
         if col == 0:
             ax.set_ylabel(kind, fontsize=10)
 plt.tight_layout()
-plt.show()
+buf = io.BytesIO()  # a JPEG: the noisy photos take several times more bytes as PNG
+fig.savefig(buf, format="jpeg", dpi=100, bbox_inches="tight", pil_kwargs={"quality": 85})
+plt.close(fig)
+display(IPImage(data=buf.getvalue(), format="jpeg"))

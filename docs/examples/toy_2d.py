@@ -22,6 +22,7 @@
 import base64
 import io
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -30,13 +31,15 @@ import torch
 from IPython.display import HTML, display
 from PIL import Image
 
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, without ipywidgets; no bars here
+
 from diffusion_core import ddpm_sample
 from diffusion_core.metrics import sliced_wasserstein
 from diffusion_core.train import TrainConfig, build_model, load_checkpoint, toy_data
 
-# The build runs this page from docs/examples/; the fallback is for running it from the repository root.
-path = next(p for p in (Path("checkpoints"), Path("docs/examples/checkpoints")) if p.is_dir()) / "swiss-roll/checkpoint.safetensors"
-ckpt = load_checkpoint(path)
+# The site build runs this page in docs/examples/; the fallback is for running it from the repository root.
+checkpoints = Path("checkpoints") if Path("checkpoints").is_dir() else Path("docs/examples/checkpoints")
+ckpt = load_checkpoint(checkpoints / "swiss-roll" / "checkpoint.safetensors")
 config = TrainConfig.from_dict(ckpt.train_config)
 model = build_model(ckpt.model_config).eval()
 model.load_state_dict(ckpt.ema)  # the exponential moving average of the weights samples better
