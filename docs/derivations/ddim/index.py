@@ -1,7 +1,8 @@
 """Derivations for docs/ddim/index.md."""
 import sympy as sp
 
-from derivations import E, GaussPdf, Model, Var, derivation, normal, ordered, random_variables, times
+from derivations import (E, GaussPdf, Model, Pdf, Var, derivation, normal, ordered,
+                         random_variables, times)
 
 x_t, z = random_variables("x_t z")                      # random: E averages over them
 x0, y = sp.symbols("x_0 x_t-1", real=True)
@@ -17,13 +18,13 @@ j, n = sp.symbols("j n", integer=True, positive=True)
 
 
 def ddim_mean(x, x_0, s=sigma):
-    """Mean of q_sigma(x_{t-1} | x_t = x, x_0), Song et al. eq. 7."""
+    """Mean of q_sigma(x_{t-1} | x_t = x, x_0) (Song et al. 2021)."""
     return ordered(sp.sqrt(ab_prev) * x_0,
                    times(sp.sqrt(1 - ab_prev - s**2), (x - sp.sqrt(ab) * x_0) / sp.sqrt(1 - ab)))
 
 
 def sigma_of(e):
-    """sigma_t(eta), Song et al. eq. 16."""
+    """sigma_t(eta) (Song et al. 2021)."""
     return e * sp.sqrt((1 - ab_prev) / (1 - ab)) * sp.sqrt(1 - ab / ab_prev)
 
 
@@ -41,6 +42,7 @@ MOMENTS = Model(
 # ... and the same with both normal: every expectation an exact integral.
 GAUSSIAN = Model(bind={x_t: normal(sp.sqrt(ab) * x0, 1 - ab), z: normal(0, 1)})
 
+
 class FactoredRoots(Model):
     """A model that also factors inside square roots, so sqrt((1+rho)^2 rho) = (1+rho) sqrt(rho)."""
 
@@ -52,7 +54,8 @@ class FactoredRoots(Model):
 
 # Every schedule step 0 < alphabar_t < alphabar_{t-1} < 1 is of this form: rho is the
 # noise-to-signal ratio (1 - alphabar)/alphabar of step t-1, and delta what step t adds to it.
-STEP_TEXT = ("$\\bar\\alpha_{t-1} = \\frac{1}{1+\\rho}$, $\\bar\\alpha_t = \\frac{1}{1+\\rho+\\delta}$, "
+STEP_TEXT = ("$\\bar\\alpha_{t-1} = \\frac{1}{1+\\rho}$, "
+             "$\\bar\\alpha_t = \\frac{1}{1+\\rho+\\delta}$, "
              "$\\alpha_t = \\bar\\alpha_t/\\bar\\alpha_{t-1}$, $\\beta_t = 1-\\alpha_t$ for any "
              "$\\rho, \\delta > 0$")
 STEP_BIND = {ab_prev: 1 / (1 + rho), ab: 1 / (1 + rho + delta),
@@ -60,17 +63,30 @@ STEP_BIND = {ab_prev: 1 / (1 + rho), ab: 1 / (1 + rho + delta),
 STEP = FactoredRoots(STEP_TEXT, bind=STEP_BIND)
 # ... and every 0 < sigma_t^2 < 1 - alphabar_{t-1}.
 SCHEDULE = FactoredRoots(
-    STEP_TEXT + ", and $\\sigma_t^2 = \\frac{1-\\bar\\alpha_{t-1}}{1+\\kappa}$ for any $\\kappa > 0$",
+    STEP_TEXT + ", and $\\sigma_t^2 = \\frac{1-\\bar\\alpha_{t-1}}{1+\\kappa}$ "
+    "for any $\\kappa > 0$",
     bind={**STEP_BIND, sigma: sp.sqrt(rho / ((1 + rho) * (1 + kappa)))})
+# DDIM at eta = 1.
+ETA_ONE = FactoredRoots(STEP_TEXT + "; $\\sigma_t = \\sigma_t(1)$",
+                        bind={**STEP_BIND, sigma: sigma_of(1)})
+# The two densities of the marginal-density check, written out.
+q_t, q_sigma = Pdf("q", xt, given=x0), Pdf("q_\\sigma", y, given=(xt, x0))
+DENSITIES = FactoredRoots(
+    SCHEDULE.label + "; $q(x_t \\mid x_0)$ and $q_\\sigma(x_{t-1} \\mid x_t, x_0)$ the normal "
+    "densities above",
+    bind={**SCHEDULE.subs, q_t: GaussPdf(xt, sp.sqrt(ab) * x0, 1 - ab),
+          q_sigma: GaussPdf(y, ddim_mean(xt, x0), sigma**2)})
 # x0_hat from the noise prediction (the epsilon parameterization).
 PREDICTION = FactoredRoots(
-    STEP_TEXT + "; $\\hat x_0 = (x_t - \\sqrt{1-\\bar\\alpha_t}\\,\\hat\\epsilon)/\\sqrt{\\bar\\alpha_t}$",
+    STEP_TEXT + "; $\\hat x_0 = (x_t - \\sqrt{1-\\bar\\alpha_t}\\,\\hat\\epsilon)"
+    "/\\sqrt{\\bar\\alpha_t}$",
     bind={**STEP_BIND, x0_hat: (xt - sp.sqrt(1 - ab) * eps_hat) / sp.sqrt(ab)})
 
 
 def visited(count):
     """n = count visited steps; alphabar_{k_0} = alphabar_0 = 1 (no noise before the first step)."""
-    return Model(f"$n = {count}$; $\\beta'_j = 1 - \\bar\\alpha_{{k_j}}/\\bar\\alpha_{{k_{{j-1}}}}$; "
+    return Model(f"$n = {count}$; "
+                 f"$\\beta'_j = 1 - \\bar\\alpha_{{k_j}}/\\bar\\alpha_{{k_{{j-1}}}}$; "
                  f"$\\bar\\alpha_{{k_0}} = 1$",
                  bind={n: count, bk[j]: 1 - abk[k[j]] / abk[k[j - 1]]}, facts={abk[k[0]]: 1})
 
@@ -141,7 +157,8 @@ def first_step_variance(eta_value):
 def marginal_mean(d):
     d.start(E(x_prev))
     d.eq(ordered(sp.sqrt(ab_prev) * x0,
-                 times(sp.sqrt(1 - ab_prev - sigma**2), (E(x_t) - sp.sqrt(ab) * x0) / sp.sqrt(1 - ab)),
+                 times(sp.sqrt(1 - ab_prev - sigma**2),
+                       (E(x_t) - sp.sqrt(ab) * x0) / sp.sqrt(1 - ab)),
                  sigma * E(z)), "linearity")
     d.eq(sp.sqrt(ab_prev) * x0, "$\\mathbb{E}[x_t] = \\sqrt{\\bar\\alpha_t}\\,x_0$, "
          "$\\mathbb{E}[z] = 0$")
@@ -157,11 +174,11 @@ def marginal_variance(d):
     d.eq(1 - ab_prev)
 
 
-@derivation("DDIM keeps the marginal density", models=[SCHEDULE])
+@derivation("DDIM keeps the marginal density", models=[DENSITIES])
 def marginal_density(d):
-    d.start(sp.Integral(GaussPdf(y, ddim_mean(xt, x0), sigma**2)
-                        * GaussPdf(xt, sp.sqrt(ab) * x0, 1 - ab), (xt, -sp.oo, sp.oo)))
-    d.eq(GaussPdf(y, sp.sqrt(ab_prev) * x0, 1 - ab_prev), "complete the square in $x_t$")
+    d.start(sp.Integral(q_t * q_sigma, (xt, -sp.oo, sp.oo)))
+    d.eq(GaussPdf(y, sp.sqrt(ab_prev) * x0, 1 - ab_prev),
+         "insert both normal densities; complete the square in $x_t$")
 
 
 @derivation("At eta = 1 the DDIM variance is DDPM's posterior variance", models=[RECURSION])
@@ -176,12 +193,12 @@ def sigma_eta_one(d):
                   label=f"NoiseSchedule.linear(1000).posterior_variance[{index}]")
 
 
-@derivation("At eta = 1 the DDIM mean is DDPM's posterior mean", models=[STEP])
+@derivation("At eta = 1 the DDIM mean is DDPM's posterior mean", models=[ETA_ONE])
 def mean_eta_one(d):
-    d.start(ddim_mean(xt, x0, sigma_of(1)))
+    d.start(ddim_mean(xt, x0))
     d.eq(ordered(sp.sqrt(ab_prev) * x0,
                  times(sp.sqrt(alpha) * (1 - ab_prev) / (1 - ab), xt - sp.sqrt(ab) * x0)),
-         "$1 - \\bar\\alpha_{t-1} - \\tilde\\beta_t = "
+         "$\\sigma_t^2 = \\tilde\\beta_t$, and $1 - \\bar\\alpha_{t-1} - \\tilde\\beta_t = "
          "\\alpha_t (1-\\bar\\alpha_{t-1})^2 / (1 - \\bar\\alpha_t)$")
     d.eq(ordered(times(sp.sqrt(ab_prev) * (1 - ab - alpha * (1 - ab_prev)) / (1 - ab), x0),
                  times(sp.sqrt(alpha) * (1 - ab_prev) / (1 - ab), xt)),
@@ -189,8 +206,9 @@ def mean_eta_one(d):
     d.eq(mu_tilde, "$1 - \\bar\\alpha_t - \\alpha_t + \\bar\\alpha_t = \\beta_t$: this is "
          "$\\tilde\\mu_t(x_t, x_0)$")
     at = {**linear_schedule(500), x0: 0.3, xt: -1.2}
-    d.numeric(lambda: posterior_mean(500, 0.3, -1.2), at=at, expr=d.lines[0], model=Model(),
-              rtol=1e-12, label="diffusion_core.q_posterior(...).mean")
+    d.numeric(lambda: posterior_mean(500, 0.3, -1.2), at=at, expr=d.lines[0],
+              model=Model(bind={sigma: sigma_of(1)}), rtol=1e-10,
+              label="diffusion_core.q_posterior(...).mean")
 
 
 @derivation("One DDIM step: the only randomness is sigma_t z", models=[ONE_STEP])
