@@ -36,7 +36,7 @@ from .losses import (
 )
 from .parameterization import Parameterization, eps_from_v, eps_from_x0, v_from_eps_x0, x0_from_eps, x0_from_v
 from .reverse import Clip, VarianceType, q_posterior, threshold_x0
-from .samplers import SampleResult, ddim_sample, ddpm_sample
+from .samplers import SampleResult, compile_for_sampling, ddim_sample, ddpm_sample
 from .schedule import NoiseSchedule, ScheduleKind, TimestepSpacing, spaced_timesteps
 
 __version__ = "0.1.0"
@@ -56,6 +56,7 @@ __all__ = [
     "VLBResult",
     "VarianceType",
     "bits_per_dim",
+    "compile_for_sampling",
     "ddim_sample",
     "ddpm_sample",
     "discretized_gaussian_log_likelihood",

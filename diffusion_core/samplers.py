@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .diffusion import Diffusion
 from .schedule import TimestepSpacing
 
-__all__ = ["SampleResult", "ddpm_sample", "ddim_sample"]
+__all__ = ["SampleResult", "ddpm_sample", "ddim_sample", "compile_for_sampling"]
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -48,10 +48,28 @@ def _run(step, d: Diffusion, x: torch.Tensor, progress: bool, return_trajectory:
         x, x0 = step(i, t, x)
         if return_trajectory:
             states.append(x)
-            preds.append(x0)
+            # x0 can be the network's own output (x0 parameterization), which a CUDA-graph model
+            # overwrites at its next replay: keep a copy.
+            preds.append(x0.clone())
     if not return_trajectory:
         return SampleResult(x, None, None)
     return SampleResult(x, torch.stack(states), torch.stack(preds))
+
+
+def compile_for_sampling(model: torch.nn.Module, device: torch.device | str) -> Callable:
+    """``model`` compiled for a sampling loop with a fixed batch shape (``fullgraph=True``, static shapes).
+
+    On CUDA it uses ``mode="reduce-overhead"``: the first calls record a CUDA graph of the whole
+    network, and every later step replays it with one launch instead of hundreds of kernel launches
+    (what dominates at small batches). Each new batch shape records another graph, so keep the batch
+    fixed. On a CPU there are no graphs: plain ``torch.compile``. Compiling costs seconds (small
+    networks) to about a minute (large U-Nets) on the first call. The samplers need nothing else:
+    their loop never syncs with the host and copies any output they keep.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
+    return torch.compile(model.eval(), mode=mode, fullgraph=True, dynamic=False)
 
 
 @torch.no_grad()

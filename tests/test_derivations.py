@@ -122,6 +122,15 @@ def test_latex_is_generated_from_the_checked_expressions():
     assert latex.count("\\\\") == len(d.steps) - 1
 
 
+def test_subtracted_ordered_sum_keeps_its_parentheses():
+    from derivations import ordered, tex
+
+    x, a, b = sp.symbols("x a b")
+    assert tex(x - ordered(a, b)) == r"x - \left(a + b\right)"
+    assert tex(-ordered(a, -b)) == r"- \left(a - b\right)"
+    assert tex(x + ordered(a, b)) == "x + a + b"  # an added group needs none
+
+
 def test_rendered_block_has_math_reasons_badge_and_code():
     spec = SPECS["background.reparameterization:gradient"]
     built = spec.build()

@@ -107,7 +107,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bo
     diffusion = config.diffusion().to(device)
 
     model = build_model(model_config).to(device)
-    use_channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    use_channels_last = config.channels_last if config.channels_last is not None else True
     if use_channels_last and data.ndim == 4:
         model = model.to(memory_format=torch.channels_last)
         data = data.contiguous(memory_format=torch.channels_last)

@@ -59,6 +59,8 @@ class NotationPrinter(LatexPrinter):
                 sign, body = "+", rf"\left({self._print(term)}\right)"
             elif term.could_extract_minus_sign():
                 sign, body = "-", self._print(-term)
+                if _is_ordered_sum(-term):  # x - (a + b), not x - a + b
+                    body = rf"\left({body}\right)"
             else:
                 sign, body = "+", self._print(term)
             out += (("- " if sign == "-" else "") + body) if i == 0 else f" {sign} {body}"
@@ -68,7 +70,7 @@ class NotationPrinter(LatexPrinter):
         if not keep:
             if expr.could_extract_minus_sign():
                 inner = self._print(-expr)
-                return "- " + (rf"\left({inner}\right)" if (-expr).is_Add else inner)
+                return "- " + (rf"\left({inner}\right)" if (-expr).is_Add or _is_ordered_sum(-expr) else inner)
             factors = sorted(expr.as_ordered_factors(), key=_factor_rank)
             expr = sp.Mul(*factors, evaluate=False)
         saved, self._settings["order"] = self._settings["order"], "none"
@@ -76,6 +78,10 @@ class NotationPrinter(LatexPrinter):
             return super()._print_Mul(expr)
         finally:
             self._settings["order"] = saved
+
+
+def _is_ordered_sum(expr) -> bool:
+    return isinstance(expr, sp.UnevaluatedExpr) and expr.args[0].is_Add
 
 
 def _factor_rank(factor) -> int:

@@ -63,14 +63,17 @@ def show_grid(ax, images, ncols, title):
 
 
 # %% [markdown]
-# **Why clip.** The network predicts the noise, and the samplers turn its prediction into
-# $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\epsilon)/\sqrt{\bar\alpha_t}$. At the first step, $t = T$, the
-# default cosine schedule has $\bar\alpha_T \approx 2 \times 10^{-9}$, so an error $\delta$ in $\hat\epsilon$ becomes an
-# error of about $\delta/\sqrt{\bar\alpha_T} \approx 2 \times 10^4\,\delta$ in $\hat x_0$. A DDIM step to $t'$
-# weights $\hat x_0$ by $\sqrt{\bar\alpha_{t'}}$, which leaves an error of about
-# $\sqrt{\bar\alpha_{t'}/\bar\alpha_T}\,\delta$ in $x_{t'}$: hundreds to thousands of times $\delta$ (printed
-# below), more than the remaining steps can undo. Clipping $\hat x_0$ to $[-1, 1]$, the range of the data,
-# as improved DDPM does for images, removes the problem; we clip for both samplers.
+# **Why clip.** The samplers turn the network's output into a prediction $\hat x_0$ of the clean image. At the
+# first step, $t = T$, the default cosine schedule has $\bar\alpha_T \approx 2 \times 10^{-9}$. A network that
+# predicts the noise gives $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\epsilon)/\sqrt{\bar\alpha_t}$, so an error
+# $\delta$ in $\hat\epsilon$ becomes about $\delta/\sqrt{\bar\alpha_T} \approx 2 \times 10^4\,\delta$ in $\hat x_0$, and a
+# DDIM step to $t'$, which weights $\hat x_0$ by $\sqrt{\bar\alpha_{t'}}$, leaves about
+# $\sqrt{\bar\alpha_{t'}/\bar\alpha_T}\,\delta$ in $x_{t'}$: hundreds to thousands of times $\delta$ (printed below),
+# more than the remaining steps can undo. The command line's default network predicts
+# $v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0$ instead, and
+# $\hat x_0 = \sqrt{\bar\alpha_t}\,x_t - \sqrt{1-\bar\alpha_t}\,\hat v$ involves no such division. Clipping $\hat x_0$
+# to $[-1, 1]$, the range of the data, as improved DDPM does for images, guards against the rest;
+# we clip for both samplers, whatever the network predicts.
 
 # %%
 for steps in (10, 50):
