@@ -26,7 +26,8 @@ from .runner import Rows, run_case
 _ROWS = Rows()
 _START_LOAD = hardware.load_average()
 # Environment variables that change CPU timings; recorded with the results.
-_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "KMP_AFFINITY", "GOMP_SPINCOUNT", "CUDA_VISIBLE_DEVICES")
+_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "KMP_AFFINITY", "GOMP_SPINCOUNT",
+        "CUDA_VISIBLE_DEVICES", "TORCHINDUCTOR_CACHE_DIR")
 
 
 def pytest_addoption(parser):
@@ -83,6 +84,22 @@ def device(request) -> torch.device:
     return bench_device(request.config)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _probes_at_start(request):
+    """Measure the copy bandwidth, the generator and the matmul peaks before the first row (again at the end)."""
+    if any(item.get_closest_marker("skip") is None for item in request.session.items):
+        hardware.remeasure(str(bench_device(request.config)), "session start")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    # Before pytest-benchmark writes the JSON: probe again, keep the best, rescale every row.
+    if _ROWS.rows:
+        hardware.remeasure(str(bench_device(session.config)), "session end")
+        _ROWS.rescale()
+    yield
+
+
 @pytest.fixture(scope="session")
 def rows() -> Rows:
     """The rows measured so far this session (shared by every benchmark)."""
@@ -135,8 +152,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     probes = hardware.probe_summary(device)
     if "copy_bandwidth_gbs" in probes:
         tr.write_line(f"copy bandwidth: {probes['copy_bandwidth_gbs']:.2f} GB/s (read + write)")
+    if "normal_rng_gsamples_per_s" in probes:
+        tr.write_line(f"normal generator: {probes['normal_rng_gsamples_per_s'] * 1e3:.0f} M samples/s (fp32 normal_)")
     for name, tflops in probes["matmul_peak_tflops"].items():
         tr.write_line(f"matmul peak {name}: {tflops * 1e3:.1f} GFLOP/s")
+    tr.write_line("(references: the best of the probes at session start and end; each: "
+                  + ", ".join(f"{m['probe'].split('_')[0]}{'-' + m['dtype'] if 'dtype' in m else ''} {m['when']} "
+                              f"{m['value'] * (1 if m['probe'].startswith('copy') else 1e3):.1f}" for m in probes["measurements"]) + ")")
     tr.write_line(f"load average at start / end: {_START_LOAD} / {hardware.load_average()}")
     tr.write_line("")
     for line in summary.table(_ROWS.rows):

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 PAGE = ROOT / "docs" / "benchmarks.md"
 ASSETS = ROOT / "docs" / "assets" / "benchmarks"
+# Variables a user sets to change timings (the JSON keeps every recorded one; torch sets the inductor cache dir itself).
+_TIMING_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "KMP_AFFINITY", "GOMP_SPINCOUNT", "CUDA_VISIBLE_DEVICES")
 MODE = {"eager": "eager", "default": "compiled", "reduce-overhead": "CUDA graphs"}
 
 INTRO = """\
@@ -54,6 +56,9 @@ ratio measures the sampler), or for training their `UNet2DModel` with our preset
   build (run on the meta device), counting convolutions, matmuls and attention, forward and backward.
 * **% BW**: bytes of q(x_t \\| x_0) (read x_0, write x_t) per second over the copy bandwidth
   (`dst.copy_(src)` of 128 MiB buffers on the CPU, 256 MiB on a GPU) measured in the same run.
+* **RNG+copy bound**: q(x_t \\| x_0) with its noise drawn inside can be no faster than drawing that
+  noise with torch's generator (rate measured in the same run) plus streaming its bytes at the copy
+  bandwidth; the row says how close it comes to that sum.
 * **Correctness guard**: every compiled, channels-last or mixed-precision row first compares its
   network output (on 4 fixed inputs, dropout off) with the fp32 eager build's and fails if the
   relative L2 error exceeds 1e-3 (fp32), 1e-2 (fp16) or 4e-2 (bf16); the error is in the tables.
@@ -87,7 +92,8 @@ def hardware_section(run: dict) -> list[str]:
     lines = [
         "| | |", "|---|---|",
         f"| Results file | `{rel}` |",
-        f"| Command | `{' '.join(f'{k}={v}' for k, v in info.get('env', {}).items())} {info.get('command', '?')}`".replace("` ", "`") + " |",
+        f"| Command | `{' '.join(f'{k}={v}' for k, v in info.get('env', {}).items() if k in _TIMING_ENV)} "
+        f"{info.get('command', '?')}`".replace("` ", "`") + " |",
         f"| Date | {info.get('date', run['datetime'])} |",
         f"| Device | {dev.get('description', '?')} |",
         f"| Software | Python {info.get('python')}, torch {info.get('torch')}, diffusers {info.get('diffusers')}, "
@@ -98,6 +104,9 @@ def hardware_section(run: dict) -> list[str]:
                      f"{info.get('load_average_end')} (other processes shared the cores) |")
     if "copy_bandwidth_gbs" in dev:
         lines.append(f"| Copy bandwidth (measured) | {dev['copy_bandwidth_gbs']:.2f} GB/s (read + write) |")
+    if "normal_rng_gsamples_per_s" in dev:
+        lines.append(f"| Normal generator (measured) | {dev['normal_rng_gsamples_per_s'] * 1e3:,.0f} M samples/s "
+                     "(`normal_()` of fp32, torch's default generator) |")
     for name, tflops in dev.get("matmul_peak_tflops", {}).items():
         note = ""
         if name != "fp32" and dev.get("device", "").startswith("cpu") and not info.get("native_bf16_cpu"):
@@ -106,14 +115,19 @@ def hardware_section(run: dict) -> list[str]:
     return lines
 
 
+def _cell(text: str) -> str:
+    """Text for a markdown table cell: a bare | would end the cell."""
+    return text.replace("|", "\\|")
+
+
 def targets_section(run: dict, device_type: str) -> list[str]:
     lines = ["| Goal | Measured | Target | Status |", "|---|---|---|---|"]
     for goal, val, threshold, detail in targets(run["rows"], device_type):
         if val is None:
-            lines.append(f"| {goal} | not measured in this run | >= {threshold:g} | - |")
+            lines.append(f"| {_cell(goal)} | not measured in this run | >= {threshold:g} | - |")
         else:
             status = "met" if val >= threshold else "missed"
-            lines.append(f"| {goal} | {val:.2f}{' (' + detail + ')' if detail else ''} | >= {threshold:g} | {status} |")
+            lines.append(f"| {_cell(goal)} | {val:.2f}{' (' + _cell(detail) + ')' if detail else ''} | >= {threshold:g} | {status} |")
     return lines
 
 

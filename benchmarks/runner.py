@@ -105,7 +105,8 @@ def run_case(case: Case, benchmark, device: torch.device, rows) -> dict:
         info["first_call_s"] = time.perf_counter() - start
     benchmark.pedantic(timed, rounds=case.rounds, warmup_rounds=1, iterations=1)
     stats = benchmark.stats.stats
-    row = derive(case, device, stats.min, stats.median, flops, getattr(workload, "bytes", 0))
+    row = derive(case, device, stats.min, stats.median, flops, getattr(workload, "bytes", 0),
+                 getattr(workload, "drawn", 0))
     row.update(info)
     if "first_call_s" in row:
         row["compile_s"] = max(0.0, row["first_call_s"] - stats.median)
@@ -116,7 +117,8 @@ def run_case(case: Case, benchmark, device: torch.device, rows) -> dict:
     return row
 
 
-def derive(case: Case, device: torch.device, best: float, median: float, flops: int, nbytes: int) -> dict:
+def derive(case: Case, device: torch.device, best: float, median: float, flops: int, nbytes: int,
+           drawn: int = 0) -> dict:
     """Throughput from the best round (other processes only ever add time), plus the median for reference."""
     dev = str(device)
     row = {
@@ -128,11 +130,27 @@ def derive(case: Case, device: torch.device, best: float, median: float, flops: 
     if case.steps > 1:
         row["steps_per_s"] = case.steps / best
     if flops:
-        peak = hardware.matmul_peak(dev, case.precision)
-        row.update(flops=flops, tflops=flops / best / 1e12, peak_tflops=peak, mfu=flops / best / 1e12 / peak)
+        row.update(flops=flops, tflops=flops / best / 1e12)
     if nbytes:
-        bw = hardware.copy_bandwidth(dev)
-        row.update(bytes=nbytes, gbs=nbytes / best / 1e9, copy_gbs=bw, pct_copy_bw=nbytes / best / 1e9 / bw)
+        row.update(bytes=nbytes, gbs=nbytes / best / 1e9)
+    if drawn:
+        row["normals_drawn"] = drawn
+    return rescale(row)
+
+
+def rescale(row: dict) -> dict:
+    """(Re)compute MFU and % of copy bandwidth from the session's current reference probes."""
+    if "tflops" in row:
+        peak = hardware.matmul_peak(row["device"], row["precision"])
+        row.update(peak_tflops=peak, mfu=row["tflops"] / peak)
+    if "gbs" in row:
+        bw = hardware.copy_bandwidth(row["device"])
+        row.update(copy_gbs=bw, pct_copy_bw=row["gbs"] / bw)
+        if row.get("normals_drawn"):
+            # Limit with the noise drawn inside: draw it at the generator's rate, then stream the bytes.
+            rate = hardware.normal_rate(row["device"])
+            bound_s = row["normals_drawn"] / (rate * 1e9) + row["bytes"] / (bw * 1e9)
+            row.update(normal_rng_gsps=rate, bound_s=bound_s, pct_bound=bound_s / row["seconds_best"])
     return row
 
 
@@ -142,6 +160,13 @@ class Rows:
     def __init__(self) -> None:
         self.rows: list[dict] = []
         self._extra: list[dict] = []
+
+    def rescale(self) -> None:
+        """Recompute every row's MFU and bandwidth share after the probes were measured again."""
+        for r, extra in zip(self.rows, self._extra):
+            rescale(r)
+            extra.update({k: r[k] for k in ("peak_tflops", "mfu", "copy_gbs", "pct_copy_bw", "normal_rng_gsps",
+                                            "bound_s", "pct_bound") if k in r})
 
     def add(self, row: dict, extra_info: dict) -> None:
         self.rows.append(row)

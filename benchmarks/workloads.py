@@ -114,6 +114,7 @@ class QSample:
             self.given = torch.randn(self.x0.shape, generator=torch.Generator().manual_seed(4)).to(device, dtype)
         # Bytes that must move: read x0 (and the given noise), write x_t.
         self.bytes = (2 if self.given is None else 3) * self.x0.numel() * self.x0.element_size()
+        self.drawn = self.x0.numel() if self.given is None else 0  # standard normals drawn per call
         if case.impl == "ours":
             self.schedule = NoiseSchedule.linear(T, device=device)
             fn = lambda x0, t, noise=None: q_sample(self.schedule, x0, t, noise)  # noqa: E731
