@@ -64,7 +64,8 @@ def test_train_help_lists_every_option_with_its_help(capsys):
 def test_sample_help(capsys):
     code, out, _ = run_cli(["sample", "--help"], capsys)
     assert code == 0
-    for option in ("--checkpoint", "--out", "--num", "--sampler", "--steps", "--eta", "--seed", "--no-ema", "--device"):
+    for option in ("--checkpoint", "--out", "--num", "--sampler", "--steps", "--eta", "--seed", "--no-ema", "--device",
+                   "--compile, --no-compile"):
         assert option in out
 
 
@@ -149,6 +150,11 @@ def test_toy_train_then_sample(capsys, tmp_path, monkeypatch):
                             "--steps", 10, "--no-progress"], capsys)
     assert code == 0, err
     assert np.array_equal(np.load(tmp_path / "new" / "y.npy"), x)
+    # --compile (CUDA graphs on a GPU; plain torch.compile here) gives the eager samples up to float32 rounding.
+    code, _, err = run_cli(["sample", "--checkpoint", ckpt, "--out", tmp_path / "c.png", "--num", 16, "--steps", 10,
+                            "--compile", "--no-progress"], capsys)
+    assert code == 0, err
+    np.testing.assert_allclose(np.load(tmp_path / "c.npy"), x, rtol=1e-4, atol=1e-5)
     code, _, err = run_cli(["sample", "--checkpoint", ckpt, "--out", tmp_path / "raw.png", "--num", 16, "--steps", 10,
                             "--no-ema", "--no-progress"], capsys)
     assert code == 0, err
