@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffusion_core import Diffusion, NoiseSchedule, ddim_sample, ddpm_sample, q_sample, training_losses
+from diffusion_core import (Diffusion, NoiseSchedule, compile_for_sampling, ddim_sample, ddpm_sample, q_sample,
+                            training_losses)
 from diffusion_core.nn import build_unet, get_preset
 from diffusion_core.train.ema import EMA
 
@@ -220,7 +221,9 @@ class Sampler:
         self.case, self.device = case, device
         kind = "diffusers" if case.impl == "diffusers-unet" else "ours"
         self.model = build_net(kind, case.preset, device, case.channels_last).eval().requires_grad_(False)
-        self.net = compiled(self.model, case)
+        # CUDA-graph rows use the library's own entry point, the one `diffusion-core sample --compile` uses.
+        self.net = (compile_for_sampling(self.model, device) if case.compile == "reduce-overhead"
+                    else compiled(self.model, case))
         self.x_T, self.t_probe = fixed_batch(image_shape(case.preset), case.batch, device, case.channels_last, seed=3)
         self.steps = {"step": 1, "ddpm": T, "ddim": 50}[case.workload]
         diffusion = Diffusion(NoiseSchedule.linear(T))
