@@ -12,9 +12,6 @@ alpha, beta, sigma = sp.symbols("alpha_t beta_t sigma_t", positive=True)
 eta = sp.Symbol("eta", nonnegative=True)
 x0_hat, eps_hat = sp.symbols("xhat_0 epsilonhat", real=True)
 rho, delta, kappa = sp.symbols("rho delta kappa", positive=True)
-k = sp.IndexedBase("k")                                  # the visited steps k_1 < k_2 < ...
-abk, bk = sp.IndexedBase("alphabar"), sp.IndexedBase("\\beta'")
-j, n = sp.symbols("j n", integer=True, positive=True)
 
 
 def ddim_mean(x, x_0, s=sigma):
@@ -81,14 +78,6 @@ PREDICTION = FactoredRoots(
     STEP_TEXT + "; $\\hat x_0 = (x_t - \\sqrt{1-\\bar\\alpha_t}\\,\\hat\\epsilon)"
     "/\\sqrt{\\bar\\alpha_t}$",
     bind={**STEP_BIND, x0_hat: (xt - sp.sqrt(1 - ab) * eps_hat) / sp.sqrt(ab)})
-
-
-def visited(count):
-    """n = count visited steps; alphabar_{k_0} = alphabar_0 = 1 (no noise before the first step)."""
-    return Model(f"$n = {count}$; "
-                 f"$\\beta'_j = 1 - \\bar\\alpha_{{k_j}}/\\bar\\alpha_{{k_{{j-1}}}}$; "
-                 f"$\\bar\\alpha_{{k_0}} = 1$",
-                 bind={n: count, bk[j]: 1 - abk[k[j]] / abk[k[j - 1]]}, facts={abk[k[0]]: 1})
 
 
 RECURSION = Model(bind={ab: alpha * ab_prev, beta: 1 - alpha})
@@ -234,13 +223,3 @@ def ode_form(d):
     d.eq(ordered(xt / sp.sqrt(ab),
                  times(sp.sqrt((1 - ab_prev) / ab_prev) - sp.sqrt((1 - ab) / ab), eps_hat)),
          "divide out and collect $\\hat\\epsilon$")
-
-
-@derivation("A respaced schedule keeps alphabar at the visited steps",
-            models=[visited(1), visited(2), visited(3)])
-def respaced(d):
-    d.start(sp.Product(1 - bk[j], (j, 1, n)))
-    d.eq(sp.Product(abk[k[j]] / abk[k[j - 1]], (j, 1, n)),
-         "the respaced betas, $\\beta'_j = 1 - \\bar\\alpha_{k_j}/\\bar\\alpha_{k_{j-1}}$")
-    d.eq(abk[k[n]] / abk[k[0]], "the product telescopes")
-    d.eq(abk[k[n]], "$\\bar\\alpha_{k_0} = 1$")

@@ -7,14 +7,14 @@ import sympy as sp
 
 from derivations import (KL, E, GaussPdf, Model, Pdf, Var, derivation, normal, ordered,
                          random_variables, times, under)
-from derivations.ddim.index import FactoredRoots
+from derivations.ddim.index import STEP, STEP_BIND, STEP_TEXT
 
 X, Y, W, eps, eps1, eps2 = random_variables("X Y W epsilon epsilon_1 epsilon_2")
 x0, xt, y, u, s, mu1, mu2 = sp.symbols("x_0 x_t x_t-1 u s mu1 mu2", real=True)
 ab, ab_prev, alpha, beta = sp.symbols("alphabar_t alphabar_t-1 alpha_t beta_t", positive=True)
 alpha1, alpha2, beta1, beta2 = sp.symbols("alpha_1 alpha_2 beta_1 beta_2", positive=True)
 c = sp.Symbol("c", real=True)
-sigma1, sigma2, rho, delta = sp.symbols("sigma1 sigma2 rho delta", positive=True)
+sigma1, sigma2 = sp.symbols("sigma1 sigma2", positive=True)
 
 beta_tilde = (1 - ab_prev) / (1 - ab) * beta                       # DDPM's posterior variance
 mu_tilde = ordered(sp.sqrt(ab_prev) * beta / (1 - ab) * x0,
@@ -33,14 +33,7 @@ DEFINITIONS = {bt: beta_tilde, mt: mu_tilde, q_step: N(xt, sp.sqrt(alpha) * y, b
                q_t: N(xt, sp.sqrt(ab) * x0, 1 - ab)}
 AS_DEFINED = "; the three densities, $\\tilde\\mu_t$ and $\\tilde\\beta_t$ as defined above"
 
-# Every forward step 0 < alphabar_t < alphabar_{t-1} < 1, written with positive symbols.
-STEP_TEXT = ("$\\bar\\alpha_{t-1} = \\frac{1}{1+\\rho}$, "
-             "$\\bar\\alpha_t = \\frac{1}{1+\\rho+\\delta}$, "
-             "$\\alpha_t = \\bar\\alpha_t/\\bar\\alpha_{t-1}$, $\\beta_t = 1-\\alpha_t$ for any "
-             "$\\rho, \\delta > 0$")
-STEP_BIND = {ab_prev: 1 / (1 + rho), ab: 1 / (1 + rho + delta),
-             alpha: (1 + rho) / (1 + rho + delta), beta: delta / (1 + rho + delta)}
-STEP = FactoredRoots(STEP_TEXT, bind=STEP_BIND)
+# Every forward step 0 < alphabar_t < alphabar_{t-1} < 1: the DDIM page's model, in the same symbols.
 POSITIVE_STEP = Model(STEP_TEXT + AS_DEFINED, bind={**STEP_BIND, **DEFINITIONS})
 # The algebra of the square needs only the definitions; it is fastest in these symbols.
 RECURSION = Model("$\\bar\\alpha_t = \\alpha_t\\bar\\alpha_{t-1}$, $\\beta_t = 1 - \\alpha_t$"
