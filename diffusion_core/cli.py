@@ -115,7 +115,7 @@ def _sample(ns: argparse.Namespace) -> None:
     import torch
 
     from .samplers import compile_for_sampling, ddim_sample, ddpm_sample
-    from .train import TrainConfig, build_model, load_checkpoint, resolve_device
+    from .train import TrainConfig, load_checkpoint, load_model, resolve_device
     from .train.images import save_image_grid, save_scatter
 
     if ns.num < 1:
@@ -123,8 +123,7 @@ def _sample(ns: argparse.Namespace) -> None:
     device = resolve_device(ns.device)
     ckpt = load_checkpoint(ns.checkpoint, map_location=device)
     config = TrainConfig.from_dict(ckpt.train_config)
-    model = build_model(ckpt.model_config).to(device).eval()
-    model.load_state_dict(ckpt.model if ns.no_ema or not ckpt.ema else ckpt.ema)
+    model = load_model(ckpt, ema=not ns.no_ema).to(device)
     diffusion = config.diffusion().to(device)
     if ns.compile if ns.compile is not None else device.type == "cuda":
         model = compile_for_sampling(model, device)

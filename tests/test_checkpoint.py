@@ -10,7 +10,7 @@ from safetensors.torch import save_file as real_save_file
 
 import diffusion_core.train.checkpoint as ckpt_mod
 from diffusion_core.nn import MLPConfig, build_mlp
-from diffusion_core.train import TrainConfig, load_checkpoint, save_checkpoint
+from diffusion_core.train import TrainConfig, load_checkpoint, load_model, save_checkpoint
 from diffusion_core.train.checkpoint import FORMAT
 
 
@@ -67,6 +67,22 @@ def test_round_trip_tensors_configs_rng_and_extra(tmp_path):
     # The restored data generator continues the original stream.
     g = torch.Generator().set_state(c.rng["data"])
     assert torch.equal(torch.rand(5, generator=g), torch.rand(5, generator=torch.Generator().manual_seed(3)))
+
+
+def test_load_model_takes_the_ema_weights_unless_told_or_absent(tmp_path):
+    model, _ = _trained_model_and_optimizer()
+    ema = {k: v * 0.5 for k, v in model.state_dict().items()}
+    model_config = {"kind": "mlp", **model.config.to_dict()}
+    with_ema = load_checkpoint(save_checkpoint(tmp_path / "a.safetensors", step=1, train_config={},
+                                               model_config=model_config, model=model.state_dict(), ema=ema))
+    without = load_checkpoint(save_checkpoint(tmp_path / "b.safetensors", step=1, train_config={},
+                                              model_config=model_config, model=model.state_dict()))
+    for c, ema_flag, want in ((with_ema, True, ema), (with_ema, False, model.state_dict()),
+                              (without, True, model.state_dict())):
+        net = load_model(c, ema=ema_flag)
+        assert not net.training
+        got = net.state_dict()
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
 
 
 def test_optimizer_state_round_trip_continues_identically(tmp_path):

@@ -6,9 +6,10 @@ from typing import Any
 from torch import nn
 
 from ..nn import MLPConfig, UNetConfig, build_mlp, build_unet, get_preset
+from .checkpoint import Checkpoint
 from .config import Dataset, TrainConfig
 
-__all__ = ["model_config_for", "build_model"]
+__all__ = ["model_config_for", "build_model", "load_model"]
 
 
 def model_config_for(config: TrainConfig, data_channels: int) -> dict[str, Any]:
@@ -33,3 +34,11 @@ def build_model(model_config: dict[str, Any]) -> nn.Module:
     if kind == "mlp":
         return build_mlp(MLPConfig.from_dict(fields))
     raise ValueError(f"model config kind must be 'unet' or 'mlp', got {kind!r}")
+
+
+def load_model(checkpoint: Checkpoint, *, ema: bool = True) -> nn.Module:
+    """The network of ``checkpoint`` in eval mode, for sampling: with the EMA weights (they sample better),
+    or the raw weights with ``ema=False`` or when the checkpoint holds no EMA."""
+    model = build_model(checkpoint.model_config)
+    model.load_state_dict(checkpoint.ema if ema and checkpoint.ema else checkpoint.model)
+    return model.eval()

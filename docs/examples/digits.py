@@ -29,19 +29,18 @@ import torch
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, without ipywidgets; no bars here
 
-from diffusion_core import Diffusion, ddim_sample, ddpm_sample
+from diffusion_core import ddim_sample, ddpm_sample
 from diffusion_core.metrics import DigitsClassifier, frechet_distance
-from diffusion_core.train import TrainConfig, build_model, digits, load_checkpoint
+from diffusion_core.train import TrainConfig, digits, load_checkpoint, load_model
 
 # The site build runs this page in docs/examples/; the fallback is for running it from the repository root.
 checkpoints = Path("checkpoints") if Path("checkpoints").is_dir() else Path("docs/examples/checkpoints")
 ckpt = load_checkpoint(checkpoints / "digits" / "checkpoint.safetensors")
 config = TrainConfig.from_dict(ckpt.train_config)
-model = build_model(ckpt.model_config).eval()
-model.load_state_dict(ckpt.ema)  # sample with the exponential moving average of the weights
-trained = config.diffusion()  # the schedule and parameterization the network was trained with
-# Clip the predicted x0 to the data range [-1, 1] while sampling (see the note below).
-diffusion = Diffusion(trained.schedule, trained.parameterization, trained.variance, clip="static")
+model = load_model(ckpt)  # in eval mode, with the exponential moving average of the weights
+# The schedule and parameterization the network was trained with; for image data the config also
+# clips the predicted x0 to the data range [-1, 1] while sampling (see the note below).
+diffusion = config.diffusion()
 T = diffusion.num_timesteps
 size, channels = ckpt.model_config["image_size"], ckpt.model_config["in_channels"]
 print(f"trained {ckpt.step} steps, {sum(p.numel() for p in model.parameters()):,} parameters")
@@ -77,7 +76,7 @@ def show_grid(ax, images, ncols, title):
 
 # %%
 for steps in (10, 50):
-    kept = trained.respaced(steps).schedule
+    kept = diffusion.respaced(steps).schedule
     ab_T, ab_next = kept.alphas_cumprod[-1].item(), kept.alphas_cumprod[-2].item()
     print(f"DDIM-{steps}: alpha_bar_T = {ab_T:.2e}, at the next step {ab_next:.2e}; "
           f"error growth sqrt(ratio) = {(ab_next / ab_T) ** 0.5:.0f}")
@@ -195,7 +194,7 @@ print(f"\nFréchet distance between two random halves of the real digits ({half}
 # %%
 x_big = torch.randn(1000, channels, size, size, generator=torch.Generator().manual_seed(1))
 start = time.perf_counter()
-big = ddim_sample(model, trained, x_big, steps=50, progress=False).sample.clamp(-1, 1)
+big = ddim_sample(model, diffusion, x_big, steps=50, progress=False).sample.clamp(-1, 1)
 elapsed = time.perf_counter() - start
 score = classifier.score(big)
 split = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))

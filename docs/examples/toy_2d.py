@@ -37,14 +37,13 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, withou
 
 from diffusion_core import ddim_sample, ddpm_sample
 from diffusion_core.metrics import sliced_wasserstein
-from diffusion_core.train import TrainConfig, build_model, load_checkpoint, toy_data
+from diffusion_core.train import TrainConfig, load_checkpoint, load_model, toy_data
 
 # The site build runs this page in docs/examples/; the fallback is for running it from the repository root.
 checkpoints = Path("checkpoints") if Path("checkpoints").is_dir() else Path("docs/examples/checkpoints")
 ckpt = load_checkpoint(checkpoints / "swiss-roll" / "checkpoint.safetensors")
 config = TrainConfig.from_dict(ckpt.train_config)
-model = build_model(ckpt.model_config).eval()
-model.load_state_dict(ckpt.ema)  # the exponential moving average of the weights samples better
+model = load_model(ckpt)  # in eval mode, with the exponential moving average of the weights
 diffusion = config.diffusion()
 print(f"trained {ckpt.step} steps on {config.dataset.value}; "
       f"{sum(p.numel() for p in model.parameters()):,} parameters")
