@@ -71,15 +71,17 @@ def model_log_variance(
     log_small = extract(schedule.posterior_log_variance_clipped, t, ndim)
     if variance is VarianceType.FIXED_SMALL:
         return log_small
-    log_large_table = torch.log(schedule.betas)
-    log_large_table = torch.cat([schedule.posterior_log_variance_clipped[:1], log_large_table[1:]])
-    log_large = extract(log_large_table, t, ndim)
+    log_betas = torch.log(schedule.betas)
     if variance is VarianceType.FIXED_LARGE:
-        return log_large
+        # beta~_2 in place of beta_1 at t = 0 (improved DDPM's fixed-large table): a wide beta_1 would swamp L_0.
+        log_large = torch.cat([schedule.posterior_log_variance_clipped[:1], log_betas[1:]])
+        return extract(log_large, t, ndim)
     if var_output is None:
         raise ValueError("variance=LEARNED_RANGE needs the network's variance output")
-    frac = (var_output.float() + 1) / 2  # Nichol & Dhariwal eq. 15, with v in [-1, 1] mapped to [0, 1]
-    return frac * log_large + (1 - frac) * log_small
+    # Nichol & Dhariwal eq. 15 between log beta~_t (clipped: beta~_1 = 0) and log beta_t at every t, t = 0
+    # included: the upper end is the true beta_1 there, or the range collapses and the output gets no gradient.
+    frac = (var_output.float() + 1) / 2  # the network's v in [-1, 1] mapped to eq. 15's [0, 1]
+    return frac * extract(log_betas, t, ndim) + (1 - frac) * log_small
 
 
 def threshold_x0(x0: torch.Tensor, clip: Clip, percentile: float = 0.995) -> torch.Tensor:

@@ -171,8 +171,7 @@ def test_eps_model_mean_is_ho_eq_11():
 
 
 def test_model_variances():
-    """fixed_small = beta~_t, fixed_large = beta_t (for t > 0; both use beta~_2 at t = 0), and
-    learned_range interpolates log-linearly: v = 1 -> log beta_t, v = -1 -> log beta~_t (Nichol & Dhariwal eq. 15)."""
+    """fixed_small = beta~_t, fixed_large = beta_t (for t > 0; both use beta~_2 at t = 0)."""
     s = NoiseSchedule.linear(1000, **F64)
     t = torch.tensor([0, 1, 500, 999])
     small = model_log_variance(VarianceType.FIXED_SMALL, s, t, 2).flatten()
@@ -180,14 +179,33 @@ def test_model_variances():
     np.testing.assert_allclose(small[1:].exp().numpy(), s.posterior_variance[t[1:]].numpy(), rtol=1e-12)
     np.testing.assert_allclose(large[1:].exp().numpy(), s.betas[t[1:]].numpy(), rtol=1e-12)
     assert small[0].item() == large[0].item() == pytest.approx(np.log(s.posterior_variance[1].item()), rel=1e-14)
-    ones = torch.ones(4, 1)
-    lr = lambda v: model_log_variance(VarianceType.LEARNED_RANGE, s, t, 2, v * ones).flatten()  # noqa: E731
-    np.testing.assert_allclose(lr(1.0).numpy(), large.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(lr(-1.0).numpy(), small.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(lr(0.0).numpy(), 0.5 * (small + large).numpy(), rtol=1e-6)
-    # the learned-range model splits its output into mean and variance channels
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_learned_range_is_eq15_at_every_t(kind):
+    """Nichol & Dhariwal eq. 15, Sigma = exp(v' log beta_t + (1 - v') log beta~_t) with v' = (v + 1) / 2, at every t
+    including t = 0. Both ends are computed here from the betas alone (not from the schedule's tables): beta~_t =
+    beta_t (1 - abar_{t-1}) / (1 - abar_t) by its definition (Ho et al. eq. 7), where beta~ at t = 0 is 0 and
+    improved-diffusion clips its log to log beta~ of the next step; the upper end is log beta_t itself, also at t = 0."""
+    T = 50
+    s = NoiseSchedule.make(kind, T, **F64)
+    betas = s.betas.numpy()
+    abar = np.cumprod(1 - betas)
+    abar_prev = np.concatenate([[1.0], abar[:-1]])
+    tilde = betas * (1 - abar_prev) / (1 - abar)
+    log_tilde = np.log(np.concatenate([[tilde[1]], tilde[1:]]))
+    t = torch.arange(T)
+    for v in (-1.0, -0.3, 0.0, 0.5, 1.0):
+        got = model_log_variance(VarianceType.LEARNED_RANGE, s, t, 2, torch.full((T, 1), v, **F64)).flatten().numpy()
+        frac = (v + 1) / 2
+        np.testing.assert_allclose(got, frac * np.log(betas) + (1 - frac) * log_tilde, rtol=1e-6)
+    # the range at t = 0 is not empty: v moves the variance there, and the output gets a gradient
+    v = torch.zeros(1, 1, **F64, requires_grad=True)
+    model_log_variance(VarianceType.LEARNED_RANGE, s, torch.tensor([0]), 2, v).sum().backward()
+    assert v.grad.abs().item() == pytest.approx(0.5 * abs(np.log(betas[0]) - log_tilde[0]), rel=1e-5) and v.grad.abs() > 0.05  # exactly 0 before the fix
+    # the learned-range model splits its output into mean and variance channels: v = 1 everywhere gives log beta_t
     d = Diffusion(s, variance="learned_range")
-    x = torch.zeros(4, 3, **F64)
-    out = torch.cat([torch.zeros(4, 3, **F64), torch.ones(4, 3, **F64)], dim=1)
+    x = torch.zeros(T, 3, **F64)
+    out = torch.cat([torch.zeros(T, 3, **F64), torch.ones(T, 3, **F64)], dim=1)
     p = d.p_mean_variance(out, x, t)
-    np.testing.assert_allclose(p.log_variance[:, 0].numpy(), large.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(p.log_variance[:, 0].numpy(), np.log(betas), rtol=1e-6)
