@@ -21,6 +21,7 @@ index ``t`` in ``0..T-1``       the paper's step :math:`t+1` (index 0 is the ste
 The network is any callable ``model(x_t, t) -> output`` with ``t`` an integer tensor of shape ``(B,)``.
 """
 from .diffusion import Diffusion, ReverseStep
+from .errors import InvalidInput, InvalidInputType
 from .forward import Gaussian, q_mean_variance, q_sample, q_step_mean_variance, q_step_sample
 from .losses import (
     LossTerms,
@@ -45,6 +46,8 @@ __all__ = [
     "Clip",
     "Diffusion",
     "Gaussian",
+    "InvalidInput",
+    "InvalidInputType",
     "LossTerms",
     "LossType",
     "NoiseSchedule",

@@ -14,6 +14,7 @@ from .forward import Gaussian, q_sample
 from .parameterization import Parameterization, to_eps_x0, v_from_eps_x0
 from .reverse import Clip, VarianceType, model_log_variance, q_posterior, threshold_x0
 from .schedule import NoiseSchedule, TimestepSpacing
+from .errors import InvalidInput, InvalidInputType
 
 __all__ = ["Diffusion", "ReverseStep"]
 
@@ -48,13 +49,13 @@ class Diffusion:
         dynamic_percentile: float = 0.995,
     ) -> None:
         if not isinstance(schedule, NoiseSchedule):
-            raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+            raise InvalidInputType(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
         self.schedule = schedule
         self.parameterization = check_choice("parameterization", parameterization, Parameterization)
         self.variance = check_choice("variance", variance, VarianceType)
         self.clip = check_choice("clip", clip, Clip)
         if not 0 < dynamic_percentile <= 1:
-            raise ValueError(f"dynamic_percentile must lie in (0, 1], got {dynamic_percentile}")
+            raise InvalidInput(f"dynamic_percentile must lie in (0, 1], got {dynamic_percentile}")
         self.dynamic_percentile = float(dynamic_percentile)
 
     # ------------------------------------------------------------------ plumbing
@@ -85,7 +86,7 @@ class Diffusion:
         """Check the network's output shape and split off the variance channels when they are learned."""
         want = (x_t.shape[0], self.output_channels(x_t.shape[1]), *x_t.shape[2:])
         if tuple(output.shape) != want:
-            raise ValueError(
+            raise InvalidInput(
                 f"model output must have shape {want} for x_t of shape {tuple(x_t.shape)} "
                 f"(variance={self.variance.value}), got {tuple(output.shape)}"
             )

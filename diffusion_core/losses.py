@@ -23,6 +23,7 @@ from ._validation import check_choice, check_same_shape, check_timesteps
 from .diffusion import Diffusion
 from .forward import q_mean_variance
 from .parameterization import Parameterization
+from .errors import InvalidInput
 
 __all__ = [
     "LossType",
@@ -139,7 +140,7 @@ def min_snr_weight(diffusion: Diffusion, t: torch.Tensor, gamma: float) -> torch
     :math:`x_0`, :math:`\min(\mathrm{SNR},\gamma)/(\mathrm{SNR}+1)` for :math:`v`; all equal
     :math:`\min(\mathrm{SNR},\gamma)` times the :math:`x_0`-space error."""
     if not gamma > 0:
-        raise ValueError(f"min_snr_gamma must be > 0, got {gamma}")
+        raise InvalidInput(f"min_snr_gamma must be > 0, got {gamma}")
     check_timesteps(t, diffusion.num_timesteps)
     snr = diffusion.schedule.snr.index_select(0, t.to(diffusion.schedule.device)).to(torch.float32)
     clipped = snr.clamp(max=gamma)
@@ -152,7 +153,7 @@ def min_snr_weight(diffusion: Diffusion, t: torch.Tensor, gamma: float) -> torch
 
 def _check_data(x0: torch.Tensor) -> None:
     if x0.ndim < 2:
-        raise ValueError(f"x0 must be batch-first with a channel dimension, (B, C, ...), got shape {tuple(x0.shape)}")
+        raise InvalidInput(f"x0 must be batch-first with a channel dimension, (B, C, ...), got shape {tuple(x0.shape)}")
 
 
 def _distance(output: torch.Tensor, target: torch.Tensor, loss_type: LossType, huber_delta: float) -> torch.Tensor:
@@ -187,9 +188,9 @@ def training_losses(
     """
     loss_type = check_choice("loss_type", loss_type, LossType)
     if vlb_weight < 0:
-        raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight}")
+        raise InvalidInput(f"vlb_weight must be >= 0, got {vlb_weight}")
     if diffusion.learned_variance and vlb_weight == 0:
-        raise ValueError("variance=learned_range needs vlb_weight > 0 (improved DDPM uses 0.001): only the VLB trains the variance")
+        raise InvalidInput("variance=learned_range needs vlb_weight > 0 (improved DDPM uses 0.001): only the VLB trains the variance")
     _check_data(x0)
     B, T = x0.shape[0], diffusion.num_timesteps
     if t is None:

@@ -12,6 +12,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .errors import InvalidInput
+
 __all__ = ["frechet_distance", "sliced_wasserstein", "DigitsClassifier", "DigitsScore"]
 
 
@@ -24,7 +26,7 @@ def frechet_distance(a, b) -> float:
     """Fréchet distance between Gaussians fitted to the rows of ``a`` and ``b`` (flattened per sample)."""
     a, b = _as_2d(a), _as_2d(b)
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"a and b must have the same feature size, got {a.shape[1]} and {b.shape[1]}")
+        raise InvalidInput(f"a and b must have the same feature size, got {a.shape[1]} and {b.shape[1]}")
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     # tr((A B)^{1/2}) = sum of sqrt of the eigenvalues of A^{1/2} B A^{1/2}, which is symmetric PSD.
@@ -38,7 +40,7 @@ def sliced_wasserstein(a, b, num_projections: int = 256, seed: int = 0) -> float
     """Sliced Wasserstein-1 distance between two equally sized point sets."""
     a, b = _as_2d(a), _as_2d(b)
     if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
+        raise InvalidInput(f"a and b must have the same shape, got {a.shape} and {b.shape}")
     rng = np.random.default_rng(seed)
     dirs = rng.standard_normal((a.shape[1], num_projections))
     dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
@@ -66,7 +68,7 @@ class DigitsClassifier:
         """Confidence and label spread for samples shaped ``(N, 1, 8, 8)`` or ``(N, 64)`` in [-1, 1]."""
         x = _as_2d(samples)
         if x.shape[1] != 64:
-            raise ValueError(f"samples must hold 64 values each (8x8 digits), got {x.shape[1]}")
+            raise InvalidInput(f"samples must hold 64 values each (8x8 digits), got {x.shape[1]}")
         p = self.model.predict_proba(np.clip(x, -1, 1))
         fractions = np.bincount(p.argmax(1), minlength=10) / len(x)
         return DigitsScore(float(p.max(1).mean()), fractions)

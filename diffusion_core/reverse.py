@@ -14,6 +14,7 @@ import torch
 from ._validation import check_same_shape, check_timesteps
 from .forward import Gaussian, extract
 from .schedule import NoiseSchedule
+from .errors import InvalidInput
 
 __all__ = ["Clip", "VarianceType", "q_posterior", "model_log_variance", "threshold_x0"]
 
@@ -77,7 +78,7 @@ def model_log_variance(
         log_large = torch.cat([schedule.posterior_log_variance_clipped[:1], log_betas[1:]])
         return extract(log_large, t, ndim)
     if var_output is None:
-        raise ValueError("variance=LEARNED_RANGE needs the network's variance output")
+        raise InvalidInput("variance=LEARNED_RANGE needs the network's variance output")
     # Nichol & Dhariwal eq. 15 between log beta~_t (clipped: beta~_1 = 0) and log beta_t at every t, t = 0
     # included: the upper end is the true beta_1 there, or the range collapses and the output gets no gradient.
     frac = (var_output.float() + 1) / 2  # the network's v in [-1, 1] mapped to eq. 15's [0, 1]

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from .diffusion import Diffusion
 from .schedule import TimestepSpacing
+from .errors import InvalidInput, InvalidInputType
 
 __all__ = ["SampleResult", "ddpm_sample", "ddim_sample", "compile_for_sampling"]
 
@@ -30,9 +31,9 @@ class SampleResult(NamedTuple):
 
 def _check_start(x_T: torch.Tensor) -> None:
     if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point():
-        raise TypeError(f"x_T must be a floating-point torch.Tensor (the starting noise), got {type(x_T).__name__}")
+        raise InvalidInputType(f"x_T must be a floating-point torch.Tensor (the starting noise), got {type(x_T).__name__}")
     if x_T.ndim < 2:
-        raise ValueError(f"x_T must be batch-first with at least 2 dimensions, got shape {tuple(x_T.shape)}")
+        raise InvalidInput(f"x_T must be batch-first with at least 2 dimensions, got shape {tuple(x_T.shape)}")
 
 
 def _schedule_for(diffusion: Diffusion, steps: int | None, spacing: TimestepSpacing | str, device) -> Diffusion:
@@ -67,7 +68,7 @@ def compile_for_sampling(model: torch.nn.Module, device: torch.device | str) -> 
     their loop never syncs with the host and copies any output they keep.
     """
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise InvalidInputType(f"model must be a torch.nn.Module, got {type(model).__name__}")
     mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
     return torch.compile(model.eval(), mode=mode, fullgraph=True, dynamic=False)
 
@@ -130,7 +131,7 @@ def ddim_sample(
     """
     _check_start(x_T)
     if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM's variance), got {eta}")
+        raise InvalidInput(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM's variance), got {eta}")
     d = _schedule_for(diffusion, steps, spacing, x_T.device)
     s = d.schedule
     ts = s.timesteps

@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 
 from ._validation import check_choice, check_positive_int
+from .errors import InvalidInput, InvalidInputType
 
 __all__ = ["NoiseSchedule", "ScheduleKind", "TimestepSpacing", "spaced_timesteps"]
 
@@ -77,7 +78,7 @@ def spaced_timesteps(T: int, steps: int, spacing: TimestepSpacing | str = Timest
     T = check_positive_int("T", T)
     steps = check_positive_int("steps", steps)
     if steps > T:
-        raise ValueError(f"steps must be at most T={T} (the schedule's length), got {steps}")
+        raise InvalidInput(f"steps must be at most T={T} (the schedule's length), got {steps}")
     spacing = check_choice("spacing", spacing, TimestepSpacing)
     if spacing is TimestepSpacing.LINSPACE:
         idx = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long()
@@ -120,14 +121,14 @@ class NoiseSchedule:
     ) -> None:
         b = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
         if b.ndim != 1:
-            raise ValueError(f"betas must be 1-D, got shape {tuple(b.shape)}")
+            raise InvalidInput(f"betas must be 1-D, got shape {tuple(b.shape)}")
         if b.numel() < 1:
-            raise ValueError("betas must hold at least one step (T >= 1), got an empty tensor")
+            raise InvalidInput("betas must hold at least one step (T >= 1), got an empty tensor")
         if not torch.isfinite(b).all():
-            raise ValueError("betas must be finite, found NaN or Inf")
+            raise InvalidInput("betas must be finite, found NaN or Inf")
         # beta = 1 is allowed at the last step only: that is a zero-terminal-SNR schedule.
         if (b <= 0).any() or (b[:-1] >= 1).any() or b[-1] > 1:
-            raise ValueError(
+            raise InvalidInput(
                 "betas must lie in (0, 1) (the last one may equal 1 for zero terminal SNR), "
                 f"got min {b.min().item():.3g}, max {b.max().item():.3g}"
             )
@@ -137,10 +138,10 @@ class NoiseSchedule:
         else:
             ts = torch.as_tensor(timesteps).detach().cpu()
             if ts.dtype not in (torch.int32, torch.int64) or ts.shape != (T,):
-                raise ValueError(f"timesteps must be an integer tensor of shape ({T},), got {ts.dtype} {tuple(ts.shape)}")
+                raise InvalidInput(f"timesteps must be an integer tensor of shape ({T},), got {ts.dtype} {tuple(ts.shape)}")
             ts = ts.long()
         if not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+            raise InvalidInputType(f"dtype must be a floating-point dtype, got {dtype}")
         self._betas64 = b
         self.timesteps = ts
         self.dtype = dtype
@@ -191,7 +192,7 @@ class NoiseSchedule:
         :math:`f(t) = \cos^2\!\big(\frac{t/T + s}{1+s}\cdot\frac{\pi}{2}\big)`, betas clipped at ``max_beta``."""
         T = check_positive_int("T", T)
         if not s > 0:
-            raise ValueError(f"s must be > 0, got {s}")
+            raise InvalidInput(f"s must be > 0, got {s}")
         return cls(_cosine_betas(T, s, max_beta), **kw)
 
     @classmethod
@@ -237,7 +238,7 @@ class NoiseSchedule:
         :math:`\bar\alpha_1` is unchanged (Lin et al. 2024, "Common diffusion noise schedules and
         sample steps are flawed", algorithm 1). The last beta becomes 1: use the v or x0 parameterization."""
         if self.num_timesteps < 2:
-            raise ValueError("rescale_zero_terminal_snr needs T >= 2")
+            raise InvalidInput("rescale_zero_terminal_snr needs T >= 2")
         s = torch.cumprod(1 - self._betas64, 0).sqrt()
         first, last = s[0].clone(), s[-1].clone()
         s = (s - last) * first / (first - last)
@@ -251,13 +252,13 @@ class NoiseSchedule:
         exactly, and ``timesteps`` maps each new index to the network's original time input."""
         k = torch.as_tensor(keep).detach().cpu()
         if k.dtype not in (torch.int32, torch.int64) or k.ndim != 1 or k.numel() < 1:
-            raise ValueError(f"keep must be a non-empty 1-D integer tensor, got {k.dtype} {tuple(k.shape)}")
+            raise InvalidInput(f"keep must be a non-empty 1-D integer tensor, got {k.dtype} {tuple(k.shape)}")
         k = k.long()
         T = self.num_timesteps
         if (k < 0).any() or (k >= T).any():
-            raise ValueError(f"keep indices must lie in [0, {T - 1}], got min {k.min().item()}, max {k.max().item()}")
+            raise InvalidInput(f"keep indices must lie in [0, {T - 1}], got min {k.min().item()}, max {k.max().item()}")
         if (k[1:] <= k[:-1]).any():
-            raise ValueError("keep indices must be strictly increasing")
+            raise InvalidInput("keep indices must be strictly increasing")
         ac = torch.cumprod(1 - self._betas64, 0)[k]
         ac_prev = torch.cat([ac.new_ones(1), ac[:-1]])
         return NoiseSchedule(1 - ac / ac_prev, timesteps=self.timesteps.cpu()[k], dtype=self.dtype, device=self.device)

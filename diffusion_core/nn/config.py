@@ -11,36 +11,38 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..errors import InvalidInput, InvalidInputType
+
 
 def _check_int(name: str, value: Any, minimum: int = 1) -> int:
     # bool is an int subclass; True as a channel count is always a mistake.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        raise InvalidInputType(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise InvalidInput(f"{name} must be >= {minimum}, got {value}")
     return value
 
 
 def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+        raise InvalidInputType(f"{name} must be a bool, got {type(value).__name__} {value!r}")
     return value
 
 
 def _check_dropout(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
+        raise InvalidInputType(f"{name} must be a float, got {type(value).__name__} {value!r}")
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must lie in [0, 1), got {value}")
+        raise InvalidInput(f"{name} must lie in [0, 1), got {value}")
     return float(value)
 
 
 def _check_int_tuple(name: str, value: Any, allow_empty: bool) -> tuple[int, ...]:
     # JSON gives lists; store tuples so the frozen config stays hashable.
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-        raise TypeError(f"{name} must be a tuple of ints, got {type(value).__name__} {value!r}")
+        raise InvalidInputType(f"{name} must be a tuple of ints, got {type(value).__name__} {value!r}")
     if not value and not allow_empty:
-        raise ValueError(f"{name} must hold at least one value, got an empty sequence")
+        raise InvalidInput(f"{name} must hold at least one value, got an empty sequence")
     return tuple(_check_int(f"{name}[{i}]", v) for i, v in enumerate(value))
 
 
@@ -61,16 +63,16 @@ class _DictMixin:
     def from_dict(cls, d: dict[str, Any]):
         """Rebuild a config from :meth:`to_dict` output; unknown or missing keys raise ValueError."""
         if not isinstance(d, dict):
-            raise TypeError(f"{cls.__name__}.from_dict expects a dict, got {type(d).__name__}")
+            raise InvalidInputType(f"{cls.__name__}.from_dict expects a dict, got {type(d).__name__}")
         allowed = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
         unknown = sorted(set(d) - set(allowed))
         if unknown:
-            raise ValueError(
+            raise InvalidInput(
                 f"unknown {cls.__name__} keys {unknown}; allowed keys: {', '.join(allowed)}"
             )
         missing = [k for k in cls._required if k not in d]
         if missing:
-            raise ValueError(f"{cls.__name__} dict is missing required keys {missing}")
+            raise InvalidInput(f"{cls.__name__} dict is missing required keys {missing}")
         return cls(**d)
 
 
@@ -117,20 +119,20 @@ class UNetConfig(_DictMixin):
 
         factor = 2 ** (len(self.channel_mults) - 1)
         if self.image_size % factor:
-            raise ValueError(
+            raise InvalidInput(
                 f"image_size must be divisible by 2**(len(channel_mults)-1) = {factor} so every "
                 f"downsample halves evenly; got image_size={self.image_size} with "
                 f"{len(self.channel_mults)} levels (use fewer channel_mults or another size)"
             )
         for ch in sorted({self.base_channels * m for m in (1, *self.channel_mults)}):
             if ch % self.norm_groups:
-                raise ValueError(
+                raise InvalidInput(
                     f"norm_groups={self.norm_groups} must divide every channel count "
                     f"(base_channels * mult); {ch} is not divisible"
                 )
         bad = [r for r in self.attention_resolutions if r not in self.resolutions]
         if bad:
-            raise ValueError(
+            raise InvalidInput(
                 f"attention_resolutions {bad} are not resolutions of this U-Net; "
                 f"allowed: {list(self.resolutions)}"
             )
@@ -138,7 +140,7 @@ class UNetConfig(_DictMixin):
             attends = res in self.attention_resolutions or level == len(self.resolutions) - 1
             ch = self.base_channels * self.channel_mults[level]
             if attends and ch % self.num_heads:
-                raise ValueError(
+                raise InvalidInput(
                     f"num_heads={self.num_heads} must divide the channel count {ch} of every "
                     f"attention layer (resolution {res})"
                 )

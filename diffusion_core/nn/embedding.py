@@ -6,6 +6,8 @@ import math
 import torch
 from torch import nn
 
+from ..errors import InvalidInput
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Embed timesteps ``t`` of shape ``(B,)`` into ``(B, dim)`` sinusoidal features.
@@ -19,9 +21,9 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     result to their compute dtype (autocast does it at the next linear layer).
     """
     if dim < 2:
-        raise ValueError(f"dim must be >= 2 to hold a sin and a cos feature, got {dim}")
+        raise InvalidInput(f"dim must be >= 2 to hold a sin and a cos feature, got {dim}")
     if t.ndim != 1:
-        raise ValueError(f"t must have shape (B,), one timestep per example, got {tuple(t.shape)}")
+        raise InvalidInput(f"t must have shape (B,), one timestep per example, got {tuple(t.shape)}")
     half = dim // 2
     # DDPM spaces the exponents over half - 1 intervals so the last frequency is exactly
     # 1 / max_period; guard half == 1, where that would divide by zero.
@@ -40,7 +42,7 @@ class SinusoidalEmbedding(nn.Module):
     def __init__(self, dim: int, max_period: float = 10000.0):
         super().__init__()
         if dim < 2:
-            raise ValueError(f"dim must be >= 2 to hold a sin and a cos feature, got {dim}")
+            raise InvalidInput(f"dim must be >= 2 to hold a sin and a cos feature, got {dim}")
         self.dim = dim
         self.max_period = max_period
 

@@ -7,6 +7,7 @@ from torch import nn
 
 from .config import MLPConfig
 from .embedding import timestep_embedding
+from ..errors import InvalidInput, InvalidInputType
 
 
 class MLPBlock(nn.Module):
@@ -63,17 +64,17 @@ class MLPDenoiser(nn.Module):
     def from_config(cls, config: MLPConfig) -> "MLPDenoiser":
         """Build from an :class:`MLPConfig`."""
         if not isinstance(config, MLPConfig):
-            raise TypeError(f"config must be an MLPConfig, got {type(config).__name__}")
+            raise InvalidInputType(f"config must be an MLPConfig, got {type(config).__name__}")
         return cls(**config.to_dict())
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         if x.ndim != 2 or x.shape[1] != cfg.dim:
-            raise ValueError(f"x must have shape (B, {cfg.dim}), got {tuple(x.shape)}")
+            raise InvalidInput(f"x must have shape (B, {cfg.dim}), got {tuple(x.shape)}")
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         if t.shape != (x.shape[0],):
-            raise ValueError(
+            raise InvalidInput(
                 f"t must have shape ({x.shape[0]},), one timestep per example, got {tuple(t.shape)}"
             )
         # fp32 sinusoids cast to the weights' dtype (no-op under autocast), as in the U-Net.

@@ -14,6 +14,7 @@ from torch import nn
 from .config import MLPConfig, UNetConfig
 from .mlp import MLPDenoiser
 from .unet import UNet
+from ..errors import InvalidInput
 
 __all__ = [
     "PRESETS", "UNetConfig", "MLPConfig", "get_preset", "list_presets",
@@ -61,7 +62,7 @@ def get_preset(name: str, **overrides: Any) -> UNetConfig:
     validated like any config.
     """
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+        raise InvalidInput(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
     cfg = PRESETS[name]
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
 

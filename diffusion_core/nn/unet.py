@@ -23,6 +23,7 @@ from torch import nn
 
 from .config import UNetConfig
 from .embedding import timestep_embedding
+from ..errors import InvalidInput, InvalidInputType
 
 _NORM_EPS = 1e-6  # the DDPM reference's GroupNorm epsilon
 
@@ -89,7 +90,7 @@ class AttentionBlock(nn.Module):
     def __init__(self, channels: int, num_heads: int, groups: int):
         super().__init__()
         if channels % num_heads:
-            raise ValueError(f"num_heads={num_heads} must divide channels={channels}")
+            raise InvalidInput(f"num_heads={num_heads} must divide channels={channels}")
         self.num_heads = num_heads
         self.norm = GroupNorm32(groups, channels, eps=_NORM_EPS)
         self.qkv = nn.Linear(channels, 3 * channels)
@@ -157,7 +158,7 @@ class UNet(nn.Module):
     def __init__(self, config: UNetConfig):
         super().__init__()
         if not isinstance(config, UNetConfig):
-            raise TypeError(f"config must be a UNetConfig, got {type(config).__name__}")
+            raise InvalidInputType(f"config must be a UNetConfig, got {type(config).__name__}")
         self.config = config
         cfg = config
         ch, groups, emb_dim = cfg.base_channels, cfg.norm_groups, cfg.time_embed_dim
@@ -214,16 +215,16 @@ class UNet(nn.Module):
         cfg = self.config
         # Shape checks only: static under torch.compile, never a host sync.
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
-            raise ValueError(f"x must have shape (B, {cfg.in_channels}, H, W), got {tuple(x.shape)}")
+            raise InvalidInput(f"x must have shape (B, {cfg.in_channels}, H, W), got {tuple(x.shape)}")
         factor = 2 ** (len(cfg.channel_mults) - 1)
         if x.shape[2] % factor or x.shape[3] % factor:
-            raise ValueError(
+            raise InvalidInput(
                 f"x height and width must be divisible by {factor} (2**(levels-1)), got {tuple(x.shape[2:])}"
             )
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         if t.shape != (x.shape[0],):
-            raise ValueError(
+            raise InvalidInput(
                 f"t must have shape ({x.shape[0]},), one timestep per example, got {tuple(t.shape)}"
             )
 

@@ -6,6 +6,8 @@ import copy
 import torch
 from torch import nn
 
+from ..errors import InvalidInput
+
 __all__ = ["EMA"]
 
 
@@ -17,7 +19,7 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0 <= decay < 1:
-            raise ValueError(f"decay must lie in [0, 1), got {decay}")
+            raise InvalidInput(f"decay must lie in [0, 1), got {decay}")
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 

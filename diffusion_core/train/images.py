@@ -7,13 +7,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InvalidInput
+
 __all__ = ["image_grid", "save_image_grid", "save_scatter"]
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, scale: int = 1, pad: int = 1) -> np.ndarray:
     """``(N, C, H, W)`` images in [-1, 1] tiled into one ``uint8`` array ``(rows*(H+pad), cols*(W+pad), C)``."""
     if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must have shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
+        raise InvalidInput(f"images must have shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
     n, c, h, w = images.shape
     cols = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
