@@ -1,18 +1,25 @@
 """``diffusion-core train`` and ``diffusion-core sample``.
 
 Every ``train`` option is a field of :class:`~diffusion_core.train.TrainConfig`, so the command line, the
-Python API and the config stored in a checkpoint never disagree. Bad arguments print one line, no traceback.
+Python API and the config stored in a checkpoint never disagree. What a user causes (a bad argument, a bad or
+corrupt file, an unwritable folder, a full disk, a diverged run) prints one line and exits 2; anything else is
+a bug in diffusion_core and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import logging
+import os
 import sys
 import typing
 from enum import Enum
 from pathlib import Path
 
 import numpy as np
+
+from .errors import InvalidInput, NonFiniteError
 
 __all__ = ["main", "build_parser"]
 
@@ -39,11 +46,15 @@ _HELP = {
     "compile": "torch.compile the network (default: on for CUDA)",
     "channels_last": "channels_last memory format for image models (default: on; faster on CUDA and the CPU)",
     "seed": "random seed of weights, data order and noise",
-    "out_dir": "folder for checkpoint.safetensors, config.json and preview PNGs",
-    "log_every": "update the loss shown (and check it for NaN/Inf) every this many steps",
-    "checkpoint_every": "write the checkpoint every this many steps (and at the end)",
+    "hflip": "random horizontal flips (default: on for --dataset folder, off otherwise)",
+    "workers": "DataLoader worker processes streaming an image folder (0: none)",
+    "out_dir": "folder for checkpoint.safetensors, config.json, metrics.jsonl and PNGs "
+               "(default: runs/<dataset>, or the --resume checkpoint's folder)",
+    "log_every": "log to metrics.jsonl and the progress bar (and check the loss for NaN/Inf) every this many steps",
+    "checkpoint_every": "write the checkpoint every this many steps (also at the end and on Ctrl-C)",
+    "checkpoint_minutes": "also write it when this many minutes passed since the last one (0: off)",
     "preview_every": "write a preview grid every this many steps (0: only at the end)",
-    "device": "auto, cpu or cuda[:N]",
+    "device": "auto, cpu, cuda or cuda:N",
 }
 
 
@@ -77,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(TrainConfig):
         default = f.default.value if isinstance(f.default, Enum) else f.default
         tr.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=default, help=_HELP[f.name], **_arg_type(hints[f.name]))
-    tr.add_argument("--resume", default=None, help="continue from this checkpoint")
+    tr.add_argument("--resume", default=None, help="continue from this checkpoint (only optimizer settings and "
+                    "run control may change; its folder is the default --out-dir)")
+    tr.add_argument("--overwrite", action="store_true", help="replace a run already in --out-dir (refused otherwise)")
     tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     sa = sub.add_parser("sample", help="sample from a checkpoint into a PNG grid and a .npy file",
@@ -90,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1]")
     sa.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
     sa.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    sa.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    sa.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     sa.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="torch.compile the network; on CUDA each step then replays a CUDA graph "
                          "(default: on for CUDA, off for the CPU, where compiling takes longer than it saves)")
@@ -104,11 +117,24 @@ def _train(ns: argparse.Namespace) -> None:
 
     fields = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig)}
     try:
-        result = train(TrainConfig(**fields), resume=ns.resume, progress=not ns.no_progress)
+        result = train(TrainConfig(**fields), resume=ns.resume, overwrite=ns.overwrite, progress=not ns.no_progress)
     finally:
         teardown_distributed()  # a torchrun launch leaves the process group cleanly
     if result.checkpoint:
         print(f"checkpoint: {result.checkpoint}")
+
+
+def _check_out(out: Path) -> None:
+    """Fail before sampling, not after, when the outputs cannot be written."""
+    if out.is_dir():
+        raise InvalidInput(f"--out {str(out)!r} is a folder; give a file name such as {str(out / 'samples.png')!r}")
+    if out.suffix.lower() != ".png":
+        raise InvalidInput(f"--out must end in .png (the .npy goes beside it), got {str(out)!r}")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidInput(f"--out {str(out)!r} cannot be written: {str(parent)!r} is not a writable folder")
 
 
 def _sample(ns: argparse.Namespace) -> None:
@@ -119,7 +145,9 @@ def _sample(ns: argparse.Namespace) -> None:
     from .train.images import save_image_grid, save_scatter
 
     if ns.num < 1:
-        raise ValueError(f"--num must be >= 1, got {ns.num}")
+        raise InvalidInput(f"--num must be >= 1, got {ns.num}")
+    out = Path(ns.out)
+    _check_out(out)
     device = resolve_device(ns.device)
     ckpt = load_checkpoint(ns.checkpoint, map_location=device)
     config = TrainConfig.from_dict(ckpt.train_config)
@@ -138,24 +166,49 @@ def _sample(ns: argparse.Namespace) -> None:
         x = ddim_sample(model, diffusion, x_T, steps=ns.steps, eta=ns.eta, generator=g, progress=not ns.no_progress).sample
     else:
         x = ddpm_sample(model, diffusion, x_T, steps=ns.steps, generator=g, progress=not ns.no_progress).sample
-    out = Path(ns.out)
-    out.parent.mkdir(parents=True, exist_ok=True)  # the .npy is written first; the PNG writers make the folder too late
-    np.save(out.with_suffix(".npy"), x.cpu().numpy())
-    if x.ndim == 2:
-        save_scatter(x, out)
-    else:
-        save_image_grid(x, out, scale=max(1, 64 // x.shape[-1]))
-    print(f"wrote {out} and {out.with_suffix('.npy')}")
+    bad = (~torch.isfinite(x.reshape(len(x), -1))).any(1)
+    if bad.any():
+        raise NonFiniteError(f"{int(bad.sum())} of {len(x)} samples hold NaN or Inf; nothing was written "
+                             "(is the checkpoint from a diverged run?)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    npy, tmp_npy, tmp_png = out.with_suffix(".npy"), out.with_name(f".{out.stem}.tmp.npy"), out.with_name(f".{out.stem}.tmp.png")
+    try:  # both files appear whole, or neither changes
+        with open(tmp_npy, "wb") as f:
+            np.save(f, x.cpu().numpy())
+        (save_scatter if x.ndim == 2 else save_image_grid)(x, tmp_png, **({} if x.ndim == 2 else {"scale": max(1, 64 // x.shape[-1])}))
+        os.replace(tmp_npy, npy)
+        os.replace(tmp_png, out)
+    finally:
+        tmp_npy.unlink(missing_ok=True)
+        tmp_png.unlink(missing_ok=True)
+    print(f"wrote {out} and {npy}")
+
+
+# Errors of the user's file system: reported in one line with the path, like a bad argument.
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR,
+                errno.ENOENT, errno.EEXIST, errno.ENAMETOOLONG}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .train import TrainingInterrupted
+
     parser = build_parser()
     ns = parser.parse_args(argv)
+    logging.basicConfig(format=f"diffusion-core {ns.command}: %(message)s", level=logging.INFO)
     try:
         (_train if ns.command == "train" else _sample)(ns)
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:
+    except (InvalidInput, NonFiniteError, FileNotFoundError) as e:
         print(f"diffusion-core {ns.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in _USER_ERRNOS:
+            raise
+        where = f" {e.filename!r}" if e.filename else ""
+        print(f"diffusion-core {ns.command}: error:{where} {e.strerror}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as e:
+        print(f"diffusion-core {ns.command}: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -36,7 +36,7 @@ def main() -> None:
 
     trainer.save_checkpoint = logged_save
     # The preview (DDIM over 2,000 points) is slow on a busy CPU and not under test: record it only.
-    trainer.preview = lambda model, diffusion, data, path, n=64: writes.append(["preview", str(path)])
+    trainer.preview = lambda model, diffusion, shape, device, path, n=64: writes.append(["preview", str(path)])
 
     result = train(config, progress=False)
     group = {"initialized": dist.is_initialized(), "world_size": dist.get_world_size() if dist.is_initialized() else 1,

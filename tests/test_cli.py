@@ -78,7 +78,14 @@ def test_module_help_in_a_subprocess():
 
 
 BAD_ARGS = {
-    "negative lr": (["train", "--lr", "-1"], "lr must be > 0"),
+    "negative lr": (["train", "--lr", "-1"], "lr must lie in (0, 1], got -1.0"),
+    "huge lr": (["train", "--lr", "1e39"], "lr must lie in (0, 1], got 1e+39"),
+    "nan lr": (["train", "--lr", "nan"], "lr must be a finite number, got nan"),
+    "bad train device": (["train", "--device", "cuda:abc"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'cuda:abc'"),
+    "bad sample device": (["sample", "--checkpoint", "c.safetensors", "--device", "foo"],
+                          "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'foo'"),
+    "bad sample device index": (["sample", "--checkpoint", "c.safetensors", "--device", "cuda:abc"],
+                                "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'cuda:abc'"),
     "unknown dataset": (["train", "--dataset", "foo"], "invalid choice: 'foo'"),
     "zero steps": (["train", "--steps", "0"], "steps must be a positive int"),
     "non-int steps": (["train", "--steps", "abc"], "invalid int value: 'abc'"),
@@ -123,7 +130,7 @@ def test_toy_train_then_sample(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "preview", lambda *a, **k: None)  # the real preview is covered in test_train
     run = tmp_path / "run"
     common = ["--dataset", "swiss-roll", "--model", "mlp", "--num-timesteps", 100, "--batch-size", 16,
-              "--out-dir", run, "--no-progress", "--log-every", 1]
+              "--out-dir", run, "--no-progress", "--log-every", 1, "--precision", "fp32"]
     code, out, err = run_cli(["train", *common, "--steps", 2], capsys)
     assert code == 0, err
     ckpt = run / "checkpoint.safetensors"

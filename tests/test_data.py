@@ -1,12 +1,15 @@
 """Training data: toy sets, the bundled digits, and folders of the user's images."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from diffusion_core.train import Dataset, digits, image_folder, load_dataset, toy_data
+from diffusion_core.train import Dataset, data, digits, image_folder, load_dataset, toy_data
+from diffusion_core.train.data import decode_image, list_images
 
 TOY = [d for d in Dataset if d.is_toy]
 
@@ -115,3 +118,94 @@ def test_image_folder_errors(tmp_path):
 
     with pytest.raises(ValueError, match="channels"):
         image_folder(corrupt, 8, 2)
+
+
+# Decoding (decode_image, shared by image_folder and the prepared folders).
+
+@pytest.mark.parametrize("dtype", ["<u2", ">u2", "<i4"])  # PIL modes I;16, I;16B, I
+def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path, dtype):
+    # A 16x16 gradient over 0..65535, plus values next to rounding boundaries (128 -> 0, 129 -> 1 of 257).
+    v = np.linspace(0, 65535, 256).round().astype(np.int64)
+    v[1:5] = [128, 129, 385, 386]
+    arr = v.reshape(16, 16)
+    want = np.round(arr * 255 / 65535).astype(np.uint8)
+    assert list(want.ravel()[1:5]) == [0, 1, 1, 2] and want.min() == 0 and want.max() == 255
+    im = Image.fromarray(arr.astype(dtype))
+    assert im.mode == {"<u2": "I;16", ">u2": "I;16B", "<i4": "I"}[dtype]
+    assert np.array_equal(data._to_mode(im, "L"), want)  # each 16-bit mode, in memory
+
+    _write(tmp_path / "g16.png", arr.astype(np.uint16))  # a 16-bit PNG file
+    with Image.open(tmp_path / "g16.png") as check:
+        assert check.mode in data._SIXTEEN_BIT
+    assert np.array_equal(decode_image(tmp_path / "g16.png", 16, 1)[..., 0], want)
+    assert np.array_equal(decode_image(tmp_path / "g16.png", 16, 3), np.repeat(want[..., None], 3, 2))
+    x = image_folder(tmp_path, 16, 1)
+    assert torch.equal(x[0, 0], torch.from_numpy(want).float() / 127.5 - 1)
+
+
+PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 200, 90]], np.uint8)
+
+
+@pytest.mark.parametrize("transparency", [None, 1, bytes([255, 0, 128, 255])])
+def test_palette_images_give_their_palette_colours(tmp_path, transparency):
+    index = np.array([[0, 1, 2, 3], [3, 2, 1, 0], [1, 1, 3, 3], [0, 2, 0, 2]], np.uint8)
+    im = Image.fromarray(index).convert("P")
+    im.putpalette(PALETTE.ravel().tolist() + [0] * (256 * 3 - PALETTE.size))
+    im.save(tmp_path / "p.png", **({} if transparency is None else {"transparency": transparency}))
+    with Image.open(tmp_path / "p.png") as check:
+        assert check.mode == "P" and check.info.get("transparency") == transparency
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL warns when bytes transparency is converted to RGB directly
+        rgb = decode_image(tmp_path / "p.png", 4, 3)
+        grey = decode_image(tmp_path / "p.png", 4, 1)
+    assert np.array_equal(rgb, PALETTE[index])
+    # L is ITU-R 601-2 luma, as PIL computes it from RGB: red 76, green 150, blue 29.
+    luma = np.asarray(Image.fromarray(PALETTE[None]).convert("L"))[0]
+    assert list(luma[:3]) == [76, 150, 29]
+    assert np.array_equal(grey[..., 0], luma[index])
+
+
+def test_alpha_is_dropped_and_luma_taken_from_rgb(tmp_path):
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = PALETTE[np.arange(16).reshape(4, 4) % 4]
+    rgba[..., 3] = np.arange(16).reshape(4, 4) * 17  # alpha 0..255
+    _write(tmp_path / "rgba.png", rgba)
+    la = np.stack([np.arange(16).reshape(4, 4) * 16, np.full((4, 4), 9)], -1).astype(np.uint8)
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    assert np.array_equal(decode_image(tmp_path / "rgba.png", 4, 3), rgba[..., :3])
+    luma = np.asarray(Image.fromarray(rgba[..., :3]).convert("L"))
+    assert np.array_equal(decode_image(tmp_path / "rgba.png", 4, 1)[..., 0], luma)
+    assert np.array_equal(decode_image(tmp_path / "la.png", 4, 1)[..., 0], la[..., 0])
+    assert np.array_equal(decode_image(tmp_path / "la.png", 4, 3), np.repeat(la[..., :1], 3, 2))
+
+
+@pytest.mark.parametrize("limit", [1000, 500])  # 1,600 pixels: over 1x the limit (PIL warns), over 2x (PIL raises)
+def test_decompression_bomb_is_a_one_line_error(tmp_path, monkeypatch, limit):
+    _write(tmp_path / "zz_big.png", np.zeros((40, 40, 3), np.uint8))  # 1,600 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    if limit == 1000:  # under the limit: no warning, no error
+        _write(tmp_path / "small.png", np.zeros((30, 30, 3), np.uint8))  # 900 pixels
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert decode_image(tmp_path / "small.png", 8, 3).shape == (8, 8, 3)
+    for call in (lambda: decode_image(tmp_path / "zz_big.png", 8, 3), lambda: image_folder(tmp_path, 8, 3)):
+        with pytest.raises(ValueError, match=r"zz_big\.png.*1,600 pixels") as e:
+            call()
+        assert "\n" not in str(e.value) and f"({limit:,})" in str(e.value)
+
+
+def test_hidden_files_and_folders_are_skipped(tmp_path):
+    _write(tmp_path / "a.png", np.full((4, 4, 3), 255, np.uint8))
+    _write(tmp_path / ".cache" / "b.png", np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork, not a PNG")
+    assert list_images(tmp_path) == [tmp_path / "a.png"]
+    assert torch.equal(image_folder(tmp_path, 4, 3), torch.ones(1, 3, 4, 4))
+
+
+def test_bad_settings(tmp_path):
+    _write(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    for size in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="image_size must be a positive integer"):
+            image_folder(tmp_path, size, 3)
+    with pytest.raises(ValueError, match="channels must be 1 or 3"):
+        decode_image(tmp_path / "a.png", 4, 4)

@@ -8,6 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+import diffusion_core.train.device as device_mod
+import diffusion_core.train.step as train_step
 import diffusion_core.train.trainer as trainer
 from diffusion_core.losses import LossTerms
 from diffusion_core.train import (
@@ -32,12 +34,13 @@ def previews(monkeypatch):
     """The end-of-run preview (2,000 points or 64 images, 50 DDIM steps) costs seconds on this CPU and is
     not what these tests check, so it only records its path; test_checkpoints_and_outputs runs the real one."""
     paths = []
-    monkeypatch.setattr(trainer, "preview", lambda model, diffusion, data, path, n=64: paths.append(path))
+    monkeypatch.setattr(trainer, "preview", lambda model, diffusion, shape, device, path, n=64: paths.append(path))
     return paths
 
 
 def _mlp_config(tmp_path, name="run", **kw) -> TrainConfig:
-    base = dict(dataset="swiss-roll", model="mlp", num_timesteps=100, steps=8, batch_size=16, lr=1e-3,
+    # precision pinned: "auto" means bf16 on CPUs with native bf16 and fp32 elsewhere, and these tests mean fp32
+    base = dict(dataset="swiss-roll", model="mlp", num_timesteps=100, steps=8, batch_size=16, lr=1e-3, precision="fp32",
                 warmup_steps=3, ema_decay=0.9, out_dir=str(tmp_path / name), log_every=2, checkpoint_every=1000)
     base.update(kw)
     return TrainConfig(**base)
@@ -52,7 +55,7 @@ def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 RESUME_CASES = {
     # digits-8 is a real preset with dropout 0.1, so resuming must also restore the global RNG.
-    "digits-8-dropout": dict(dataset="digits", model="digits-8", num_timesteps=100, batch_size=4, lr=1e-3,
+    "digits-8-dropout": dict(dataset="digits", model="digits-8", num_timesteps=100, batch_size=4, lr=1e-3, precision="fp32",
                              warmup_steps=3, ema_decay=0.9, log_every=2, checkpoint_every=1000),
     "mlp-fp16-scaler": None,  # filled below: the toy MLP under fp16 autocast, so the GradScaler state resumes
 }
@@ -96,20 +99,45 @@ def test_resume_without_rng_restore_would_differ(tmp_path, monkeypatch):
     assert not torch.equal(b2.losses, a.losses[3:])
 
 
-def test_resume_rejects_a_different_experiment(tmp_path):
-    cfg = _mlp_config(tmp_path, "a", steps=2)
+def test_resume_refuses_a_different_experiment_and_allows_optimizer_changes(tmp_path, caplog):
+    cfg = _mlp_config(tmp_path, "a", steps=2, weight_decay=0.0)
     first = train(cfg, progress=False)
-    with pytest.raises(ValueError, match=r"cannot resume.*\blr\b"):
-        train(cfg.replace(steps=4, lr=5e-4), resume=first.checkpoint, progress=False)
-    with pytest.raises(ValueError, match=r"num_timesteps.*seed|seed.*num_timesteps"):
+    with pytest.raises(ValueError, match=r"cannot resume.*num_timesteps, seed"):
         train(cfg.replace(steps=4, seed=1, num_timesteps=200), resume=first.checkpoint, progress=False)
+    with pytest.raises(ValueError, match=r"cannot resume.*precision"):
+        train(cfg.replace(steps=4, precision="bf16"), resume=first.checkpoint, progress=False)
+    # The usual recovery after a divergence: a lower lr, a tighter clip, some weight decay. Allowed, with a notice,
+    # and really applied (the optimizer state loaded from the checkpoint brings the old settings back otherwise).
+    with caplog.at_level("WARNING", logger="diffusion_core.train"):
+        more = train(cfg.replace(steps=4, lr=5e-4, grad_clip=0.5, weight_decay=0.01, out_dir=str(tmp_path / "b")),
+                     resume=first.checkpoint, progress=False)
+    notices = [r.getMessage() for r in caplog.records]
+    assert any("lr: 0.001 -> 0.0005" in m for m in notices) and any("grad_clip: 1.0 -> 0.5" in m for m in notices)
+    c = load_checkpoint(more.checkpoint)
+    assert c.train_config["lr"] == 5e-4 and c.train_config["grad_clip"] == 0.5
+    assert [g["weight_decay"] for g in c.optimizer["param_groups"]] == [0.01]
+    assert [g["lr"] for g in c.optimizer["param_groups"]] == [5e-4]  # warmup (3 steps) is over at step 4
     # Changing only run-control fields is allowed.
-    more = train(cfg.replace(steps=3, log_every=1, checkpoint_every=5, out_dir=str(tmp_path / "b")),
+    more = train(cfg.replace(steps=3, log_every=1, checkpoint_every=5, out_dir=str(tmp_path / "c")),
                  resume=first.checkpoint, progress=False)
     assert more.step == 3 and more.losses.shape == (1,)
-    # A run already at its target does nothing.
-    done = train(cfg.replace(steps=2, out_dir=str(tmp_path / "c")), resume=first.checkpoint, progress=False)
-    assert done.step == 2 and done.losses.numel() == 0 and done.checkpoint is None
+
+
+def test_resume_at_or_past_the_target_writes_nothing(tmp_path):
+    cfg = _mlp_config(tmp_path, "a", steps=4)
+    first = train(cfg, progress=False)
+    run = tmp_path / "a"
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    # A run already at its target does nothing and writes nothing.
+    done = train(cfg, resume=first.checkpoint, progress=False)
+    assert done.step == 4 and done.losses.numel() == 0 and done.checkpoint is None
+    # Asking for fewer steps than the checkpoint has is a mistake, not a no-op.
+    with pytest.raises(ValueError, match=r"steps=2 is below the checkpoint's step 4"):
+        train(cfg.replace(steps=2), resume=first.checkpoint, progress=False)
+    # A run refused for a bad option leaves the folder as it was (config.json included).
+    with pytest.raises(ValueError, match="cannot resume"):
+        train(cfg.replace(steps=6, seed=3), resume=first.checkpoint, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
 
 def test_checkpoints_and_outputs(tmp_path, monkeypatch):
@@ -117,7 +145,8 @@ def test_checkpoints_and_outputs(tmp_path, monkeypatch):
     cfg = _mlp_config(tmp_path, steps=5, checkpoint_every=2, num_timesteps=20)  # T < 50: preview uses T steps
     r = train(cfg, progress=False)
     out = tmp_path / "run"
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.safetensors", "config.json", "preview_final.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoint.safetensors", "config.json", "loss.png",
+                                                     "metrics.jsonl", "preview_final.png"]
     c = load_checkpoint(r.checkpoint)
     assert c.step == 5 and TrainConfig.from_dict(c.train_config) == cfg
     assert all(torch.equal(c.model[k], v) for k, v in r.model.state_dict().items())
@@ -131,7 +160,7 @@ def test_checkpoints_and_outputs(tmp_path, monkeypatch):
 
 def _poison_from(monkeypatch, k: int, value: float):
     calls = {"n": 0}
-    real = trainer.training_losses
+    real = train_step.training_losses
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
@@ -141,7 +170,7 @@ def _poison_from(monkeypatch, k: int, value: float):
             return LossTerms(bad, terms.simple, terms.vlb)
         return terms
 
-    monkeypatch.setattr(trainer, "training_losses", poisoned)
+    monkeypatch.setattr(train_step, "training_losses", poisoned)
     return calls
 
 
@@ -178,13 +207,33 @@ def test_autocast_dtype_mapping(monkeypatch):
     assert autocast_dtype(Precision.FP32, cpu) is None
     assert autocast_dtype(Precision.BF16, cpu) is torch.bfloat16
     assert autocast_dtype(Precision.FP16, cpu) is torch.float16
+    # auto on a CPU: bf16 exactly when it is native (AMX or AVX512-BF16), whichever CPU runs this test
     for amx, avx in ((False, False), (True, False), (False, True)):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx: v, raising=False)
         assert autocast_dtype(Precision.AUTO, cpu) is (torch.bfloat16 if (amx or avx) else None)
-    monkeypatch.undo()
-    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
-    assert autocast_dtype(Precision.AUTO, cpu) is (torch.bfloat16 if native else None)
+    # auto on CUDA: bf16 from compute capability 8.0 (Ampere) on, fp16 with a GradScaler before it
+    cuda = torch.device("cuda", 0)
+    for capability, want in (((7, 0), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16),
+                             ((9, 0), torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert autocast_dtype(Precision.AUTO, cuda) is want
+
+
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_auto_precision_trains_in_what_the_probe_says(tmp_path, monkeypatch, native_bf16):
+    """Both branches of auto on any CPU: the probe is faked, the autocast state is observed inside the loss."""
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: native_bf16)
+    seen = []
+    real = train_step.training_losses
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_step, "training_losses", spy)
+    r = train(_mlp_config(tmp_path, steps=2, precision="auto"), progress=False)
+    assert seen == [torch.bfloat16 if native_bf16 else None] * 2 and torch.isfinite(r.losses).all()
 
 
 @pytest.mark.parametrize(("precision", "want_dtype"), [
@@ -192,13 +241,13 @@ def test_autocast_dtype_mapping(monkeypatch):
 ])
 def test_one_step_per_precision(tmp_path, monkeypatch, precision, want_dtype):
     seen = []
-    real = trainer.training_losses
+    real = train_step.training_losses
 
     def spy(*args, **kwargs):
         seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "training_losses", spy)
+    monkeypatch.setattr(train_step, "training_losses", spy)
     r = train(_mlp_config(tmp_path, steps=1, precision=precision), progress=False)
     assert seen == [want_dtype]
     assert r.losses.shape == (1,) and torch.isfinite(r.losses).all() and r.losses.dtype == torch.float32
@@ -216,6 +265,9 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+    for bad in ("cuda:abc", "foo", "mps:x", ""):
+        with pytest.raises(ValueError, match=r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got"):
+            resolve_device(bad)
 
 
 def test_config_validation():

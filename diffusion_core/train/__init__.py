@@ -3,11 +3,13 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import Dataset, Precision, TrainConfig
 from .data import digits, image_folder, load_dataset, toy_data
 from .ema import EMA
+from .folder_data import PreparedFolder, folder_batches, prepare_image_folder
 from .models import build_model, load_model, model_config_for
-from .trainer import NonFiniteLossError, TrainResult, autocast_dtype, resolve_device, train
+from .device import autocast_dtype, resolve_device
+from .trainer import NonFiniteLossError, TrainingInterrupted, TrainResult, train
 
 __all__ = [
-    "Checkpoint", "Dataset", "EMA", "NonFiniteLossError", "Precision", "TrainConfig", "TrainResult",
-    "autocast_dtype", "build_model", "digits", "image_folder", "load_checkpoint", "load_dataset", "load_model",
-    "model_config_for", "resolve_device", "save_checkpoint", "toy_data", "train",
+    "Checkpoint", "Dataset", "EMA", "PreparedFolder", "NonFiniteLossError", "Precision", "TrainConfig", "TrainResult", "TrainingInterrupted",
+    "autocast_dtype", "build_model", "digits", "folder_batches", "image_folder", "load_checkpoint", "load_dataset", "load_model",
+    "model_config_for", "prepare_image_folder", "resolve_device", "save_checkpoint", "toy_data", "train",
 ]

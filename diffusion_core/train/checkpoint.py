@@ -3,24 +3,33 @@
 * Loading never unpickles: tensors come from safetensors, everything else from JSON in its header.
 * Writing is atomic: the file is written beside the target, flushed to disk, then renamed over it,
   so a crash mid-write leaves the previous checkpoint whole.
+* Nothing wrong is kept: a NaN or Inf in any tensor is refused at save and at load, naming the tensor.
+* Integrity: the SHA-256 of every tensor's name, dtype, shape and bytes is stored in the header and checked at
+  load, so a flipped bit or a truncated copy is reported instead of trained on.
+* The header is validated (keys, types, JSON depth) before anything it describes is used.
 * No schedule table is stored: the schedule is rebuilt from the config.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "FORMAT"]
+from ..errors import InvalidInput, NonFiniteError
 
-FORMAT = "diffusion-core/1"
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "check_finite", "tensors_sha256", "FORMAT"]
+
+FORMAT = "diffusion-core/2"  # 2: adds the tensors' SHA-256
+_META_KEYS = ("format", "step", "train_config", "model_config", "optimizer", "scaler", "extra", "sha256")
 
 
 @dataclass
@@ -58,6 +67,18 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> 
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
+def _save_file(tensors: dict[str, torch.Tensor], tmp: str, metadata: dict[str, str], path: Path) -> None:
+    """safetensors' writer, with its I/O failures (a full disk, a lost mount) raised as the ``OSError`` they are."""
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+    except SafetensorError as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if code is None:
+            raise
+        n = int(code.group(1))
+        raise OSError(n, f"{os.strerror(n)} while writing the checkpoint", str(path)) from None
+
+
 def save_checkpoint(
     path: str | Path,
     *,
@@ -83,6 +104,7 @@ def save_checkpoint(
         optim_tensors, plain_optim = _split_optimizer(optimizer)
         tensors.update(optim_tensors)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    check_finite(tensors, "refusing to save the checkpoint")
     metadata = {
         "format": FORMAT,
         "step": str(int(step)),
@@ -91,11 +113,12 @@ def save_checkpoint(
         "optimizer": json.dumps(plain_optim),
         "scaler": json.dumps(scaler),
         "extra": json.dumps(extra or {}),
+        "sha256": tensors_sha256(tensors),
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        _save_file(tensors, tmp, metadata, path)
         os.chmod(tmp, 0o644)  # mkstemp makes the file private; a checkpoint is an ordinary output file
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -111,37 +134,91 @@ def save_checkpoint(
     return path
 
 
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the tensors in name order: each name, dtype, shape and raw bytes."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Raise :class:`NonFiniteError` naming the first floating-point tensor that holds NaN or Inf."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise NonFiniteError(f"{what}: tensor {name!r} holds NaN or Inf")
+
+
+def _metadata(path: Path, meta: dict[str, str]) -> dict[str, Any]:
+    """The header's values, parsed and type-checked; a one-line error for anything missing or malformed."""
+    where = f"checkpoint {str(path)!r}"
+    if meta.get("format") != FORMAT:
+        raise InvalidInput(f"{where} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing:
+        raise InvalidInput(f"{where} lacks the header entries {missing}")
+    parsed: dict[str, Any] = {}
+    for key in ("train_config", "model_config", "optimizer", "scaler", "extra"):
+        try:
+            parsed[key] = json.loads(meta[key])
+        except (ValueError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
+            raise InvalidInput(f"{where} has a malformed header entry {key!r}: {type(e).__name__}") from None
+    for key, types in (("train_config", dict), ("model_config", dict), ("optimizer", (dict, type(None))),
+                       ("scaler", (dict, type(None))), ("extra", dict)):
+        if not isinstance(parsed[key], types):
+            raise InvalidInput(f"{where} has a header entry {key!r} of type {type(parsed[key]).__name__}")
+    if not meta["step"].isdigit():
+        raise InvalidInput(f"{where} has step {meta['step'][:40]!r}, expected an int >= 0")
+    parsed["step"] = int(meta["step"])
+    optim = parsed["optimizer"]
+    if optim is not None and not (isinstance(optim.get("state"), dict) and isinstance(optim.get("param_groups"), list)):
+        raise InvalidInput(f"{where} has an optimizer entry without 'state' and 'param_groups'")
+    return parsed
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a diffusion-core checkpoint.
+        InvalidInput: the file is not a diffusion-core checkpoint, its header is malformed, or it is corrupt.
+        NonFiniteError: a tensor in it holds NaN or Inf.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:
-        with safe_open(str(path), framework="pt", device=str(map_location)) as f:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for foreign files
-        raise ValueError(f"checkpoint {str(path)!r} is not a safetensors file: {e}") from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"checkpoint {str(path)!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    except Exception as e:  # safetensors raises its own error types for foreign or truncated files
+        raise InvalidInput(f"checkpoint {str(path)!r} is not a safetensors file: {e}") from None
+    header = _metadata(path, meta)
+    if tensors_sha256(tensors) != meta["sha256"]:
+        raise InvalidInput(f"checkpoint {str(path)!r} is corrupt: its tensors do not match the SHA-256 in its header "
+                           "(a flipped bit or a damaged copy)")
+    check_finite(tensors, f"checkpoint {str(path)!r} is unusable")
+    tensors = {k: v.to(map_location) for k, v in tensors.items()}
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
-    plain_optim = json.loads(meta["optimizer"])
+    plain_optim = header["optimizer"]
+    try:
+        optimizer = None if plain_optim is None else _join_optimizer(part("optim."), plain_optim)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise InvalidInput(f"checkpoint {str(path)!r} has a malformed optimizer state: {e}") from None
     return Checkpoint(
-        step=int(meta["step"]),
-        train_config=json.loads(meta["train_config"]),
-        model_config=json.loads(meta["model_config"]),
+        step=header["step"],
+        train_config=header["train_config"],
+        model_config=header["model_config"],
         model=part("model."),
         ema=part("ema."),
-        optimizer=None if plain_optim is None else _join_optimizer(part("optim."), plain_optim),
-        scaler=json.loads(meta["scaler"]),
+        optimizer=optimizer,
+        scaler=header["scaler"],
         rng=part("rng."),
-        extra=json.loads(meta["extra"]),
+        extra=header["extra"],
     )

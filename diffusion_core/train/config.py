@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .._validation import check_choice
+from .._validation import check_choice, check_device_name
 from ..diffusion import Diffusion
 from ..losses import LossType
 from ..parameterization import Parameterization
 from ..reverse import Clip, VarianceType
 from ..schedule import NoiseSchedule, ScheduleKind
+from ..errors import InvalidInput
 
 __all__ = ["Dataset", "Precision", "TrainConfig"]
 
@@ -79,10 +81,13 @@ class TrainConfig:
     precision: Precision = Precision.AUTO
     compile: bool | None = None  # None: on for CUDA, off for the CPU (compiling costs a minute there)
     channels_last: bool | None = None  # None: on for image models (faster on CUDA and on the CPU alike)
+    hflip: bool | None = None  # random horizontal flips; None: on for image folders (as DDPM's CIFAR-10 runs), off otherwise
+    workers: int = 2  # DataLoader worker processes for image folders (0: load in the training process)
     seed: int = 0
-    out_dir: str = "runs/digits"
+    out_dir: str | None = None  # None: runs/<dataset>, or the checkpoint's folder when resuming
     log_every: int = 50
-    checkpoint_every: int = 1000
+    checkpoint_every: int = 500  # also at the end, on Ctrl-C and every checkpoint_minutes
+    checkpoint_minutes: float = 10.0  # 0: only by step count
     preview_every: int = 0  # 0: a preview grid only at the end
     device: str = "auto"
 
@@ -92,27 +97,43 @@ class TrainConfig:
         for name in ("num_timesteps", "steps", "batch_size", "log_every", "checkpoint_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("warmup_steps", "preview_every", "seed"):
+                raise InvalidInput(f"{name} must be a positive int, got {value!r}")
+        for name in ("warmup_steps", "preview_every", "seed", "workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+                raise InvalidInput(f"{name} must be an int >= 0, got {value!r}")
+        for name, value in (("lr", self.lr), ("weight_decay", self.weight_decay), ("grad_clip", self.grad_clip),
+                            ("ema_decay", self.ema_decay), ("vlb_weight", self.vlb_weight),
+                            ("checkpoint_minutes", self.checkpoint_minutes), ("min_snr_gamma", self.min_snr_gamma)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+                raise InvalidInput(f"{name} must be a finite number, got {value!r}")
+        if not 0 < self.lr <= 1:  # AdamW moves each weight by about lr per step: above 1 is a typo, not a setting
+            raise InvalidInput(f"lr must lie in (0, 1], got {self.lr}")
         if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+            raise InvalidInput(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
+            raise InvalidInput(f"grad_clip must be > 0, got {self.grad_clip}")
+        if self.weight_decay < 0 or self.vlb_weight < 0 or self.checkpoint_minutes < 0:
+            raise InvalidInput("weight_decay, vlb_weight and checkpoint_minutes must be >= 0, got "
+                               f"{self.weight_decay}, {self.vlb_weight}, {self.checkpoint_minutes}")
+        if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
+            raise InvalidInput(f"min_snr_gamma must be > 0, got {self.min_snr_gamma}")
+        if self.hflip and self.dataset is not Dataset.FOLDER:
+            raise InvalidInput(f"hflip is for image folders only (flipped digits or 2-D points are other data), got dataset={self.dataset.value!r}")
         if self.dataset is Dataset.FOLDER and not self.data_dir:
-            raise ValueError("dataset='folder' needs data_dir, the folder of PNG/JPEG images")
+            raise InvalidInput("dataset='folder' needs data_dir, the folder of PNG/JPEG images")
         if self.dataset is not Dataset.FOLDER and self.data_dir:
-            raise ValueError(f"data_dir is only used with dataset='folder', got dataset={self.dataset.value!r}")
+            raise InvalidInput(f"data_dir is only used with dataset='folder', got dataset={self.dataset.value!r}")
         if self.dataset.is_toy != (self.model == "mlp"):
-            raise ValueError(f"model must be 'mlp' exactly for the 2-D toy sets; got model={self.model!r} for dataset={self.dataset.value!r}")
+            raise InvalidInput(f"model must be 'mlp' exactly for the 2-D toy sets; got model={self.model!r} for dataset={self.dataset.value!r}")
         if self.variance is VarianceType.LEARNED_RANGE and self.vlb_weight <= 0:
-            raise ValueError("variance='learned_range' needs vlb_weight > 0 (improved DDPM uses 0.001)")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+            raise InvalidInput("variance='learned_range' needs vlb_weight > 0 (improved DDPM uses 0.001)")
+        check_device_name(self.device)
+
+    @property
+    def run_dir(self) -> str:
+        """The output folder: ``out_dir``, or ``runs/<dataset>`` when it is not set."""
+        return self.out_dir or f"runs/{self.dataset.value}"
 
     def diffusion(self) -> Diffusion:
         """The :class:`Diffusion` this run trains (rebuilt from the config: schedules are not stored)."""
@@ -134,5 +155,8 @@ class TrainConfig:
         allowed = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - allowed)
         if unknown:
-            raise ValueError(f"unknown TrainConfig keys {unknown}; allowed: {', '.join(sorted(allowed))}")
-        return cls(**d)
+            raise InvalidInput(f"unknown TrainConfig keys {unknown}; allowed: {', '.join(sorted(allowed))}")
+        try:
+            return cls(**d)
+        except TypeError as e:  # a value of the wrong type that a comparison tripped over
+            raise InvalidInput(f"TrainConfig: {e}") from None

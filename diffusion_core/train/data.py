@@ -2,21 +2,27 @@
 
 * 2-D toy sets, drawn from their generative definitions with a seeded generator;
 * scikit-learn's bundled 8x8 digits (values 0..16);
-* a folder of the user's PNG/JPEG images, resized to a square.
+* a folder of the user's PNG/JPEG images, resized to a square (:func:`image_folder`; the streamed
+  alternative, prepared once into a memory-mapped file, is :mod:`diffusion_core.train.folder_data`).
 """
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import InvalidInput
 from .config import Dataset
 
-__all__ = ["load_dataset", "toy_data", "digits", "image_folder", "IMAGE_SUFFIXES"]
+__all__ = ["load_dataset", "toy_data", "digits", "image_folder", "decode_image", "list_images",
+           "class_folders", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # greyscale PNGs with 16-bit samples
 
 
 def toy_data(name: Dataset | str, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -47,7 +53,7 @@ def toy_data(name: Dataset | str, n: int, generator: torch.Generator | None = No
         row = 2 * torch.randint(0, 2, (n,), generator=g) + (col % 2)
         x = torch.stack([col, row], 1).double() / 2 - 1 + torch.rand(n, 2, generator=g, dtype=torch.float64) / 2
     else:
-        raise ValueError(f"{name.value!r} is not a 2-D toy set")
+        raise InvalidInput(f"{name.value!r} is not a 2-D toy set")
     return x.float()
 
 
@@ -65,36 +71,117 @@ def digits_labels() -> torch.Tensor:
     return torch.from_numpy(load_digits().target)
 
 
+def list_images(root: str | Path) -> list[Path]:
+    """The PNG/JPEG files under ``root`` (recursively), sorted; hidden files and folders (a name starting
+    with ".", such as the ``.diffusion-core-cache`` folder or macOS ``._x.jpg`` files) are skipped."""
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts) and p.is_file())
+
+
+def class_folders(data_dir: str | Path) -> tuple[list[Path], np.ndarray, list[str]]:
+    """``(files, labels, class_names)`` of a folder, torchvision ImageFolder style: each first-level subfolder
+    holding images is a class (``class_names`` sorted, label = index); a folder whose images all lie at its
+    top level is unlabelled (``class_names == []``, every label 0). Files as :func:`list_images`.
+
+    Raises:
+        FileNotFoundError: ``data_dir`` is not a folder.
+        ValueError: no image, or images both at the top level and in subfolders.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_dir {str(root)!r} is not a folder")
+    files = list_images(root)
+    if not files:
+        raise InvalidInput(f"data_dir {str(root)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+    top = [f.name for f in files if f.parent == root]
+    first = [f.relative_to(root).parts[0] for f in files]
+    names = sorted({c for f, c in zip(files, first) if f.parent != root})
+    if top and names:
+        raise InvalidInput(f"data_dir {str(root)!r} mixes images at its top level ({top[0]!r}, ...) with class "
+                         f"subfolders ({names[0]!r}, ...): put every image in a class subfolder, or none")
+    label = {c: i for i, c in enumerate(names)}
+    return files, np.array([label.get(c, 0) for c in first], dtype=np.int64), names
+
+
+def _check_settings(image_size: int, channels: int) -> str:
+    """The PIL mode for ``channels``; ValueError for a bad ``channels`` or ``image_size``."""
+    if channels not in (1, 3):
+        raise InvalidInput(f"channels must be 1 or 3 for an image folder, got {channels}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise InvalidInput(f"image_size must be a positive integer, got {image_size!r}")
+    return "L" if channels == 1 else "RGB"
+
+
+def _bomb_error(path: Path, error: Exception) -> ValueError:
+    """One line for PIL's decompression-bomb error (or warning): the file and its pixel count."""
+    from PIL import Image
+
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    pixels = f"{int(found.group(1)):,} pixels" if found else f"too many pixels ({error})"
+    return ValueError(f"image {str(path)!r} has {pixels}, more than PIL.Image.MAX_IMAGE_PIXELS "
+                      f"({Image.MAX_IMAGE_PIXELS:,}) allows (a decompression-bomb guard); shrink it first")
+
+
+def _to_mode(im, mode: str):
+    """``im`` converted to ``mode`` ("L" or "RGB"): 16-bit greyscale scaled to 8 bits (``round(v * 255 / 65535)``,
+    where a plain ``convert`` would clip at 255), palette images through RGB(A), alpha dropped."""
+    from PIL import Image
+
+    if im.mode in _SIXTEEN_BIT:
+        v = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+        im = Image.fromarray(((2 * v + 257) // 514).astype(np.uint8))  # v / 257 rounded; never a tie
+    elif im.mode in ("P", "PA"):
+        im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+    return im if im.mode == mode else im.convert(mode)
+
+
+def decode_image(path: str | Path, image_size: int, channels: int) -> np.ndarray:
+    """One image file as ``(image_size, image_size, channels)`` uint8: converted to L (ITU-R 601-2 luma)
+    or RGB, centre-cropped to a square, resized (bicubic). Shared by :func:`image_folder` and the
+    prepared (streamed) folders.
+
+    Raises:
+        ValueError: ``channels`` is not 1 or 3, or ``image_size`` not positive; the file cannot be read;
+            it has more pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (PIL's warning for that is an error here).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    mode = _check_settings(image_size, channels)
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                im = _to_mode(im, mode)
+                side = min(im.size)
+                left, top = (im.width - side) // 2, (im.height - side) // 2
+                im = im.crop((left, top, left + side, top + side)).resize((image_size, image_size), Image.BICUBIC)
+                return np.asarray(im).reshape(image_size, image_size, channels)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise _bomb_error(path, e) from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise InvalidInput(f"cannot read image {str(path)!r}: {e}") from None
+
+
 def image_folder(path: str | Path, image_size: int, channels: int) -> torch.Tensor:
-    """Every PNG/JPEG under ``path`` (recursively), centre-cropped to a square, resized to ``image_size``,
-    as ``(N, channels, image_size, image_size)`` in [-1, 1].
+    """Every PNG/JPEG under ``path`` (recursively, hidden ones skipped; see :func:`list_images`), decoded
+    by :func:`decode_image`, as ``(N, channels, image_size, image_size)`` in [-1, 1], all in memory.
 
     Raises:
         FileNotFoundError: the folder does not exist.
         ValueError: it holds no image, or an image cannot be read.
     """
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"data_dir {str(root)!r} is not a folder")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    _check_settings(image_size, channels)
+    files = list_images(root)
     if not files:
-        raise ValueError(f"data_dir {str(root)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})")
-    mode = {1: "L", 3: "RGB"}.get(channels)
-    if mode is None:
-        raise ValueError(f"channels must be 1 or 3 for an image folder, got {channels}")
+        raise InvalidInput(f"data_dir {str(root)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})")
     out = np.empty((len(files), image_size, image_size, channels), dtype=np.uint8)
     for i, f in enumerate(files):
-        try:
-            with Image.open(f) as im:
-                im = im.convert(mode)
-                side = min(im.size)
-                left, top = (im.width - side) // 2, (im.height - side) // 2
-                im = im.crop((left, top, left + side, top + side)).resize((image_size, image_size), Image.BICUBIC)
-                out[i] = np.asarray(im).reshape(image_size, image_size, channels)
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"cannot read image {str(f)!r}: {e}") from None
+        out[i] = decode_image(f, image_size, channels)
     return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 

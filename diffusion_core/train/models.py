@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..nn import MLPConfig, UNetConfig, build_mlp, build_unet, get_preset
 from .checkpoint import Checkpoint
 from .config import Dataset, TrainConfig
+from ..errors import InvalidInput
 
-__all__ = ["model_config_for", "build_model", "load_model"]
+__all__ = ["model_config_for", "build_model", "check_weights_fit", "load_model"]
 
 
 def model_config_for(config: TrainConfig, data_channels: int) -> dict[str, Any]:
@@ -33,12 +35,35 @@ def build_model(model_config: dict[str, Any]) -> nn.Module:
         return build_unet(UNetConfig.from_dict(fields))
     if kind == "mlp":
         return build_mlp(MLPConfig.from_dict(fields))
-    raise ValueError(f"model config kind must be 'unet' or 'mlp', got {kind!r}")
+    raise InvalidInput(f"model config kind must be 'unet' or 'mlp', got {kind!r}")
+
+
+def check_weights_fit(model_config: dict[str, Any], weights: dict[str, torch.Tensor], what: str) -> None:
+    """Raise :class:`InvalidInput` unless ``weights`` has exactly the names and shapes of the network that
+    ``model_config`` describes. The network is built on the meta device, which allocates nothing, so a config
+    read from an untrusted file (say ``hidden=2e6``, 16 TB of weights) is rejected before any memory is asked
+    for; once the shapes match, building it costs no more than the weights the file really holds."""
+    with torch.device("meta"):
+        try:
+            expected = {k: tuple(v.shape) for k, v in build_model(model_config).state_dict().items()}
+        except (TypeError, KeyError, OverflowError, RuntimeError) as e:
+            raise InvalidInput(f"{what}: its model config cannot be built: {e}") from None
+    got = {k: tuple(v.shape) for k, v in weights.items()}
+    if got.keys() != expected.keys():
+        extra, missing = sorted(got.keys() - expected.keys()), sorted(expected.keys() - got.keys())
+        raise InvalidInput(f"{what}: its weights do not match its model config (missing {missing[:3]}, "
+                           f"unexpected {extra[:3]})")
+    for name, shape in expected.items():
+        if got[name] != shape:
+            raise InvalidInput(f"{what}: weight {name!r} has shape {got[name]}, its model config says {shape}")
 
 
 def load_model(checkpoint: Checkpoint, *, ema: bool = True) -> nn.Module:
     """The network of ``checkpoint`` in eval mode, for sampling: with the EMA weights (they sample better),
     or the raw weights with ``ema=False`` or when the checkpoint holds no EMA."""
+    if checkpoint.ema:  # both sets must fit: a file whose other half does not is damaged
+        check_weights_fit(checkpoint.model_config, checkpoint.ema, "checkpoint (EMA)")
+    check_weights_fit(checkpoint.model_config, checkpoint.model, "checkpoint")
     model = build_model(checkpoint.model_config)
     model.load_state_dict(checkpoint.ema if ema and checkpoint.ema else checkpoint.model)
     return model.eval()

@@ -1,13 +1,14 @@
-"""The training loop: autocast (bf16 default, GradScaler only for fp16), compile, then DDP.
+"""The training loop: validate everything, take the run folder, then train, log and checkpoint.
 
-The step never reads a value back to the host: losses stay on the device and are checked for NaN/Inf
-(and logged) every ``log_every`` steps and before every checkpoint, so a bad step is caught before a
-checkpoint could be written after it.
+Nothing is written before every input has been checked (config, data, resume checkpoint, out_dir). The step
+itself (``step.py``) never reads a value back from the device; the loop does so only at the named
+``host_sync_point``s: every ``log_every`` steps (NaN/Inf check, ``metrics.jsonl``) and before a checkpoint.
 """
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,218 +16,329 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
-from ..losses import training_losses
+from ..errors import InvalidInput, NonFiniteError
 from ..samplers import ddim_sample
 from .checkpoint import load_checkpoint, save_checkpoint
-from ..nn import get_preset
-from .config import Dataset, Precision, TrainConfig
-from .data import load_dataset
+from .config import TrainConfig
+from .data_source import DataSource
+from .device import autocast_dtype, configure_backends, resolve_device
 from .distributed import setup_distributed
-from .ema import EMA
 from .images import save_image_grid, save_scatter
-from .models import build_model, model_config_for
+from .interrupt import StopRequest, TrainingInterrupted
+from .models import build_model, check_weights_fit, model_config_for
+from .run_dir import RunDir
+from .run_log import LogRecord, RunLog
+from .step import TrainStep
+from .sync import host_sync_point
 
-__all__ = ["NonFiniteLossError", "TrainResult", "train", "resolve_device", "autocast_dtype"]
+__all__ = ["NonFiniteLossError", "TrainResult", "TrainingInterrupted", "train"]
 
-# Fields a resumed run may change; any other difference means a different experiment.
-_RESUMABLE_CHANGES = {"steps", "out_dir", "log_every", "checkpoint_every", "preview_every", "device", "compile", "channels_last"}
+log = logging.getLogger("diffusion_core.train")
+
+# Fields a resumed run may change. Run control changes nothing the model learns; the optimizer's settings
+# change how it goes on learning (the usual recovery after a divergence: lower lr, tighter clip), with a notice.
+# Any other difference (model, data, schedule, loss, precision, seed) is a different experiment and is refused.
+RUN_CONTROL = {"steps", "out_dir", "log_every", "checkpoint_every", "checkpoint_minutes", "preview_every", "device",
+               "compile", "channels_last", "workers"}
+OPTIMIZER_SETTINGS = {"lr", "warmup_steps", "weight_decay", "grad_clip", "ema_decay"}
+HISTORY_STEPS = 100_000  # TrainResult.losses keeps at most this many recent per-step losses (400 kB)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or Inf; the message names the first bad step. The last checkpoint is kept."""
+class NonFiniteLossError(NonFiniteError):
+    """The loss or the weights became NaN or Inf; the message names the step and the last good checkpoint."""
 
 
 @dataclass
 class TrainResult:
     model: nn.Module  # the trained network (not the EMA), unwrapped from compile/DDP
     ema_model: nn.Module
-    losses: torch.Tensor  # the mean loss of every step of this run, on the CPU
+    losses: torch.Tensor  # per-step losses of this run (the last HISTORY_STEPS of them), on the CPU
     step: int
     checkpoint: Path | None
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but CUDA is not available; use 'cpu' or 'auto'")
-    return device
-
-
-def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``; ``None`` means fp32 without autocast."""
-    if precision is Precision.AUTO:
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        native_bf16 = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)() or getattr(
-            torch.cpu, "_is_avx512_bf16_supported", lambda: False
-        )()
-        return torch.bfloat16 if native_bf16 else None  # emulated bf16 is slower than fp32
-    return {Precision.FP32: None, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}[precision]
-
-
-def _check_resume(config: TrainConfig, saved: dict) -> None:
+def resume_changes(config: TrainConfig, saved: dict) -> list[str]:
+    """The optimizer settings that ``config`` changes from a checkpoint's ``saved`` config; raises
+    :class:`InvalidInput` if anything else that shapes the model or the data differs."""
     now = config.to_dict()
-    differ = sorted(k for k in now if k not in _RESUMABLE_CHANGES and now[k] != saved.get(k))
-    if differ:
-        raise ValueError(f"cannot resume: the checkpoint was trained with different {', '.join(differ)}")
+    differ = sorted(k for k in now if k not in RUN_CONTROL and now[k] != saved.get(k))
+    refused = [k for k in differ if k not in OPTIMIZER_SETTINGS]
+    if refused:
+        raise InvalidInput(f"cannot resume: the checkpoint was trained with different {', '.join(refused)} "
+                           "(only run-control and optimizer settings may change on resume)")
+    return [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in differ]
 
 
-def _first_bad_step(losses: list[torch.Tensor], first_step: int, distributed: bool) -> int | None:
-    """The step number of the first non-finite loss among ``losses`` (one host sync), agreed over ranks."""
-    bad = ~torch.isfinite(torch.stack(losses))
-    idx = torch.where(bad.any(), bad.float().argmax(), torch.tensor(-1, device=bad.device)).to(torch.int64)
-    if distributed:  # every rank must stop together, or the others hang in the next all-reduce
-        flag = torch.where(idx >= 0, idx, torch.tensor(len(losses), device=idx.device))
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        idx = torch.where(flag < len(losses), flag, torch.tensor(-1, device=idx.device))
-    i = int(idx)
-    return None if i < 0 else first_step + i
+def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: bool = False,
+          progress: bool = True) -> TrainResult:
+    """Train as ``config`` says. ``resume``: continue from that checkpoint exactly where it stopped (its folder
+    is the default ``out_dir``). ``overwrite``: replace a run already in ``out_dir``, which is refused otherwise.
 
-
-def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
-    """Train as ``config`` says; with ``resume``, continue from that checkpoint exactly where it stopped."""
+    Raises:
+        InvalidInput: a bad setting, data, checkpoint or out_dir, before anything is written.
+        NonFiniteLossError: the loss or the weights became NaN/Inf; the last good checkpoint is kept.
+        TrainingInterrupted: Ctrl-C or SIGTERM; a checkpoint of the last finished step was written first.
+    """
     device = resolve_device(config.device)
+    ckpt = None
+    if resume is not None:
+        ckpt = load_checkpoint(resume, map_location="cpu")
+        notices = resume_changes(config, ckpt.train_config)
+        if config.out_dir is None:
+            config = config.replace(out_dir=str(Path(resume).parent))
+        if config.steps < ckpt.step:
+            raise InvalidInput(f"steps={config.steps} is below the checkpoint's step {ckpt.step}; "
+                               f"pass --steps {ckpt.step + 1} or more to train on")
+    config = config.replace(out_dir=config.run_dir)
     info = setup_distributed(device)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
-    torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
+    if config.batch_size % info.world_size:
+        raise InvalidInput(f"batch_size={config.batch_size} must be divisible by the number of processes ({info.world_size})")
+    configure_backends(device)
+
+    torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP also broadcasts them)
+    source = DataSource(config, device, info, cache_fallback=Path(config.out_dir) / "data-cache")
+    model_config = model_config_for(config, source.channels)
+    if ckpt is not None:
+        if ckpt.model_config != model_config:
+            raise InvalidInput("cannot resume: the checkpoint's model config differs from what this config builds")
+        check_weights_fit(model_config, ckpt.model, "checkpoint")
+        check_weights_fit(model_config, ckpt.ema, "checkpoint (EMA)")
+    model = build_model(model_config).to(device)
+    if info.rank > 0:  # dropout differs per rank; the data order (the generator below) is shared
+        torch.manual_seed(config.seed + 1_000_003 * info.rank)
+    diffusion = config.diffusion().to(device)
+    if (config.channels_last is not False) and source.is_image:
+        model = model.to(memory_format=torch.channels_last)
+    amp_dtype = autocast_dtype(config.precision, device)
+    compile_model = config.compile if config.compile is not None else device.type == "cuda"
+    step_fn = TrainStep(model, diffusion, config, device, info, amp_dtype, compile_model)
     gen = torch.Generator(device).manual_seed(config.seed)  # data order, timesteps and noise
 
-    image_size, channels = 0, 0
-    if config.dataset is Dataset.FOLDER:  # the preset fixes the channels; image_size may override its size
-        preset = get_preset(config.model)
-        image_size, channels = config.image_size or preset.image_size, preset.in_channels
-    data = load_dataset(config.dataset, data_dir=config.data_dir, image_size=image_size, channels=channels, seed=config.seed).to(device)
-    model_config = model_config_for(config, data.shape[1])
-    diffusion = config.diffusion().to(device)
-
-    model = build_model(model_config).to(device)
-    use_channels_last = config.channels_last if config.channels_last is not None else True
-    if use_channels_last and data.ndim == 4:
-        model = model.to(memory_format=torch.channels_last)
-        data = data.contiguous(memory_format=torch.channels_last)
-    ema = EMA(model, config.ema_decay)
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused, foreach=None if fused else True
-    )
-    amp_dtype = autocast_dtype(config.precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
-
     start = 0
-    if resume is not None:
-        ckpt = load_checkpoint(resume, map_location=device)
-        _check_resume(config, ckpt.train_config)
+    if ckpt is not None:
         model.load_state_dict(ckpt.model)
-        ema.load_state_dict(ckpt.ema)
-        optimizer.load_state_dict(ckpt.optimizer)
+        step_fn.ema.load_state_dict(ckpt.ema)
+        if ckpt.optimizer is None:
+            raise InvalidInput(f"checkpoint {str(resume)!r} holds no optimizer state, so it cannot be resumed")
+        step_fn.load_optimizer_state(ckpt.optimizer)
+        step_fn.set_hyperparameters(config)
         if ckpt.scaler:
-            scaler.load_state_dict(ckpt.scaler)
-        gen.set_state(ckpt.rng["data"].cpu())
-        torch.set_rng_state(ckpt.rng["torch"].cpu())
-        if device.type == "cuda" and "cuda" in ckpt.rng:
-            torch.cuda.set_rng_state(ckpt.rng["cuda"].cpu(), device)
+            step_fn.scaler.load_state_dict(ckpt.scaler)
+        _restore_rng(ckpt.rng, gen, device, info.rank)
         start = ckpt.step
+        if info.is_main:
+            for line in notices:
+                log.warning("resuming with a changed optimizer setting, %s", line)
+        if start == config.steps:
+            log.warning("the checkpoint is already at step %d = steps; nothing to train", start)
+            return TrainResult(model, step_fn.ema.model, torch.empty(0), start, None)
 
-    compile_model = config.compile if config.compile is not None else device.type == "cuda"
-    net = torch.compile(model) if compile_model else model
-    if info.enabled:
-        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    with RunDir(config.out_dir, resuming=Path(resume) if resume else None, overwrite=overwrite) if info.is_main \
+            else _NoRunDir(config.out_dir) as run_dir, StopRequest() as stop:
+        if info.is_main:
+            _write_json(run_dir.path / "config.json", {"train": config.to_dict(), "model": model_config})
+        run_log = RunLog(run_dir.path, resume_step=start if ckpt is not None else None) if info.is_main else None
+        try:
+            return _loop(config, model, diffusion, step_fn, source, gen, info, device, start, run_dir, run_log,
+                         stop, progress)
+        finally:
+            source.close()
+            if run_log is not None:
+                run_log.close()
 
-    out_dir = Path(config.out_dir)
-    ckpt_path = out_dir / "checkpoint.safetensors"
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps({"train": config.to_dict(), "model": model_config}, indent=2))
 
-    B, N, T = config.batch_size, data.shape[0], diffusion.num_timesteps
-    if B % info.world_size:
-        raise ValueError(f"batch_size={B} must be divisible by the number of processes ({info.world_size})")
+class _NoRunDir:
+    """What ranks other than 0 hold: the path, and no lock (they write nothing)."""
+
+    def __init__(self, path) -> None:
+        self.path = Path(path)
+        self.checkpoint = self.path / "checkpoint.safetensors"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def _loop(config, model, diffusion, step_fn, source, gen, info, device, start, run_dir, run_log, stop, progress):
+    from tqdm.auto import tqdm
+
+    B, T = config.batch_size, diffusion.num_timesteps
     local = slice(info.rank * (B // info.world_size), (info.rank + 1) * (B // info.world_size))
-
-    def save(step: int) -> Path:
-        rng = {"data": gen.get_state(), "torch": torch.get_rng_state()}
-        if device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(device)
-        return save_checkpoint(
-            ckpt_path, step=step, train_config=config.to_dict(), model_config=model_config,
-            model=model.state_dict(), ema=ema.state_dict(), optimizer=optimizer.state_dict(),
-            scaler=scaler.state_dict() if scaler.is_enabled() else None, rng=rng,
-        )
-
-    losses: list[torch.Tensor] = []
-    unchecked_from = 0  # index into losses of the first loss not yet checked for NaN/Inf
+    batches = source.batches(gen, start)
+    window = _Window(config.log_every, device)
+    history: list[torch.Tensor] = []
     last_saved: Path | None = None
-    bar = tqdm(range(start, config.steps), disable=not (progress and info.is_main), desc="train", initial=start, total=config.steps)
-    tick, tick_step = time.perf_counter(), start
+    started = time.perf_counter()
+    wall_offset = run_log.wall_offset if run_log is not None else 0.0
+    tick, tick_step, saved_at = started, start, started
 
-    def check(step_now: int) -> None:
-        nonlocal unchecked_from
-        if unchecked_from < len(losses):
-            bad = _first_bad_step(losses[unchecked_from:], start + unchecked_from + 1, info.enabled)
+    def save(step_now: int) -> None:
+        nonlocal last_saved, saved_at
+        check_window(step_now)
+        rng = _gather_rng(gen, device, info)
+        if info.is_main:
+            try:
+                last_saved = save_checkpoint(
+                    run_dir.checkpoint, step=step_now, train_config=config.to_dict(),
+                    model_config=model_config_for(config, source.channels), model=model.state_dict(),
+                    ema=step_fn.ema.state_dict(), optimizer=step_fn.optimizer.state_dict(),
+                    scaler=step_fn.scaler.state_dict() if step_fn.scaler.is_enabled() else None, rng=rng)
+            except NonFiniteError as e:
+                where = f"; the last good checkpoint is {last_saved}" if last_saved else ""
+                raise NonFiniteLossError(f"the weights became NaN or Inf by step {step_now} ({e}){where}") from None
+            run_log.plot()
+        saved_at = time.perf_counter()
+
+    def check_window(step_now: int) -> None:
+        with host_sync_point("non-finite check"):
+            bad = _first_bad(window.losses[window.checked:window.n], info.enabled)
             if bad is not None:
                 where = f"; the last good checkpoint is {last_saved}" if last_saved else ""
-                raise NonFiniteLossError(f"loss became NaN or Inf at step {bad}{where}")
-            unchecked_from = len(losses)
+                raise NonFiniteLossError(f"loss became NaN or Inf at step {step_now - window.n + window.checked + bad + 1}{where}")
+            window.checked = window.n
 
-    model.train()
-    for step in bar:
-        # The global batch is drawn identically on every rank; each keeps its slice, so N ranks
-        # see exactly the batch one process would.
-        idx = torch.randint(0, N, (B,), generator=gen, device=device)[local]
-        t = torch.randint(0, T, (B,), generator=gen, device=device)[local]
-        noise = torch.randn((B, *data.shape[1:]), generator=gen, device=device)[local]
-        x0 = data[idx]
-        for group in optimizer.param_groups:  # linear warmup, then constant (Ho et al.)
-            group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
-        with autocast:
-            terms = training_losses(net, diffusion, x0, t, noise, loss_type=config.loss_type,
-                                    min_snr_gamma=config.min_snr_gamma, vlb_weight=config.vlb_weight)
-            loss = terms.loss.mean()
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip, foreach=True)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        ema.update(model, step)
-        losses.append(loss.detach())
-
-        done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
-            check(done)
+    def write_log(step_now: int) -> None:
+        nonlocal tick, tick_step
+        with host_sync_point("log"):
+            losses = window.losses[:window.n].to("cpu", torch.float32, copy=True)  # the buffer is reused
+            history.append(losses)
+            if sum(h.numel() for h in history) > HISTORY_STEPS:
+                history[:] = [torch.cat(history)[-HISTORY_STEPS:]]
             now = time.perf_counter()
-            recent = torch.stack(losses[-config.log_every:]).mean().item()
-            bar.set_postfix(loss=f"{recent:.4f}", img_s=f"{(done - tick_step) * B / (now - tick):.0f}")
-            tick, tick_step = now, done
-        if info.is_main and config.preview_every and done % config.preview_every == 0:
-            preview(ema.model, diffusion, data, out_dir / f"preview_{done:06d}.png")
-        if done % config.checkpoint_every == 0 or done == config.steps:
-            check(done)
-            if info.is_main:
-                last_saved = save(done)
-    bar.close()
+            record = LogRecord(step=step_now, loss=float(losses.mean()), lr=step_fn.optimizer.param_groups[0]["lr"],
+                               grad_norm=float(window.grad_norms[:window.n].float().mean()),
+                               img_per_s=(step_now - tick_step) * B / (now - tick), wall_s=wall_offset + now - started)
+        tick, tick_step = now, step_now
+        window.reset()
+        if run_log is not None:
+            run_log.write(record)
+        bar.set_postfix(loss=f"{record.loss:.4f}", img_s=f"{record.img_per_s:.0f}")
+
+    bar = tqdm(range(start, config.steps), disable=not (progress and info.is_main), desc="train", initial=start,
+               total=config.steps)
+    model.train()
+    done = start
+    try:
+        for step in bar:
+            # The global batch is drawn identically on every rank; each keeps its slice, so N ranks
+            # see exactly the batch one process would.
+            x0 = next(batches)
+            t = torch.randint(0, T, (B,), generator=gen, device=device)[local]
+            noise = torch.randn((B, *source.sample_shape), generator=gen, device=device)[local]
+            loss, grad_norm = step_fn(x0, t, noise, step)
+            window.add(loss, grad_norm)
+            done = step + 1
+            at_log = done % config.log_every == 0 or done == config.steps
+            if at_log:
+                check_window(done)
+                write_log(done)
+            if _agree(stop.requested, info, at_log):
+                save(done)
+                raise TrainingInterrupted(done, last_saved if info.is_main else None)
+            due = done % config.checkpoint_every == 0 or done == config.steps
+            if at_log and config.checkpoint_minutes and not due:
+                due = _agree(time.perf_counter() - saved_at >= 60 * config.checkpoint_minutes, info, True)
+            if due:
+                save(done)
+            if info.is_main and config.preview_every and done % config.preview_every == 0:
+                preview(step_fn.ema.model, diffusion, source.sample_shape, device, run_dir.path / f"preview_{done:06d}.png")
+    finally:
+        bar.close()
     if info.is_main and config.steps > start:
-        preview(ema.model, diffusion, data, out_dir / "preview_final.png")
-    stacked = torch.stack(losses).float().cpu() if losses else torch.empty(0)
-    return TrainResult(model, ema.model, stacked, max(start, config.steps), last_saved)
+        preview(step_fn.ema.model, diffusion, source.sample_shape, device, run_dir.path / "preview_final.png")
+    losses = torch.cat(history)[-HISTORY_STEPS:] if history else torch.empty(0)
+    return TrainResult(model, step_fn.ema.model, losses, max(start, config.steps), last_saved)
+
+
+class _Window:
+    """Per-step losses and gradient norms since the last log record, in preallocated device buffers: the step
+    writes into them without a sync, and the memory stays the same however long the run."""
+
+    def __init__(self, size: int, device: torch.device) -> None:
+        self.losses = torch.zeros(size, device=device)
+        self.grad_norms = torch.zeros(size, device=device)
+        self.n = self.checked = 0
+
+    def add(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        self.losses[self.n].copy_(loss)
+        self.grad_norms[self.n].copy_(grad_norm)
+        self.n += 1
+
+    def reset(self) -> None:
+        self.n = self.checked = 0
+
+
+def _first_bad(losses: torch.Tensor, distributed: bool) -> int | None:
+    """Index of the first non-finite entry of ``losses`` (one host read), agreed over ranks."""
+    bad = torch.cat([~torch.isfinite(losses), torch.ones(1, dtype=torch.bool, device=losses.device)])
+    idx = bad.to(torch.uint8).argmax().to(torch.int64)  # the first True; the appended one means "none"
+    if distributed:  # every rank must stop together, or the others hang in the next all-reduce
+        dist.all_reduce(idx, op=dist.ReduceOp.MIN)
+    i = int(idx)
+    return None if i >= len(losses) else i
+
+
+def _agree(flag: bool, info, at_sync_point: bool) -> bool:
+    """A decision every rank takes together. Under DDP it is exchanged only at log steps, which read
+    the device anyway; a single process decides at once."""
+    if not info.enabled:
+        return flag
+    if not at_sync_point:
+        return False
+    with host_sync_point("stop or checkpoint decision"):
+        t = torch.tensor(int(flag), device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+
+def _gather_rng(gen: torch.Generator, device: torch.device, info) -> dict[str, torch.Tensor]:
+    """RNG states to save: the shared data generator, and each rank's global (dropout) generator."""
+    own = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        own["cuda"] = torch.cuda.get_rng_state(device)
+    states = [own]
+    if info.enabled:
+        with host_sync_point("checkpoint"):
+            states = [None] * info.world_size
+            dist.all_gather_object(states, own)
+    rng = {"data": gen.get_state()}
+    for rank, s in enumerate(states):
+        suffix = "" if rank == 0 else f".rank{rank}"
+        rng.update({f"{k}{suffix}": v for k, v in s.items()})
+    return rng
+
+
+def _restore_rng(rng: dict[str, torch.Tensor], gen: torch.Generator, device: torch.device, rank: int) -> None:
+    gen.set_state(rng["data"].cpu())
+    suffix = "" if rank == 0 else f".rank{rank}"
+    if f"torch{suffix}" in rng:
+        torch.set_rng_state(rng[f"torch{suffix}"].cpu())
+    if device.type == "cuda" and f"cuda{suffix}" in rng:
+        torch.cuda.set_rng_state(rng[f"cuda{suffix}"].cpu(), device)
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    os.replace(tmp, path)
 
 
 @torch.no_grad()
-def preview(model: nn.Module, diffusion, data: torch.Tensor, path: Path, n: int = 64) -> Path:
+def preview(model: nn.Module, diffusion, sample_shape: tuple[int, ...], device: torch.device, path: Path,
+            n: int = 64) -> Path:
     """DDIM samples (50 steps, or T if fewer) from ``model``: a PNG grid for images, a scatter PNG for 2-D points."""
-    g = torch.Generator(data.device).manual_seed(0)
-    n = 1000 if data.ndim == 2 else n
-    x_T = torch.randn((n, *data.shape[1:]), generator=g, device=data.device)
-    # At most T steps: ddim_sample rejects steps > T, which used to crash every run with num_timesteps < 50.
-    x = ddim_sample(model, diffusion, x_T, steps=min(50, diffusion.num_timesteps), progress=False).sample
-    if data.ndim == 2:
-        return save_scatter(x, path)
-    return save_image_grid(x, path, scale=max(1, 64 // data.shape[-1]))
+    with host_sync_point("preview"):
+        g = torch.Generator(device).manual_seed(0)
+        n = 1000 if len(sample_shape) == 1 else n
+        x_T = torch.randn((n, *sample_shape), generator=g, device=device)
+        # At most T steps: ddim_sample rejects steps > T, which used to crash every run with num_timesteps < 50.
+        x = ddim_sample(model, diffusion, x_T, steps=min(50, diffusion.num_timesteps), progress=False).sample
+        if len(sample_shape) == 1:
+            return save_scatter(x, path)
+        return save_image_grid(x, path, scale=max(1, 64 // sample_shape[-1]))

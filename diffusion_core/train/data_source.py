@@ -1,0 +1,81 @@
+"""Where a run's batches come from: the built-in sets held on the device, image folders streamed from disk.
+
+* Built-in sets (digits, 2-D toys) are small: the whole set lives on the device and step ``s`` draws its
+  indices from the run's generator, so a resumed run continues the same sequence.
+* Image folders are prepared once into a uint8 memory-mapped cache (``folder_data.prepare_image_folder``) and
+  streamed by a DataLoader with workers; step ``s``'s batch is a function of (seed, s), so resuming and DDP
+  see the very batches an uninterrupted single process would.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from ..errors import InvalidInput
+from ..nn import get_preset
+from .config import Dataset, TrainConfig
+from .data import load_dataset
+from .distributed import DistInfo
+from .folder_data import folder_batches, prepare_image_folder
+
+__all__ = ["DataSource"]
+
+
+class DataSource:
+    def __init__(self, config: TrainConfig, device: torch.device, info: DistInfo, *, cache_fallback: Path) -> None:
+        self.config, self.device, self.info = config, device, info
+        self.local = slice(info.rank * (config.batch_size // info.world_size),
+                           (info.rank + 1) * (config.batch_size // info.world_size))
+        self._stream = None
+        self.prepared = None
+        self.data = None
+        if config.dataset is Dataset.FOLDER:  # the preset fixes the channels; image_size may override its size
+            preset = get_preset(config.model)
+            size = config.image_size or preset.image_size
+            self.prepared = _prepare(config.data_dir, size, preset.in_channels, cache_fallback)
+            self.sample_shape = (preset.in_channels, size, size)
+        else:
+            self.data = load_dataset(config.dataset, seed=config.seed).to(device)
+            if self.data.ndim == 4 and config.channels_last is not False:
+                self.data = self.data.contiguous(memory_format=torch.channels_last)
+            self.sample_shape = tuple(self.data.shape[1:])
+
+    @property
+    def channels(self) -> int:
+        return self.sample_shape[0]
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.sample_shape) == 3
+
+    def batches(self, gen: torch.Generator, start_step: int) -> Iterator[torch.Tensor]:
+        """This rank's ``x0`` for steps ``start_step, start_step + 1, ...``."""
+        c = self.config
+        if self.prepared is not None:
+            self._stream = folder_batches(
+                self.prepared, batch_size=c.batch_size, seed=c.seed, start_step=start_step, rank=self.info.rank,
+                world_size=self.info.world_size, device=self.device, hflip=c.hflip is not False,
+                num_workers=c.workers, channels_last=c.channels_last is not False)
+            return (x0 for x0, _labels in self._stream)
+        return self._in_memory(gen)
+
+    def _in_memory(self, gen: torch.Generator) -> Iterator[torch.Tensor]:
+        n = self.data.shape[0]
+        while True:
+            idx = torch.randint(0, n, (self.config.batch_size,), generator=gen, device=self.device)[self.local]
+            yield self.data[idx]
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()  # stops the loader's worker processes now
+            self._stream = None
+
+
+def _prepare(data_dir: str, size: int, channels: int, fallback: Path):
+    """Every rank calls this: the cache's file lock makes the first one build it and the others reuse it."""
+    try:
+        return prepare_image_folder(data_dir, size, channels)
+    except PermissionError:  # a read-only data folder: keep the cache beside the run instead
+        return prepare_image_folder(data_dir, size, channels, cache_dir=fallback)

@@ -1,0 +1,92 @@
+"""What a run logs: ``metrics.jsonl`` (one JSON object per logged step, appended as it trains and continued on
+resume), TensorBoard scalars when the ``tensorboard`` package is installed, and ``loss.png``.
+
+Memory stays bounded: the trainer hands over one record per ``log_every`` steps and nothing is kept here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["LogRecord", "RunLog", "read_metrics"]
+
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    step: int  # optimizer steps done
+    loss: float  # mean training loss over the steps since the previous record
+    lr: float  # learning rate of the last step
+    grad_norm: float  # mean global gradient norm (before clipping) over those steps
+    img_per_s: float  # training images per second (all processes) since the previous record
+    wall_s: float  # seconds of training so far, summed over the run's resumes
+
+
+def read_metrics(path: str | Path) -> list[LogRecord]:
+    """The records of a ``metrics.jsonl``."""
+    lines = Path(path).read_text().splitlines()
+    return [LogRecord(**json.loads(line)) for line in lines if line.strip()]
+
+
+class RunLog:
+    """Append-only metrics of one run in ``out_dir``. ``resume_step``: keep the records up to that step (the
+    checkpoint's) and drop later ones, which came from the part of the earlier run that the checkpoint lost."""
+
+    def __init__(self, out_dir: str | Path, *, resume_step: int | None = None) -> None:
+        self.path = Path(out_dir) / METRICS_NAME
+        kept: list[LogRecord] = []
+        if resume_step is not None and self.path.exists():
+            kept = [r for r in read_metrics(self.path) if r.step <= resume_step]
+        tmp = self.path.with_name(f".{METRICS_NAME}.tmp")
+        tmp.write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in kept))
+        os.replace(tmp, self.path)
+        self.wall_offset = kept[-1].wall_s if kept else 0.0
+        self._file = open(self.path, "a")
+        self._tb = _tensorboard_writer(out_dir)
+
+    def write(self, record: LogRecord) -> None:
+        self._file.write(json.dumps(dataclasses.asdict(record)) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for field in ("loss", "lr", "grad_norm", "img_per_s"):
+                self._tb.add_scalar(f"train/{field}", getattr(record, field), record.step)
+            self._tb.flush()
+
+    def plot(self) -> Path | None:
+        """Draw ``loss.png`` (log-scale loss against step) from the file; ``None`` when there is nothing yet."""
+        records = read_metrics(self.path)
+        if not records:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        ax.plot([r.step for r in records], [r.loss for r in records], lw=1)
+        ax.set(xlabel="step", ylabel=f"training loss (mean per {METRICS_NAME} record)", yscale="log")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        out = self.path.with_name("loss.png")
+        tmp = out.with_name(".loss.png.tmp")
+        fig.savefig(tmp, format="png")
+        plt.close(fig)
+        os.replace(tmp, out)
+        return out
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _tensorboard_writer(out_dir: str | Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is an optional extra: pip install "diffusion-core[tensorboard]"
+        return None
+    return SummaryWriter(log_dir=str(out_dir))

@@ -1,0 +1,87 @@
+"""One optimizer step with no host sync: loss under autocast, backward, gradient clipping, AdamW, EMA.
+
+Compilation follows PyTorch's guidance: a single process compiles the network *and* the loss as one graph
+(``fullgraph=True``, static shapes, so it compiles once and never again across steps); under DDP the model is
+wrapped in ``DistributedDataParallel`` first and the wrapper is compiled, so DDP's bucketed all-reduce overlaps
+the backward pass (dynamo's DDPOptimizer splits the graph at the buckets, so no ``fullgraph`` there).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..losses import training_losses
+from .config import TrainConfig
+from .distributed import DistInfo
+from .ema import EMA
+
+__all__ = ["TrainStep"]
+
+
+class TrainStep:
+    """``loss, grad_norm = step(x0, t, noise, step_index)``: both stay on the device, unread."""
+
+    def __init__(self, model: nn.Module, diffusion, config: TrainConfig, device: torch.device, dist_info: DistInfo,
+                 amp_dtype: torch.dtype | None, compile_model: bool) -> None:
+        self.model, self.config = model, config
+        # fused AdamW (CPU and CUDA): one kernel for all parameters, no .item() on the step counters, and
+        # GradScaler hands it the inf check as a tensor instead of reading it back
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+        self.ema = EMA(model, config.ema_decay)
+        self._autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype
+                          else contextlib.nullcontext())
+        net: nn.Module = model
+        if dist_info.enabled:
+            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            if compile_model:
+                net = torch.compile(net)
+        self._net = net
+        self.loss = self._mean_loss
+        if compile_model and not dist_info.enabled:
+            self.loss = torch.compile(self._mean_loss, fullgraph=True, dynamic=False)
+        self._diffusion = diffusion
+
+    def _mean_loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        terms = training_losses(self._net, self._diffusion, x0, t, noise, loss_type=c.loss_type,
+                                min_snr_gamma=c.min_snr_gamma, vlb_weight=c.vlb_weight)
+        return terms.loss.mean()
+
+    def load_optimizer_state(self, state: dict) -> None:
+        """Load a checkpoint's optimizer state. Checkpoints store tensors contiguous; moments of a channels_last
+        weight get that weight's strides back, since the fused kernel walks a weight and its moments in memory
+        order (without this, a resumed channels_last run pairs each weight with another element's moments)."""
+        self.optimizer.load_state_dict(state)
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                entry = self.optimizer.state.get(p, {})
+                for key, value in entry.items():
+                    if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                        entry[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+    def set_hyperparameters(self, config: TrainConfig) -> None:
+        """Apply the optimizer settings of ``config`` (after loading a checkpoint's optimizer state, which
+        brings the old ones back)."""
+        self.config = config
+        for group in self.optimizer.param_groups:
+            group["weight_decay"] = config.weight_decay
+        self.ema.decay = config.ema_decay
+
+    def __call__(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        for group in self.optimizer.param_groups:  # linear warmup, then constant (Ho et al.)
+            group["lr"] = c.lr * min(1.0, (step + 1) / max(1, c.warmup_steps))
+        with self._autocast:
+            loss = self.loss(x0, t, noise)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip, foreach=True)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.model, step)
+        return loss.detach(), grad_norm
