@@ -6,8 +6,9 @@ Options:
 
 Each test function names its workloads with ``@pytest.mark.workloads(...)``; the rows come from
 :mod:`benchmarks.matrix`, and the other device's rows are collected as skipped. The session ends
-with a summary table (configuration, img/s, MFU or % of copy bandwidth, ratio to the peer) and
-the target checks; the pytest-benchmark JSON gets the hardware probes and the load average.
+with a summary table (configuration, img/s, MFU or % of copy bandwidth, ratio to the like-for-like
+peer, ratio to diffusers' best row), the target checks and the head-to-head lines (see
+:mod:`benchmarks.pairing`); the pytest-benchmark JSON gets the hardware probes and the load average.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import sys
 import pytest
 import torch
 
-from . import hardware, summary
+from . import hardware, pairing, summary
 from .matrix import cases
 from .runner import Rows, run_case
 
@@ -166,3 +167,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.write_line("")
     for line in summary.target_lines(_ROWS.rows, device.type):
         tr.write_line(line)
+    tr.write_line("")
+    tr.write_line("head to head (each side's fastest setting, same precision):")
+    for line in pairing.head_to_head(_ROWS.rows):
+        tr.write_line(f"  {line}")

@@ -1,8 +1,12 @@
-"""Which configurations run: a CPU matrix sized for ~15 minutes on 2 cores, and a GPU matrix.
+"""Which configurations run: a CPU matrix (about 15 minutes on 2 idle cores before the like-for-like peer rows and
+the cold compiles were added; longer now, not yet timed) and a GPU matrix.
 
 A :class:`Case` names one row: workload, implementation, model preset, batch size, precision,
 compile mode and memory format. ``quick=True`` rows form the smoke subset (``--bench-quick``
 or ``-m quick``). ``rounds`` is the number of timed rounds (after one warm-up round).
+Our rows are compared only with a diffusers row in the same setting (:mod:`benchmarks.pairing`), so
+the matrix gives most of our non-default settings (channels_last, compiled, CUDA graphs, bf16/fp16)
+a diffusers row in that setting too.
 """
 from __future__ import annotations
 
@@ -80,29 +84,33 @@ def _cpu() -> list[Case]:
     # q(x_t | x_0): 1024 images (12 MiB, cache-sized) and 8192 (96 MiB, memory-sized).
     r += _rows("cpu", "qsample", "cifar10", 1024, "ours:fp32 diffusers:fp32", 10, quick=True)
     r += _rows("cpu", "qsample", "cifar10", 8192,
-               "ours:fp32 ours:bf16 ours:fp16 ours:fp32:compiled diffusers:fp32 diffusers:bf16", 5)
+               "ours:fp32 ours:bf16 ours:fp16 ours:fp32:compiled diffusers:fp32 diffusers:bf16 diffusers:fp16 "
+               "diffusers:fp32:compiled", 5)
     r += _rows("cpu", "qsample_given", "cifar10", 8192, "ours:fp32 diffusers:fp32", 5)
     # Training: the smoke subset on `tiny`, a batch sweep on tiny-32, the target on ddpm-cifar10 at
     # batch 32. This CPU has no bf16/fp16 instructions (bf16 convs run ~4x slower than fp32), so the
-    # mixed-precision rows of the big model are limited to the peer the target names.
-    r += _rows("cpu", "train", "tiny", 16, "ours:fp32 diffusers:fp32 ours:bf16", 5, quick=True)
-    r += _rows("cpu", "train", "tiny", 16, "ours:fp16", 5)
+    # big model's mixed-precision rows are one bf16 row per side (for the bf16 target), one round each.
+    r += _rows("cpu", "train", "tiny", 16, "ours:fp32 diffusers:fp32 ours:bf16 diffusers:bf16", 5, quick=True)
+    r += _rows("cpu", "train", "tiny", 16, "ours:fp16 diffusers:fp16", 5)
     for b in (8, 32, 128):
         r += _rows("cpu", "train", "tiny-32", b, "ours:fp32 diffusers:fp32", 5 if b < 128 else 3)
-    r += _rows("cpu", "train", "tiny-32", 32, "ours:fp32:cl ours:fp32:compiled ours:bf16 diffusers:bf16", 5)
-    r += _rows("cpu", "train", "ddpm-cifar10", 32, "ours:fp32 ours:fp32:cl ours:fp32:compiled diffusers:fp32", 2)
-    r += _rows("cpu", "train", "ddpm-cifar10", 32, "diffusers:bf16", 1)
+    r += _rows("cpu", "train", "tiny-32", 32, "ours:fp32:cl ours:fp32:compiled ours:bf16 diffusers:bf16 "
+               "diffusers:fp32:cl diffusers:fp32:compiled", 5)
+    r += _rows("cpu", "train", "ddpm-cifar10", 32, "ours:fp32 ours:fp32:cl ours:fp32:compiled diffusers:fp32 "
+               "diffusers:fp32:cl diffusers:fp32:compiled", 2)
+    r += _rows("cpu", "train", "ddpm-cifar10", 32, "diffusers:bf16 ours:bf16", 1)
     # Sampling: one step, DDPM-1000 on the small presets, DDIM-50.
     r += _rows("cpu", "step", "tiny", 1, "ours:fp32 diffusers:fp32", 20, quick=True)
     for b in (1, 16, 64):
         r += _rows("cpu", "step", "tiny-32", b, "ours:fp32 diffusers:fp32", 10)
-    r += _rows("cpu", "step", "tiny-32", 1, "ours:fp32:compiled", 10)
-    r += _rows("cpu", "step", "tiny-32", 16, "ours:bf16", 10)
+    r += _rows("cpu", "step", "tiny-32", 1, "ours:fp32:compiled diffusers:fp32:compiled", 10)
+    r += _rows("cpu", "step", "tiny-32", 16, "ours:bf16 diffusers:bf16", 10)
     r += _rows("cpu", "ddpm", "tiny", 1, "ours:fp32 diffusers:fp32", 2)
     r += _rows("cpu", "ddpm", "digits-8", 16, "ours:fp32 diffusers:fp32", 2)
     r += _rows("cpu", "ddim", "tiny", 4, "ours:fp32 diffusers:fp32", 3, quick=True)
     r += _rows("cpu", "ddim", "digits-8", 64, "ours:fp32 diffusers:fp32 diffusers-unet:fp32", 3)
-    r += _rows("cpu", "ddim", "tiny-32", 16, "ours:fp32 ours:fp32:compiled diffusers:fp32 diffusers-unet:fp32", 3)
+    r += _rows("cpu", "ddim", "tiny-32", 16,
+               "ours:fp32 ours:fp32:compiled diffusers:fp32 diffusers-unet:fp32 diffusers:fp32:compiled", 3)
     return r
 
 
@@ -110,18 +118,26 @@ def _gpu() -> list[Case]:
     r = []
     r += _rows("cuda", "qsample", "cifar10", 1024, "ours:fp32 diffusers:fp32", 50, quick=True)
     r += _rows("cuda", "qsample", "cifar10", 65536,
-               "ours:fp32 ours:bf16 ours:fp32:compiled ours:bf16:compiled diffusers:fp32 diffusers:bf16", 20)
-    r += _rows("cuda", "qsample_given", "cifar10", 65536, "ours:fp32 ours:bf16 diffusers:fp32", 20)
+               "ours:fp32 ours:bf16 ours:fp32:compiled ours:bf16:compiled diffusers:fp32 diffusers:bf16 "
+               "diffusers:fp32:compiled diffusers:bf16:compiled", 20)
+    r += _rows("cuda", "qsample_given", "cifar10", 65536, "ours:fp32 ours:bf16 diffusers:fp32 diffusers:bf16", 20)
     r += _rows("cuda", "train", "tiny-32", 64, "ours:bf16 diffusers:bf16", 20, quick=True)
     for b in (32, 64, 128, 256):
-        r += _rows("cuda", "train", "ddpm-cifar10", b, "ours:bf16:cl:compiled diffusers:bf16", 10)
+        r += _rows("cuda", "train", "ddpm-cifar10", b,
+                   "ours:bf16:cl:compiled diffusers:bf16 diffusers:bf16:cl:compiled", 10)
+    # (diffusers bf16 eager and bf16 channels_last compiled at batch 128 come from the loop above.)
     r += _rows("cuda", "train", "ddpm-cifar10", 128,
-               "ours:fp32 ours:bf16 ours:fp16:cl:compiled diffusers:fp32 diffusers:bf16:cl:compiled", 10)
-    r += _rows("cuda", "step", "ddpm-cifar10", 1, "ours:bf16 ours:bf16:cudagraph diffusers:bf16", 50)
-    r += _rows("cuda", "ddim", "ddpm-cifar10", 1, "ours:bf16 ours:bf16:cudagraph diffusers:bf16 diffusers-unet:bf16", 5)
+               "ours:fp32 ours:bf16 ours:fp16:cl:compiled diffusers:fp32 diffusers:fp16:cl:compiled", 10)
+    # diffusers' CUDA-graph rows: their scheduler loop on our network through compile_for_sampling.
+    r += _rows("cuda", "step", "ddpm-cifar10", 1,
+               "ours:bf16 ours:bf16:cudagraph diffusers:bf16 diffusers:bf16:cudagraph", 50)
+    r += _rows("cuda", "ddim", "ddpm-cifar10", 1,
+               "ours:bf16 ours:bf16:cudagraph diffusers:bf16 diffusers-unet:bf16 diffusers:bf16:cudagraph", 5)
     for b in (16, 64, 256):
-        r += _rows("cuda", "ddim", "ddpm-cifar10", b, "ours:bf16:cl:cudagraph diffusers:bf16 diffusers-unet:bf16", 5)
-    r += _rows("cuda", "ddpm", "tiny-32", 16, "ours:bf16 ours:bf16:cudagraph diffusers:bf16", 3)
+        r += _rows("cuda", "ddim", "ddpm-cifar10", b,
+                   "ours:bf16:cl:cudagraph diffusers:bf16 diffusers-unet:bf16 diffusers:bf16:cl:cudagraph", 5)
+    r += _rows("cuda", "ddpm", "tiny-32", 16,
+               "ours:bf16 ours:bf16:cudagraph diffusers:bf16 diffusers:bf16:cudagraph", 3)
     return r
 
 

@@ -1,7 +1,8 @@
 """Run one :class:`~benchmarks.matrix.Case`: build, guard, count FLOPs, time, derive the metrics.
 
 The derived metrics go into ``benchmark.extra_info`` (so they land in the pytest-benchmark JSON)
-and into the session's :class:`Rows`, which pairs each of our rows with its peer row.
+and into the session's :class:`Rows`, which pairs each of our rows with its peer rows
+(:mod:`benchmarks.pairing`: like for like only).
 """
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import time
 
 import pytest
 import torch
+import torch._dynamo
+import torch._inductor.utils
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import hardware
-from .matrix import PEERS, TOLERANCE, Case
+from .matrix import TOLERANCE, Case
+from .pairing import PAIR_KEYS, pair
 from .workloads import build
 
 PROBE_BATCH = 4  # the guard checks this many images: enough signal, a fraction of the cost
@@ -83,6 +87,19 @@ def guard(case: Case, workload, device: torch.device) -> dict:
     return info
 
 
+def cold_first_call(fn) -> float:
+    """Seconds of the first call of compiled ``fn``, compiled from nothing: dynamo's caches reset and an empty
+    inductor cache directory, so nothing the guard, an earlier row or an earlier run compiled is reused
+    (the process's one-time imports are not counted)."""
+    torch._dynamo.reset()
+    utils = torch._inductor.utils
+    fresh = getattr(utils, "fresh_cache", None) or utils.fresh_inductor_cache  # renamed in newer torch
+    with fresh():
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+
 def run_case(case: Case, benchmark, device: torch.device, rows) -> dict:
     """Time ``case`` with pytest-benchmark and record its metrics; returns the row."""
     if case.is_peer:
@@ -99,10 +116,8 @@ def run_case(case: Case, benchmark, device: torch.device, rows) -> dict:
         hardware.sync(device)  # CUDA: the timed call includes the device work
         return out
 
-    if case.compile:  # the first call compiles: report what it costs
-        start = time.perf_counter()
-        timed()
-        info["first_call_s"] = time.perf_counter() - start
+    if case.compile:  # the guard compiled already: measure a cold compile of the timed call
+        info.update(first_call_s=cold_first_call(timed), compile_cold=True)
     benchmark.pedantic(timed, rounds=case.rounds, warmup_rounds=1, iterations=1)
     stats = benchmark.stats.stats
     row = derive(case, device, stats.min, stats.median, flops, getattr(workload, "bytes", 0),
@@ -155,7 +170,7 @@ def rescale(row: dict) -> dict:
 
 
 class Rows:
-    """The rows of this session; each of ours gets ``ratio`` = our img/s / the matching peer's."""
+    """The rows of this session; each of ours gets ``ratio`` = our img/s / its like-for-like peer's, if any."""
 
     def __init__(self) -> None:
         self.rows: list[dict] = []
@@ -173,29 +188,9 @@ class Rows:
         self._extra.append(extra_info)
         for r, extra in zip(self.rows, self._extra):
             if r["impl"] == "ours":
-                for k, v in pair(r, self.rows).items():
-                    r[k] = extra[k] = v
-
-
-def pair(ours: dict, rows: list[dict]) -> dict:
-    """Ratios of ``ours`` to the peers measured on the same workload, preset, batch and device.
-
-    The main peer is ``diffusers`` in the same precision and compile mode, else the same precision
-    eager, else fp32 eager; ``diffusers-unet`` (their UNet2DModel too) is reported beside it.
-    """
-    same = [r for r in rows if r["impl"] in PEERS and all(
-        r[k] == ours[k] for k in ("workload", "preset", "batch", "device"))]
-    out: dict = {}
-    for impl in PEERS:
-        cands = [r for r in same if r["impl"] == impl]
-        for want in ((ours["precision"], ours["compile"]), (ours["precision"], "eager"), ("fp32", "eager")):
-            match = [r for r in cands if (r["precision"], r["compile"]) == want]
-            if match:
-                peer = match[0]
-                name = f"{impl} {peer['precision']} {peer['compile']}"
-                ratio = ours["img_per_s"] / peer["img_per_s"]
-                if impl == PEERS[0]:
-                    out.update(peer=name, ratio=ratio)
-                out.setdefault("ratios", {})[name] = ratio
-                break
-    return out
+                for k in PAIR_KEYS:
+                    r.pop(k, None)
+                    extra.pop(k, None)
+                paired = pair(r, self.rows)
+                r.update(paired)
+                extra.update(paired)

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["config_name", "efficiency", "ratio_text", "table", "targets", "target_lines"]
+from .matrix import PEERS
+from .pairing import best, fmt_rate, setting, unmatched, verdict, versus
+
+__all__ = ["config_name", "efficiency", "ratio_text", "best_peer_text", "table", "best_vs_best", "targets",
+           "target_lines"]
 
 
 def config_name(r: dict) -> str:
@@ -27,22 +31,28 @@ def efficiency(r: dict) -> str:
 
 
 def ratio_text(r: dict) -> str:
+    """Ratio to each peer row in exactly this row's setting, or ``no like peer`` (never another setting)."""
     if r["impl"] != "ours":
         return "(peer)"
-    if "ratio" not in r:
+    if not r.get("ratios"):
+        return "no like peer (diffusers has no row in this setting)"
+    return "; ".join(f"{x:.2f}x vs {name} ({verdict(x)})" for name, x in r["ratios"].items())
+
+
+def best_peer_text(r: dict) -> str:
+    """Ratio to diffusers' fastest row at the same workload, preset and batch, in any setting (named)."""
+    if r["impl"] != "ours":
         return ""
-    return f"{r['ratio']:.2f}x vs {r['peer']}"
-
-
-def _fmt_rate(x: float) -> str:
-    return f"{x:.3g}" if x < 100 else f"{x:.0f}"
+    if "best_peer_ratio" not in r:
+        return "no diffusers row"
+    return f"{r['best_peer_ratio']:.2f}x vs {r['best_peer']} ({verdict(r['best_peer_ratio'])})"
 
 
 def table(rows: Iterable[dict]) -> list[str]:
     """A fixed-width text table, one line per row, in the order the rows ran."""
-    head = ("configuration", "img/s", "MFU / bandwidth", "ratio to peer")
-    body = [(config_name(r), _fmt_rate(r["img_per_s"]), efficiency(r), ratio_text(r)) for r in rows]
-    widths = [max(len(x[i]) for x in [head, *body]) for i in range(4)]
+    head = ("configuration", "img/s", "MFU / bandwidth", "ratio to like peer", "vs diffusers' best")
+    body = [(config_name(r), fmt_rate(r["img_per_s"]), efficiency(r), ratio_text(r), best_peer_text(r)) for r in rows]
+    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     fmt = lambda x: "  ".join(str(v).ljust(w) if i != 1 else str(v).rjust(w)  # noqa: E731
                              for i, (v, w) in enumerate(zip(x, widths)))
     return [fmt(head), "  ".join("-" * w for w in widths), *(fmt(x) for x in body)]
@@ -53,23 +63,44 @@ def _best(rows, key="img_per_s", **want):
     return max(match, key=lambda r: r[key]) if match else None
 
 
+def best_vs_best(rows: list[dict], goal: str, threshold: float, precision: str | None = None, **where) -> tuple:
+    """Target check: our fastest row against diffusers' fastest, both in ``precision`` when one is named.
+
+    Returns (goal, ratio or None, threshold, detail); the detail names both settings and their img/s,
+    or which side has no row (a precision goal is never measured against another precision).
+    """
+    like = next((r for r in rows if all(r[k] == v for k, v in where.items())), None)
+    ours = best(rows, "ours", like, precision) if like else None
+    peer = best(rows, PEERS[0], like, precision) if like else None
+    if not (ours and peer):
+        missing = " or ".join(n for n, x in (("ours", ours), (PEERS[0], peer)) if not x)
+        have = ours or peer
+        detail = f"no {precision + ' ' if precision else ''}row of {missing} in this run"
+        if have:
+            detail += f"; {have['impl']} {setting(have)} {fmt_rate(have['img_per_s'])} img/s is not compared"
+            detail += " with another precision" if precision else ""
+        return goal, None, threshold, detail
+    ratio = ours["img_per_s"] / peer["img_per_s"]
+    detail = versus(ours, peer) + unmatched(ours, rows)
+    if all(k in ours for k in ("mfu", "flops", "peak_tflops")) and "mfu" in peer:
+        # The MFU ours would need to reach the goal: the goal's img/s times our FLOPs per image.
+        need = threshold * peer["img_per_s"] * ours["flops"] / ours["batch"] / (ours["peak_tflops"] * 1e12)
+        detail += (f"; ours runs at {100 * ours['mfu']:.0f}% MFU, diffusers at {100 * peer['mfu']:.0f}%, so "
+                   f"{threshold:g}x would need {100 * need:.0f}% of the measured {ours['precision']} matmul peak")
+    return goal, ratio, threshold, detail
+
+
 def targets(rows: list[dict], device_type: str) -> list[tuple[str, float | None, float, str]]:
     """(goal, measured value or None when not measured, threshold, detail) for this device's targets."""
     out = []
     dev = "cuda" if device_type == "cuda" else "cpu"
     rows = [r for r in rows if r["device"].split(":")[0] == dev]
     if dev == "cpu":
-        best = _best(rows, workload="train", impl="ours", preset="ddpm-cifar10", batch=32)
-        for prec, goal in (("fp32", 2.0), ("bf16", 1.3)):
-            peer = _best(rows, workload="train", impl="diffusers", preset="ddpm-cifar10", batch=32,
-                         precision=prec, compile="eager")
-            val = best["img_per_s"] / peer["img_per_s"] if best and peer else None
-            detail = f"ours best = {config_name(best)}" if best else ""
-            if val and prec == "fp32" and "mfu" in best and "mfu" in peer:
-                # The same FLOPs on both sides: the ratio is bounded by how much MFU is left.
-                detail += (f"; ours runs at {100 * best['mfu']:.0f}% MFU, diffusers at {100 * peer['mfu']:.0f}%, "
-                           f"so {goal:g}x would need {100 * goal * peer['mfu']:.0f}% of the measured fp32 matmul peak")
-            out.append((f"ddpm-cifar10 training step, batch 32: ours (best) / diffusers {prec} eager", val, goal, detail))
+        train = dict(workload="train", preset="ddpm-cifar10", batch=32)
+        out.append(best_vs_best(rows, "ddpm-cifar10 training step, batch 32: ours' best setting / diffusers' best "
+                                "setting (any precision, memory format, compile mode)", 2.0, **train))
+        out.append(best_vs_best(rows, "ddpm-cifar10 training step, batch 32, bf16: ours' best bf16 setting / "
+                                "diffusers' best bf16 setting", 1.3, precision="bf16", **train))
         q = _best(rows, "pct_copy_bw", workload="qsample", impl="ours", compile="eager", precision="fp32")
         qa = _best(rows, "pct_copy_bw", workload="qsample", impl="ours")
         out.append(("q(x_t|x_0) with noise, fp32 eager: % of copy bandwidth",
@@ -88,14 +119,26 @@ def targets(rows: list[dict], device_type: str) -> list[tuple[str, float | None,
     out.append(("DDIM-50 sampling, batch 256: MFU %", 100 * top["mfu"] if top else None, 40.0,
                 config_name(top) if top else ""))
     for wl in ("step", "ddim"):
-        graph = _best(rows, workload=wl, impl="ours", preset="ddpm-cifar10", batch=1, compile="reduce-overhead")
-        eager = _best(rows, workload=wl, impl="ours", preset="ddpm-cifar10", batch=1, compile="eager")
-        val = graph["img_per_s"] / eager["img_per_s"] if graph and eager else None
-        out.append((f"batch 1 {wl}: CUDA-graph / eager per-step rate", val, 3.0, ""))
+        out.append(_graph_vs_eager(rows, wl))
     q = _best(rows, "pct_copy_bw", workload="qsample", impl="ours")
     out.append(("q(x_t|x_0) with noise: % of copy bandwidth", 100 * q["pct_copy_bw"] if q else None, 80.0,
                 config_name(q) if q else ""))
     return out
+
+
+def _graph_vs_eager(rows: list[dict], workload: str) -> tuple:
+    """Our fastest CUDA-graph row at batch 1 against our eager row in the same precision and memory format."""
+    goal = f"batch 1 {workload}: CUDA-graph / eager per-step rate (same precision and memory format)"
+    graph = _best(rows, workload=workload, impl="ours", preset="ddpm-cifar10", batch=1, compile="reduce-overhead")
+    if not graph:
+        return goal, None, 3.0, "no CUDA-graph row of ours in this run"
+    eager = _best(rows, workload=workload, impl="ours", preset="ddpm-cifar10", batch=1, compile="eager",
+                  precision=graph["precision"], channels_last=graph["channels_last"])
+    if not eager:
+        return goal, None, 3.0, f"no eager {setting(graph)} counterpart of ours in this run"
+    ratio = graph["img_per_s"] / eager["img_per_s"]
+    return goal, ratio, 3.0, (f"ours {setting(graph)} {fmt_rate(graph['img_per_s'])} img/s against ours "
+                              f"{setting(eager)} {fmt_rate(eager['img_per_s'])} img/s")
 
 
 def _with_bound(r: dict | None) -> str:
@@ -113,7 +156,7 @@ def target_lines(rows: list[dict], device_type: str) -> list[str]:
     lines = [f"targets ({'GPU' if device_type == 'cuda' else 'CPU'}; goals, not asserts):"]
     for goal, val, threshold, detail in targets(rows, device_type):
         if val is None:
-            lines.append(f"  [not measured] {goal} (goal >= {threshold:g})")
+            lines.append(f"  [not measured] {goal} (goal >= {threshold:g}){'; ' + detail if detail else ''}")
             continue
         mark = "met" if val >= threshold else "MISSED"
         lines.append(f"  [{mark}] {goal}: {val:.2f} (goal >= {threshold:g}){'; ' + detail if detail else ''}")

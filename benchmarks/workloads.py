@@ -100,7 +100,8 @@ def fixed_batch(shape: tuple[int, ...], batch: int, device: torch.device, channe
 
 
 class QSample:
-    """q(x_t | x_0) with the noise drawn inside: ours (``q_sample``) or diffusers' ``add_noise(x0, randn_like(x0), t)``.
+    """q(x_t | x_0) with the noise drawn inside: ours (``q_sample``) or diffusers' ``add_noise(x0, randn_like(x0), t)``,
+    eager or under ``torch.compile``.
 
     ``qsample_given``: the same op with the noise drawn beforehand (what is left without the RNG).
     """
@@ -119,13 +120,14 @@ class QSample:
         if case.impl == "ours":
             self.schedule = NoiseSchedule.linear(T, device=device)
             fn = lambda x0, t, noise=None: q_sample(self.schedule, x0, t, noise)  # noqa: E731
-            self.fn = torch.compile(fn, dynamic=False) if case.compile else fn
         else:
             from diffusers import DDPMScheduler
 
             sched = DDPMScheduler(num_train_timesteps=T, beta_schedule="linear")
-            self.fn = lambda x0, t, noise=None: sched.add_noise(  # noqa: E731
+            fn = lambda x0, t, noise=None: sched.add_noise(  # noqa: E731
                 x0, torch.randn_like(x0) if noise is None else noise, t)
+        # Compiled rows compile the whole op, ours and diffusers' alike.
+        self.fn = torch.compile(fn, dynamic=False) if case.compile else fn
 
     def __call__(self) -> torch.Tensor:
         return self.fn(self.x0, self.t, self.given)
