@@ -290,3 +290,15 @@ def test_loss_history_memory_is_bounded(tmp_path, monkeypatch):
     assert records[-1].loss == pytest.approx(float(np.mean(r.losses[-4:].numpy())), rel=1e-6)
     assert all(x.lr == 1e-3 and x.grad_norm > 0 and x.img_per_s > 0 for x in records)
     assert records[0].wall_s < records[1].wall_s < records[2].wall_s
+
+
+def test_tensorboard_scalars_when_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(_config(tmp_path / "run", steps=4, log_every=2, checkpoint_every=100), progress=False)
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/img_per_s"} <= set(events.Tags()["scalars"])
+    logged = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert logged == [(r.step, pytest.approx(r.loss, rel=1e-6)) for r in read_metrics(tmp_path / "run" / "metrics.jsonl")]

@@ -46,7 +46,7 @@ class RunLog:
         os.replace(tmp, self.path)
         self.wall_offset = kept[-1].wall_s if kept else 0.0
         self._file = open(self.path, "a")
-        self._tb = _tensorboard_writer(out_dir)
+        self._tb = _tensorboard_writer(out_dir, None if resume_step is None else resume_step + 1)
 
     def write(self, record: LogRecord) -> None:
         self._file.write(json.dumps(dataclasses.asdict(record)) + "\n")
@@ -84,9 +84,10 @@ class RunLog:
             self._tb.close()
 
 
-def _tensorboard_writer(out_dir: str | Path):
+def _tensorboard_writer(out_dir: str | Path, purge_step: int | None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is an optional extra: pip install "diffusion-core[tensorboard]"
         return None
-    return SummaryWriter(log_dir=str(out_dir))
+    # purge_step: on resume TensorBoard hides the earlier events from that step on, as metrics.jsonl drops them
+    return SummaryWriter(log_dir=str(out_dir), purge_step=purge_step)

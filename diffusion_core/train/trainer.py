@@ -179,6 +179,10 @@ def _loop(config, model, diffusion, step_fn, source, gen, info, device, start, r
     tick, tick_step, saved_at = started, start, started
 
     def save(step_now: int) -> None:
+        with host_sync_point("checkpoint"):
+            _save(step_now)
+
+    def _save(step_now: int) -> None:
         nonlocal last_saved, saved_at
         check_window(step_now)
         rng = _gather_rng(gen, device, info)
@@ -304,9 +308,8 @@ def _gather_rng(gen: torch.Generator, device: torch.device, info) -> dict[str, t
         own["cuda"] = torch.cuda.get_rng_state(device)
     states = [own]
     if info.enabled:
-        with host_sync_point("checkpoint"):
-            states = [None] * info.world_size
-            dist.all_gather_object(states, own)
+        states = [None] * info.world_size
+        dist.all_gather_object(states, own)
     rng = {"data": gen.get_state()}
     for rank, s in enumerate(states):
         suffix = "" if rank == 0 else f".rank{rank}"
