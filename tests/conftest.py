@@ -21,6 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 APT_TIMEOUT = 900
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: the 2-core test machine runs torch's default pool many times slower
+    when anything else is busy."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory) -> Path:
     """The site, built with ``mkdocs build --strict`` into a temporary folder."""

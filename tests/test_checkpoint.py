@@ -15,12 +15,8 @@ from diffusion_core.train.checkpoint import FORMAT
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # The test machine has 2 busy cores; torch's default thread pool is many times slower there.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test here on one torch thread (conftest's ``one_thread``)."""
 
 
 def _trained_model_and_optimizer(steps: int = 3):

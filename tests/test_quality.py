@@ -20,7 +20,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_default_digits_model_samples_are_recognizable(tmp_path, capsys):
-    config = TrainConfig(out_dir=str(tmp_path / "digits"))  # exactly `diffusion-core train`'s defaults
+    # `diffusion-core train`'s defaults, with precision pinned to fp32: "auto" is fp32 on CPUs without native bf16
+    # and bf16 on those with it, and a test's outcome must not depend on which CPU runs it.
+    config = TrainConfig(out_dir=str(tmp_path / "digits"), precision="fp32")
     start = time.perf_counter()
     result = train(config, progress=False)
     seconds = time.perf_counter() - start
@@ -49,7 +51,7 @@ def test_default_digits_model_samples_are_recognizable(tmp_path, capsys):
 def test_swiss_roll_matches_held_out_data(tmp_path, capsys):
     config = TrainConfig(
         dataset=Dataset.SWISS_ROLL, model="mlp", steps=3000, batch_size=256, lr=1e-3,
-        warmup_steps=100, out_dir=str(tmp_path / "roll"), checkpoint_every=3000,
+        warmup_steps=100, out_dir=str(tmp_path / "roll"), checkpoint_every=3000, precision="fp32",
     )
     start = time.perf_counter()
     result = train(config, progress=False)

@@ -28,12 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def _quiet(monkeypatch):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _quiet(monkeypatch, one_thread):
     monkeypatch.setattr(trainer, "preview", lambda *a, **k: None)  # the real preview is covered in test_train
-    yield
-    torch.set_num_threads(n)
 
 
 def _config(out_dir, **kw) -> TrainConfig:

@@ -52,11 +52,8 @@ class NoHostSync(TorchDispatchMode):
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test here on one torch thread (conftest's ``one_thread``)."""
 
 
 def test_the_mode_catches_a_sync():

@@ -18,12 +18,8 @@ from diffusion_core.train import (
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # The test machine has 2 busy cores; torch's default thread pool is many times slower there.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test here on one torch thread (conftest's ``one_thread``)."""
 
 
 REAL_PREVIEW = trainer.preview
@@ -202,6 +198,19 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
 
 # ----------------------------------------------------------------------------- precision
 
+def _spy_autocast(monkeypatch) -> list:
+    """The autocast dtype (None: off) in force each time the training loss is computed."""
+    seen = []
+    real = train_step.training_losses
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_step, "training_losses", spy)
+    return seen
+
+
 def test_autocast_dtype_mapping(monkeypatch):
     cpu = torch.device("cpu")
     assert autocast_dtype(Precision.FP32, cpu) is None
@@ -224,14 +233,7 @@ def test_autocast_dtype_mapping(monkeypatch):
 def test_auto_precision_trains_in_what_the_probe_says(tmp_path, monkeypatch, native_bf16):
     """Both branches of auto on any CPU: the probe is faked, the autocast state is observed inside the loss."""
     monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: native_bf16)
-    seen = []
-    real = train_step.training_losses
-
-    def spy(*args, **kwargs):
-        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_step, "training_losses", spy)
+    seen = _spy_autocast(monkeypatch)
     r = train(_mlp_config(tmp_path, steps=2, precision="auto"), progress=False)
     assert seen == [torch.bfloat16 if native_bf16 else None] * 2 and torch.isfinite(r.losses).all()
 
@@ -240,14 +242,7 @@ def test_auto_precision_trains_in_what_the_probe_says(tmp_path, monkeypatch, nat
     ("fp32", None), ("bf16", torch.bfloat16), ("fp16", torch.float16),
 ])
 def test_one_step_per_precision(tmp_path, monkeypatch, precision, want_dtype):
-    seen = []
-    real = train_step.training_losses
-
-    def spy(*args, **kwargs):
-        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_step, "training_losses", spy)
+    seen = _spy_autocast(monkeypatch)
     r = train(_mlp_config(tmp_path, steps=1, precision=precision), progress=False)
     assert seen == [want_dtype]
     assert r.losses.shape == (1,) and torch.isfinite(r.losses).all() and r.losses.dtype == torch.float32
