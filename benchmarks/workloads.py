@@ -223,7 +223,9 @@ class Sampler:
         self.case, self.device = case, device
         kind = "diffusers" if case.impl == "diffusers-unet" else "ours"
         self.model = build_net(kind, case.preset, device, case.channels_last).eval().requires_grad_(False)
-        # CUDA-graph rows use the library's own entry point, the one `diffusion-core sample --compile` uses.
+        # CUDA-graph rows compile the network alone (compile_for_sampling), as diffusers' rows do; ours' update still
+        # runs eagerly here, unlike `diffusion-core sample --compile` (ddim_sample/ddpm_sample compile=True: network
+        # and update in one graph).
         self.net = (compile_for_sampling(self.model, device) if case.compile == "reduce-overhead"
                     else compiled(self.model, case))
         self.x_T, self.t_probe = fixed_batch(image_shape(case.preset), case.batch, device, case.channels_last, seed=3)

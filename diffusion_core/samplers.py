@@ -1,8 +1,12 @@
 r"""Samplers: plain functions over any callable ``model(x_t, t) -> output``.
 
-Both walk a (possibly respaced) schedule from its last index down to 0. The loop never reads a value
-back to the host: schedule entries are indexed on their device, so a CUDA run queues every step
-without synchronizing, and a ``torch.compile(mode="reduce-overhead")`` model replays a CUDA graph per step.
+Both walk a (possibly respaced) schedule from its last index down to 0. Each step is a pure tensor
+function ``step(x_t, t, z) -> (x_{t-1}, x0_hat)``: the network call and the whole update, with every
+schedule entry gathered on its device by the step's index tensor ``t`` (never a Python int) and the
+last step's "no noise" rule written as tensor arithmetic. So the loop never reads a value back to the
+host (a CUDA run queues every step without synchronizing), and with ``compile=True`` one compiled graph
+serves every step: on CUDA (``mode="reduce-overhead"``) each step is one CUDA graph replay, network and
+update together. The noise ``z`` is drawn eagerly from ``generator`` outside the step and passed in.
 """
 from __future__ import annotations
 
@@ -12,12 +16,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .diffusion import Diffusion
+from .forward import extract
 from .schedule import TimestepSpacing
 from .errors import InvalidInput, InvalidInputType
 
 __all__ = ["SampleResult", "ddpm_sample", "ddim_sample", "compile_for_sampling"]
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# step(x_t, t, z) -> (x_{t-1}, x0_hat); z is None for a step that adds no noise (DDIM with eta = 0)
+Step = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
 
 
 class SampleResult(NamedTuple):
@@ -41,16 +48,59 @@ def _schedule_for(diffusion: Diffusion, steps: int | None, spacing: TimestepSpac
     return d if d.schedule.device == torch.device(device) else d.to(device)
 
 
-def _run(step, d: Diffusion, x: torch.Tensor, progress: bool, return_trajectory: bool, desc: str) -> SampleResult:
-    B, n = x.shape[0], d.num_timesteps
-    states, preds = ([x], []) if return_trajectory else (None, None)
+def _check_compile(compile) -> bool:
+    if not isinstance(compile, bool):
+        raise InvalidInputType(f"compile must be a bool, got {type(compile).__name__}")
+    return compile
+
+
+def _noise_mask(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """``t > 0`` shaped to broadcast against a ``ndim``-D batch: where the step adds noise."""
+    return (t > 0).reshape(-1, *([1] * (ndim - 1)))
+
+
+def _compiled(step: Step, x_T: torch.Tensor, compile: bool) -> Step:
+    """``step`` itself, or compiled whole (network and update) for a fixed batch shape: ``fullgraph=True``
+    (a graph break is an error, not a silent split), ``dynamic=False``, and on CUDA ``mode="reduce-overhead"``
+    (CUDA graphs)."""
+    if not compile:
+        return step
+    mode = "reduce-overhead" if x_T.is_cuda else None
+    return torch.compile(step, fullgraph=True, dynamic=False, mode=mode)
+
+
+def _run(step: Step, d: Diffusion, x_T: torch.Tensor, *, noisy: bool, generator: torch.Generator | None,
+         compiled: bool, progress: bool, return_trajectory: bool, desc: str) -> SampleResult:
+    """Walk ``d`` from index T-1 down to 0 with ``step(x, t, z)``.
+
+    ``z`` is ``N(0, I)`` from ``generator``, drawn here, eagerly, at every step but the last (which gets zeros:
+    the step ignores ``z`` where ``t == 0``, and no draw is spent on it), or ``None`` when ``noisy`` is False.
+
+    With ``compiled``, the step's outputs belong to the compiled graph: under CUDA graphs (cudagraph trees) the
+    next replay writes the same buffers, and the outputs of an earlier step are freed when a new step begins.
+    So each step starts with ``torch.compiler.cudagraph_mark_step_begin()`` (one sampling step = one
+    iteration) and nothing the graph returned is kept: ``x_{t-1}`` is copied at once into a tensor of our own,
+    which is fed to the next step, kept in the trajectory and returned, and ``x0_hat`` is cloned. The copies
+    share ``x_T``'s layout, so every step sees the same input strides and the graph is never recompiled.
+    """
+    B, n = x_T.shape[0], d.num_timesteps
+    own = (lambda y: torch.empty_like(x_T).copy_(y)) if compiled else (lambda y: y)
+    x = own(x_T)
+    states, preds = ([x_T], []) if return_trajectory else (None, None)
     for i in tqdm(range(n - 1, -1, -1), disable=not progress, desc=desc, leave=False):
         t = torch.full((B,), i, dtype=torch.long, device=x.device)
-        x, x0 = step(i, t, x)
+        z = None
+        if noisy:
+            z = (torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if i > 0
+                 else torch.zeros(x.shape, device=x.device, dtype=x.dtype))
+        if compiled:
+            torch.compiler.cudagraph_mark_step_begin()
+        x_prev, x0 = step(x, t, z)
+        x = own(x_prev)
         if return_trajectory:
             states.append(x)
-            # x0 can be the network's own output (x0 parameterization), which a CUDA-graph model
-            # overwrites at its next replay: keep a copy.
+            # x0 can be the network's own output (x0 parameterization), or a compiled graph's output buffer,
+            # which the next replay overwrites: keep a copy.
             preds.append(x0.clone())
     if not return_trajectory:
         return SampleResult(x, None, None)
@@ -58,14 +108,18 @@ def _run(step, d: Diffusion, x: torch.Tensor, progress: bool, return_trajectory:
 
 
 def compile_for_sampling(model: torch.nn.Module, device: torch.device | str) -> Callable:
-    """``model`` compiled for a sampling loop with a fixed batch shape (``fullgraph=True``, static shapes).
+    """``model`` alone compiled for a sampling loop with a fixed batch shape (``fullgraph=True``, static shapes).
 
-    On CUDA it uses ``mode="reduce-overhead"``: the first calls record a CUDA graph of the whole
-    network, and every later step replays it with one launch instead of hundreds of kernel launches
-    (what dominates at small batches). Each new batch shape records another graph, so keep the batch
-    fixed. On a CPU there are no graphs: plain ``torch.compile``. Compiling costs seconds (small
-    networks) to about a minute (large U-Nets) on the first call. The samplers need nothing else:
-    their loop never syncs with the host and copies any output they keep.
+    Kept for backward compatibility: prefer ``ddpm_sample(..., compile=True)`` / ``ddim_sample(..., compile=True)``
+    with the plain model, which compile the whole step, network *and* update, into one graph. With this
+    function only the network is compiled and the update (posterior mean, DDIM combination, noise: some
+    twenty small kernels, as many launches as the network's at batch 1) still runs eagerly around it.
+
+    On CUDA it uses ``mode="reduce-overhead"``: the first calls record a CUDA graph of the network, and every
+    later step replays it with one launch. Each new batch shape records another graph, so keep the batch
+    fixed. On a CPU there are no graphs: plain ``torch.compile``. Compiling costs seconds (small networks)
+    to about a minute (large U-Nets) on the first call. The samplers need nothing else: their loop never
+    syncs with the host and copies any output they keep.
     """
     if not isinstance(model, torch.nn.Module):
         raise InvalidInputType(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -84,26 +138,40 @@ def ddpm_sample(
     generator: torch.Generator | None = None,
     progress: bool = True,
     return_trajectory: bool = False,
+    compile: bool = False,
 ) -> SampleResult:
     r"""Ancestral sampling (Ho et al. algorithm 2): for :math:`t = T..1`,
     :math:`x_{t-1} = \mu_\theta(x_t, t) + \sigma_t z`, :math:`z \sim \mathcal N(0, I)`, with no noise at the last step.
 
     With ``steps`` < T the schedule is respaced to ``steps`` indices first (improved DDPM, sec. 4).
-    ``generator`` makes the run deterministic; ``x_T`` is the starting noise.
+    ``generator`` makes the run deterministic; ``x_T`` is the starting noise. ``z`` is drawn from ``generator``
+    before each step but the last, outside any compiled code, so a seeded run gives the same samples
+    compiled or not (up to float rounding).
+
+    ``compile=True`` compiles the whole step, the network call and the update, into one graph used by every
+    step: ``torch.compile(step, fullgraph=True, dynamic=False)``, on CUDA with ``mode="reduce-overhead"``, so
+    that each step is one CUDA graph replay. Pass the plain network (not :func:`compile_for_sampling`'s). The
+    first call compiles (seconds to a minute); later calls reuse the graph, and a new batch shape, step count,
+    ``eta``, dtype or device compiles another variant. torch.compile keeps at most
+    ``torch._dynamo.config.recompile_limit`` (8) variants per process, and with ``fullgraph=True`` one more
+    is an error (``torch._dynamo.reset()`` forgets them). The samples equal the eager ones up to float
+    rounding (the compiler may fuse and reorder floating-point operations).
     """
     _check_start(x_T)
+    compile = _check_compile(compile)
     d = _schedule_for(diffusion, steps, spacing, x_T.device)
     ts = d.schedule.timesteps
 
-    def step(i: int, t: torch.Tensor, x: torch.Tensor):
+    def step(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor):
         output = model(x, ts.index_select(0, t)).to(x.dtype)
         p = d.p_mean_variance(output, x, t)
-        if i == 0:
-            return p.mean, p.pred_x0
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return p.mean + torch.exp(0.5 * p.log_variance).to(x.dtype) * z, p.pred_x0
+        # sigma_t z where t > 0, nothing at the last step: a select (not a multiply by 0, which would turn a
+        # non-finite sigma_0 into NaN), so the step has no Python branch on t and one graph serves every step.
+        noisy = p.mean + torch.exp(0.5 * p.log_variance).to(x.dtype) * noise
+        return torch.where(_noise_mask(t, x.ndim), noisy, p.mean), p.pred_x0
 
-    return _run(step, d, x_T, progress, return_trajectory, "DDPM")
+    return _run(_compiled(step, x_T, compile), d, x_T, noisy=True, generator=generator, compiled=compile,
+                progress=progress, return_trajectory=return_trajectory, desc="DDPM")
 
 
 @torch.no_grad()
@@ -118,34 +186,40 @@ def ddim_sample(
     generator: torch.Generator | None = None,
     progress: bool = True,
     return_trajectory: bool = False,
+    compile: bool = False,
 ) -> SampleResult:
     r"""DDIM (Song et al. 2021, eq. 12) over ``steps`` of the schedule's indices:
 
     .. math:: x_{t-1} = \sqrt{\bar\alpha_{t-1}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t-1}-\sigma_t^2}\,\hat\epsilon + \sigma_t z,
               \quad \sigma_t = \eta\sqrt{\frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}}\sqrt{1-\frac{\bar\alpha_t}{\bar\alpha_{t-1}}}
 
-    :math:`\eta = 0` is deterministic; :math:`\eta = 1` gives :math:`\sigma_t^2 = \tilde\beta_t`, DDPM's posterior variance.
+    :math:`\eta = 0` is deterministic (no noise is drawn); :math:`\eta = 1` gives :math:`\sigma_t^2 = \tilde\beta_t`,
+    DDPM's posterior variance. With :math:`\eta > 0`, ``z`` is drawn from ``generator`` before each step but the
+    last, outside any compiled code. ``compile=True`` compiles the whole step (network and update) into one
+    graph, one CUDA graph replay per step on CUDA, as for :func:`ddpm_sample`.
 
     Raises:
         ValueError: if ``eta`` is outside [0, 1] or ``steps`` is outside [1, T].
     """
     _check_start(x_T)
+    compile = _check_compile(compile)
     if not 0.0 <= eta <= 1.0:
         raise InvalidInput(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM's variance), got {eta}")
     d = _schedule_for(diffusion, steps, spacing, x_T.device)
     s = d.schedule
     ts = s.timesteps
 
-    def step(i: int, t: torch.Tensor, x: torch.Tensor):
+    def step(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None):
         output = model(x, ts.index_select(0, t)).to(x.dtype)
         eps, x0 = d.predict(d.split_output(output, x)[0], x, t)
-        ab, ab_prev = s.alphas_cumprod[i].to(x.dtype), s.alphas_cumprod_prev[i].to(x.dtype)
+        ab_prev = extract(s.alphas_cumprod_prev, t, x.ndim).to(x.dtype)
         # Song et al. eq. 16: sigma^2 = eta^2 (1-ab_prev)/(1-ab) (1-ab/ab_prev), which is eta^2 times the
         # (respaced) schedule's posterior variance; the table keeps the float64 precision near t = 0.
-        sigma = eta * s.posterior_variance[i].to(x.dtype).sqrt()
+        sigma = eta * extract(s.posterior_variance, t, x.ndim).to(x.dtype).sqrt()
         x_prev = ab_prev.sqrt() * x0 + torch.sqrt((1 - ab_prev - sigma**2).clamp(min=0)) * eps
-        if eta > 0 and i > 0:
-            x_prev = x_prev + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if eta > 0:  # a constant of this sampling run, not of the step: no noise term at all for eta = 0
+            x_prev = torch.where(_noise_mask(t, x.ndim), x_prev + sigma * noise, x_prev)
         return x_prev, x0
 
-    return _run(step, d, x_T, progress, return_trajectory, f"DDIM-{d.num_timesteps}")
+    return _run(_compiled(step, x_T, compile), d, x_T, noisy=eta > 0, generator=generator, compiled=compile,
+                progress=progress, return_trajectory=return_trajectory, desc=f"DDIM-{d.num_timesteps}")
