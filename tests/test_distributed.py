@@ -1,6 +1,7 @@
 """Data parallelism: two CPU processes under torchrun (gloo) train exactly what one process would."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -67,8 +68,11 @@ def test_two_cpu_ranks_match_each_other_and_one_process(tmp_path, monkeypatch):
 
     ddp = tmp_path / "ddp"
     # Rank 0 wrote the checkpoint and config.json; rank 1 wrote nothing but its own weights dump.
-    assert sorted(p.name for p in ddp.iterdir()) == [".lock", "checkpoint.safetensors", "config.json", "loss.png",
-                                                     "metrics.jsonl", "rank0.safetensors", "rank1.safetensors"]
+    # (plus TensorBoard's event file when tensorboard is installed, rank 0's only)
+    names = sorted(p.name for p in ddp.iterdir() if not p.name.startswith("events.out.tfevents."))
+    assert names == [".lock", "checkpoint.safetensors", "config.json", "loss.png", "metrics.jsonl",
+                     "rank0.safetensors", "rank1.safetensors"]
+    assert len(list(ddp.glob("events.out.tfevents.*"))) == (importlib.util.find_spec("tensorboard") is not None)
     m0, e0, info0 = _read_rank(ddp / "rank0.safetensors")
     m1, e1, info1 = _read_rank(ddp / "rank1.safetensors")
     assert info0["group"] == info1["group"] == {"initialized": True, "world_size": 2, "backend": "gloo"}

@@ -1,6 +1,7 @@
 """The training loop: exact resume, NaN/Inf handling, precision switches."""
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
@@ -141,8 +142,9 @@ def test_checkpoints_and_outputs(tmp_path, monkeypatch):
     cfg = _mlp_config(tmp_path, steps=5, checkpoint_every=2, num_timesteps=20)  # T < 50: preview uses T steps
     r = train(cfg, progress=False)
     out = tmp_path / "run"
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoint.safetensors", "config.json", "loss.png",
-                                                     "metrics.jsonl", "preview_final.png"]
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("events.out.tfevents."))
+    assert names == [".lock", "checkpoint.safetensors", "config.json", "loss.png", "metrics.jsonl", "preview_final.png"]
+    assert any(out.glob("events.out.tfevents.*")) == (importlib.util.find_spec("tensorboard") is not None)
     c = load_checkpoint(r.checkpoint)
     assert c.step == 5 and TrainConfig.from_dict(c.train_config) == cfg
     assert all(torch.equal(c.model[k], v) for k, v in r.model.state_dict().items())
