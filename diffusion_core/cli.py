@@ -47,7 +47,7 @@ _HELP = {
     "channels_last": "channels_last memory format for image models (default: on; faster on CUDA and the CPU)",
     "seed": "random seed of weights, data order and noise",
     "hflip": "random horizontal flips (default: on for --dataset folder, off otherwise)",
-    "workers": "DataLoader worker processes streaming an image folder (0: none)",
+    "workers": "DataLoader worker processes streaming an image folder (default: 2 on CUDA, 0 on the CPU)",
     "out_dir": "folder for checkpoint.safetensors, config.json, metrics.jsonl and PNGs "
                "(default: runs/<dataset>, or the --resume checkpoint's folder)",
     "log_every": "log to metrics.jsonl and the progress bar (and check the loss for NaN/Inf) every this many steps",

@@ -82,7 +82,9 @@ class TrainConfig:
     compile: bool | None = None  # None: on for CUDA, off for the CPU (compiling costs a minute there)
     channels_last: bool | None = None  # None: on for image models (faster on CUDA and on the CPU alike)
     hflip: bool | None = None  # random horizontal flips; None: on for image folders (as DDPM's CIFAR-10 runs), off otherwise
-    workers: int = 2  # DataLoader worker processes for image folders (0: load in the training process)
+    # DataLoader worker processes for image folders; None: 2 on CUDA, 0 on the CPU, where the training threads need
+    # the cores and reading the prepared uint8 cache is thousands of times faster than a training step anyway
+    workers: int | None = None
     seed: int = 0
     out_dir: str | None = None  # None: runs/<dataset>, or the checkpoint's folder when resuming
     log_every: int = 50
@@ -100,6 +102,8 @@ class TrainConfig:
                 raise InvalidInput(f"{name} must be a positive int, got {value!r}")
         for name in ("warmup_steps", "preview_every", "seed", "workers"):
             value = getattr(self, name)
+            if name == "workers" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidInput(f"{name} must be an int >= 0, got {value!r}")
         for name, value in (("lr", self.lr), ("weight_decay", self.weight_decay), ("grad_clip", self.grad_clip),

@@ -57,7 +57,8 @@ class DataSource:
             self._stream = folder_batches(
                 self.prepared, batch_size=c.batch_size, seed=c.seed, start_step=start_step, rank=self.info.rank,
                 world_size=self.info.world_size, device=self.device, hflip=c.hflip is not False,
-                num_workers=c.workers, channels_last=c.channels_last is not False)
+                num_workers=c.workers if c.workers is not None else (2 if self.device.type == "cuda" else 0),
+                channels_last=c.channels_last is not False)
             return (x0 for x0, _labels in self._stream)
         return self._in_memory(gen)
 
