@@ -177,3 +177,21 @@ def test_matrix_gives_the_cpu_training_target_like_peers_and_a_bf16_row_per_side
     settings = lambda impl: {(c.precision, c.compile, c.channels_last) for c in target if c.impl == impl}  # noqa: E731
     assert settings("ours") <= settings("diffusers")
     assert ("bf16", None, False) in settings("ours") & settings("diffusers")
+
+
+def test_loader_section_states_the_measured_rates_next_to_the_training_step():
+    from benchmarks.report import loader_section
+
+    base = {"workload": "loader", "impl": "ours", "preset": "png-32px-rgb", "batch": 128, "images": 1000,
+            "prepare_s": 2.0, "prepare_img_per_s": 500.0, "reuse_s": 0.5}
+    rows = [{**base, "num_workers": 2, "img_per_s": 3000.0, "img_per_s_median": 2500.0},
+            {**base, "num_workers": 0, "img_per_s": 6000.0, "img_per_s_median": 5000.0},
+            {"workload": "train", "impl": "ours", "preset": "tiny", "batch": 16, "precision": "fp32",
+             "compile": "eager", "img_per_s": 60.0},
+            {"workload": "train", "impl": "diffusers", "preset": "tiny", "batch": 16, "precision": "fp32",
+             "compile": "eager", "img_per_s": 600.0}]
+    text = "\n".join(loader_section(rows))
+    assert "| 0 | 6,000 | 5,000 |\n| 2 | 3,000 | 2,500 |" in text  # sorted by workers
+    assert "took 2.0 s (500 img/s)" in text and "later run 0.5 s" in text
+    assert "takes 60.0 img/s: the loader is 100x faster" in text  # ours only: 6,000 / 60
+    assert loader_section(rows[2:]) == []
