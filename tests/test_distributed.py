@@ -88,6 +88,10 @@ def test_two_cpu_ranks_match_each_other_and_one_process(tmp_path, monkeypatch):
     assert all(torch.equal(e0[k], e1[k]) for k in e0)
     ckpt = load_checkpoint(ckpt_path)
     assert ckpt.step == steps
+    # Each rank's global RNG (dropout) is its own, seeded apart, and the checkpoint keeps both for an exact resume;
+    # the data generator is shared (one "data" state).
+    assert set(ckpt.rng) == {"data", "torch", "torch.rank1"}
+    assert not torch.equal(ckpt.rng["torch"], ckpt.rng["torch.rank1"])
     assert all(torch.equal(ckpt.model[k], m0[k]) for k in m0)
     assert all(torch.equal(ckpt.ema[k], e0[k]) for k in e0)
     # Each rank saw a different half of the batch.
