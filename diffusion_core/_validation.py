@@ -51,6 +51,34 @@ def check_timesteps(t: torch.Tensor, T: int, batch: int | None = None) -> torch.
     return t
 
 
+def check_labels(labels: torch.Tensor, batch: int | None, num_classes: int | None = None, *, allow_null: bool = True,
+                 name: str = "labels") -> torch.Tensor:
+    """``labels`` must be an integer tensor of shape ``(batch,)`` (any ``(B,)`` for ``batch=None``); with
+    ``num_classes`` K, its values must lie in ``[0, K]`` (K is the null label, "no class") or, with
+    ``allow_null=False``, in ``[0, K)``.
+
+    Like :func:`check_timesteps`, the range check reads values back, so it runs only for CPU tensors and outside
+    ``torch.compile``: on an accelerator it would synchronize at every call.
+    """
+    if not isinstance(labels, torch.Tensor):
+        raise InvalidInputType(f"{name} must be a torch.Tensor of integer class labels, got {type(labels).__name__}")
+    if labels.dtype not in (torch.int64, torch.int32):
+        raise InvalidInputType(f"{name} must have an integer dtype, torch.int64 or torch.int32 (class indices), "
+                               f"got {labels.dtype}")
+    if labels.ndim != 1 or (batch is not None and labels.shape[0] != batch):
+        want = f"({batch},)" if batch is not None else "(B,)"
+        raise InvalidInput(f"{name} must have shape {want}, one class label per example, got {tuple(labels.shape)}")
+    if (num_classes is not None and labels.device.type == "cpu" and not torch.compiler.is_compiling()
+            and labels.numel()):
+        lo, hi = int(labels.min()), int(labels.max())
+        top = num_classes if allow_null else num_classes - 1
+        if lo < 0 or hi > top:
+            allowed = (f"[0, {num_classes}] ({num_classes} = num_classes is the null label, no class)" if allow_null
+                       else f"[0, {num_classes - 1}] (the classes; the null label {num_classes} is not a class)")
+            raise InvalidInput(f"{name} must lie in {allowed}, got values in [{lo}, {hi}]")
+    return labels
+
+
 def check_same_shape(name: str, a: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
     if a.shape != ref.shape:
         raise InvalidInput(f"{name} must have the same shape as {ref_name} {tuple(ref.shape)}, got {tuple(a.shape)}")

@@ -8,22 +8,28 @@ The bound (Ho et al. eq. 5; Sohl-Dickstein et al. 2015):
 
 All VLB quantities here are in bits per dimension: nats averaged over the non-batch dimensions, divided by
 :math:`\ln 2`. Per-example losses have shape ``(B,)``; reduce them as you like.
+
+The network is read through a :class:`~diffusion_core.denoiser.Denoiser` (pass one, or a plain network
+``model(x_t, t)``, which is wrapped). Training never clips :math:`\hat x_0`: the hybrid loss's VLB term uses the
+unclipped prediction whatever ``Diffusion.clip`` says (as improved-diffusion does); that rule is for sampling.
 """
 from __future__ import annotations
 
 import math
 from enum import Enum
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Union
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ._validation import check_choice, check_same_shape, check_timesteps
+from .denoiser import BaseDenoiser, Denoiser, Prediction, as_denoiser, prediction_from_output
 from .diffusion import Diffusion
 from .forward import q_mean_variance
 from .parameterization import Parameterization
-from .errors import InvalidInput
+from .reverse import Clip
+from .errors import InvalidInput, InvalidInputType
 
 __all__ = [
     "LossType",
@@ -38,7 +44,8 @@ __all__ = [
     "bits_per_dim",
 ]
 
-Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# a denoiser, or a plain network model(x_t, t) (read through a Denoiser)
+Model = Union[BaseDenoiser, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 _LN2 = math.log(2.0)
 
 
@@ -122,13 +129,23 @@ def prior_bpd(diffusion: Diffusion, x0: torch.Tensor) -> torch.Tensor:
 
 
 def vlb_term(
-    diffusion: Diffusion, output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    diffusion: Diffusion,
+    output: torch.Tensor | Prediction,
+    x0: torch.Tensor,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    clip: Clip | str | None = None,
 ) -> torch.Tensor:
-    r"""One VLB term per example in bits/dim, from the network's ``output`` at ``(x_t, t)``:
+    r"""One VLB term per example in bits/dim, from the network's ``output`` at ``(x_t, t)`` (the raw output
+    tensor, or a denoiser's :class:`~diffusion_core.denoiser.Prediction`):
     :math:`L_{t-1} = D_{KL}(q(x_{t-1}|x_t,x_0)\,\|\,p_\theta(x_{t-1}|x_t))` for index ``t > 0`` and the decoder
-    :math:`L_0 = -\log p_\theta(x_0 \mid x_1)` (discretized, 256 levels) at index 0."""
+    :math:`L_0 = -\log p_\theta(x_0 \mid x_1)` (discretized, 256 levels) at index 0.
+
+    :math:`p_\theta` is :meth:`Diffusion.p_mean_variance` with :math:`\hat x_0` clipped by ``clip`` (default:
+    ``diffusion.clip``, the model as it is sampled); the training loss evaluates it with ``clip="none"``."""
     true = diffusion.q_posterior(x0, x_t, t)
-    pred = diffusion.p_mean_variance(output, x_t, t)
+    pred = diffusion.p_mean_variance(output, x_t, t, clip=clip)
     kl = _mean_flat(normal_kl(true.mean, true.log_variance, pred.mean, pred.log_variance)) / _LN2
     nll = -_mean_flat(discretized_gaussian_log_likelihood(x0, pred.mean, 0.5 * pred.log_variance)) / _LN2
     return torch.where(t == 0, nll, kl)
@@ -176,6 +193,7 @@ def training_losses(
     vlb_weight: float = 0.0,
     huber_delta: float = 1.0,
     generator: torch.Generator | None = None,
+    labels: torch.Tensor | None = None,
 ) -> LossTerms:
     r"""Per-example training loss.
 
@@ -185,7 +203,16 @@ def training_losses(
     :math:`L_\mathrm{simple} + \lambda T\,L_{t}`, where :math:`T L_t` is the one-sample estimate of
     :math:`L_\mathrm{vlb}` and the mean is detached in :math:`L_t` so that it trains only the variance.
     ``t`` is drawn uniformly and ``noise`` from :math:`\mathcal N(0, I)` when omitted.
+
+    ``model`` is a :class:`~diffusion_core.denoiser.Denoiser` or a plain network ``model(x_t, t)``; ``labels``
+    (LongTensor ``(B,)``, the null label where a class is dropped for classifier-free guidance) goes to it.
+    :math:`\hat x_0` is never clipped here: :math:`L_t` is the bound of the unclipped prediction, whatever
+    ``diffusion.clip`` (a sampling rule) says.
     """
+    denoiser = as_denoiser(model)
+    if not isinstance(denoiser, Denoiser):
+        raise InvalidInputType(f"model must be a network or a Denoiser to train, got a {type(denoiser).__name__} "
+                               "(a guided denoiser is for sampling)")
     loss_type = check_choice("loss_type", loss_type, LossType)
     if vlb_weight < 0:
         raise InvalidInput(f"vlb_weight must be >= 0, got {vlb_weight}")
@@ -200,15 +227,17 @@ def training_losses(
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     check_same_shape("noise", noise, "x0", x0)
     x_t = diffusion.q_sample(x0, t, noise)
-    output = model(x_t, diffusion.schedule.timesteps.index_select(0, t.to(diffusion.schedule.device)))
-    mean_out, var_out = diffusion.split_output(output, x_t)
+    mean_out, var_out = denoiser.output(x_t, t, diffusion, labels=labels)
     target = diffusion.target(x0, noise, t)
     simple = _distance(mean_out.float(), target.float(), loss_type, huber_delta)
     if min_snr_gamma is not None:
         simple = simple * min_snr_weight(diffusion, t, min_snr_gamma)
     if vlb_weight > 0:
-        frozen = mean_out.detach() if var_out is None else torch.cat([mean_out.detach(), var_out], dim=1)
-        vlb = vlb_weight * T * vlb_term(diffusion, frozen.float(), x0.float(), x_t.float(), t)
+        # the mean detached: L_t trains only the variance (Nichol & Dhariwal sec. 3.1); x0_hat unclipped
+        x_t32 = x_t.float()
+        frozen = prediction_from_output(diffusion, mean_out.detach().float(),
+                                        None if var_out is None else var_out.float(), x_t32, t)
+        vlb = vlb_weight * T * vlb_term(diffusion, frozen, x0.float(), x_t32, t, clip=Clip.NONE)
     else:
         vlb = torch.zeros_like(simple)
     return LossTerms(simple + vlb, simple, vlb)
@@ -216,17 +245,21 @@ def training_losses(
 
 @torch.no_grad()
 def bits_per_dim(
-    model: Model, diffusion: Diffusion, x0: torch.Tensor, *, progress: bool = True, generator: torch.Generator | None = None
+    model: Model, diffusion: Diffusion, x0: torch.Tensor, *, progress: bool = True,
+    generator: torch.Generator | None = None, labels: torch.Tensor | None = None, clip: Clip | str | None = None,
 ) -> VLBResult:
     r"""The whole bound :math:`L_\mathrm{vlb}` of ``model`` on data ``x0`` (in :math:`[-1,1]`), in bits/dim,
-    one network call per step: :math:`L_T + \sum_{t} L_{t-1}`, each term with fresh noise (as in improved DDPM)."""
+    one network call per step: :math:`L_T + \sum_{t} L_{t-1}`, each term with fresh noise (as in improved DDPM).
+    ``model`` is a denoiser or a plain network, called with ``labels`` when given; ``clip`` as in :func:`vlb_term`
+    (default ``diffusion.clip``: the bound of the model as it is sampled)."""
     _check_data(x0)
+    denoiser = as_denoiser(model)
     B, T = x0.shape[0], diffusion.num_timesteps
     terms = x0.new_zeros((B, T), dtype=torch.float32)
     for i in tqdm(range(T - 1, -1, -1), disable=not progress, desc="bits/dim"):
         t = torch.full((B,), i, dtype=torch.long, device=x0.device)
         x_t = diffusion.q_sample(x0, t, generator=generator)
-        output = model(x_t, diffusion.schedule.timesteps[t])
-        terms[:, i] = vlb_term(diffusion, output.float(), x0.float(), x_t.float(), t)
+        pred = Prediction(*(None if v is None else v.float() for v in denoiser(x_t, t, diffusion, labels=labels)))
+        terms[:, i] = vlb_term(diffusion, pred, x0.float(), x_t.float(), t, clip=clip)
     prior = prior_bpd(diffusion, x0.float())
     return VLBResult(prior + terms.sum(1), prior, terms)

@@ -1,4 +1,5 @@
-r"""Samplers: plain functions over any callable ``model(x_t, t) -> output``.
+r"""Samplers: plain functions over a denoiser (:mod:`diffusion_core.denoiser`), or any callable
+``model(x_t, t) -> output``, which is read through a :class:`~diffusion_core.denoiser.Denoiser`.
 
 Both walk a (possibly respaced) schedule from its last index down to 0. Each step is a pure tensor
 function ``step(x_t, t, z) -> (x_{t-1}, x0_hat)``: the network call and the whole update, with every
@@ -7,22 +8,31 @@ last step's "no noise" rule written as tensor arithmetic. So the loop never read
 host (a CUDA run queues every step without synchronizing), and with ``compile=True`` one compiled graph
 serves every step: on CUDA (``mode="reduce-overhead"``) each step is one CUDA graph replay, network and
 update together. The noise ``z`` is drawn eagerly from ``generator`` outside the step and passed in.
+
+The denoiser's :math:`\hat x_0` is unclipped; each step applies the clip rule ``clip`` (default: the
+diffusion's own, :attr:`Diffusion.clip`) before forming :math:`x_{t-1}`. ``labels`` (a LongTensor ``(B,)``)
+goes to the denoiser at every step: class conditioning, or the class that classifier-free guidance
+(:class:`~diffusion_core.guidance.ClassifierFreeGuidance`) steers towards.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Union
 
 import torch
 from tqdm.auto import tqdm
 
+from ._validation import check_labels
+from .denoiser import BaseDenoiser, as_denoiser
 from .diffusion import Diffusion
 from .forward import extract
+from .reverse import Clip
 from .schedule import TimestepSpacing
 from .errors import InvalidInput, InvalidInputType
 
 __all__ = ["SampleResult", "ddpm_sample", "ddim_sample", "compile_for_sampling"]
 
-Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# a denoiser, or a plain network model(x_t, t) (read through a Denoiser)
+Model = Union[BaseDenoiser, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 # step(x_t, t, z) -> (x_{t-1}, x0_hat); z is None for a step that adds no noise (DDIM with eta = 0)
 Step = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
 
@@ -41,6 +51,13 @@ def _check_start(x_T: torch.Tensor) -> None:
         raise InvalidInputType(f"x_T must be a floating-point torch.Tensor (the starting noise), got {type(x_T).__name__}")
     if x_T.ndim < 2:
         raise InvalidInput(f"x_T must be batch-first with at least 2 dimensions, got shape {tuple(x_T.shape)}")
+
+
+def _labels_for(labels: torch.Tensor | None, x_T: torch.Tensor) -> torch.Tensor | None:
+    """``labels`` checked against the batch (type, shape) and moved to ``x_T``'s device, once, before the loop."""
+    if labels is None:
+        return None
+    return check_labels(labels, x_T.shape[0]).to(x_T.device)
 
 
 def _schedule_for(diffusion: Diffusion, steps: int | None, spacing: TimestepSpacing | str, device) -> Diffusion:
@@ -139,6 +156,8 @@ def ddpm_sample(
     progress: bool = True,
     return_trajectory: bool = False,
     compile: bool = False,
+    labels: torch.Tensor | None = None,
+    clip: Clip | str | None = None,
 ) -> SampleResult:
     r"""Ancestral sampling (Ho et al. algorithm 2): for :math:`t = T..1`,
     :math:`x_{t-1} = \mu_\theta(x_t, t) + \sigma_t z`, :math:`z \sim \mathcal N(0, I)`, with no noise at the last step.
@@ -156,15 +175,19 @@ def ddpm_sample(
     ``torch._dynamo.config.recompile_limit`` (8) variants per process, and with ``fullgraph=True`` one more
     is an error (``torch._dynamo.reset()`` forgets them). The samples equal the eager ones up to float
     rounding (the compiler may fuse and reorder floating-point operations).
+
+    ``model`` is a denoiser (:class:`~diffusion_core.denoiser.Denoiser`, or a guided one such as
+    :class:`~diffusion_core.guidance.ClassifierFreeGuidance`) or a plain network ``model(x_t, t)``. ``labels``
+    (LongTensor ``(B,)``, moved to ``x_T``'s device) is passed to it at every step. ``clip`` is the rule applied
+    to :math:`\hat x_0` (``"none"``, ``"static"``, ``"dynamic"``); ``None`` uses ``diffusion.clip``.
     """
     _check_start(x_T)
     compile = _check_compile(compile)
     d = _schedule_for(diffusion, steps, spacing, x_T.device)
-    ts = d.schedule.timesteps
+    denoiser, clip, labels = as_denoiser(model), d.resolve_clip(clip), _labels_for(labels, x_T)
 
     def step(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor):
-        output = model(x, ts.index_select(0, t)).to(x.dtype)
-        p = d.p_mean_variance(output, x, t)
+        p = d.p_mean_variance(denoiser(x, t, d, labels=labels), x, t, clip=clip)
         # sigma_t z where t > 0, nothing at the last step: a select (not a multiply by 0, which would turn a
         # non-finite sigma_0 into NaN), so the step has no Python branch on t and one graph serves every step.
         noisy = p.mean + torch.exp(0.5 * p.log_variance).to(x.dtype) * noise
@@ -187,6 +210,8 @@ def ddim_sample(
     progress: bool = True,
     return_trajectory: bool = False,
     compile: bool = False,
+    labels: torch.Tensor | None = None,
+    clip: Clip | str | None = None,
 ) -> SampleResult:
     r"""DDIM (Song et al. 2021, eq. 12) over ``steps`` of the schedule's indices:
 
@@ -196,7 +221,8 @@ def ddim_sample(
     :math:`\eta = 0` is deterministic (no noise is drawn); :math:`\eta = 1` gives :math:`\sigma_t^2 = \tilde\beta_t`,
     DDPM's posterior variance. With :math:`\eta > 0`, ``z`` is drawn from ``generator`` before each step but the
     last, outside any compiled code. ``compile=True`` compiles the whole step (network and update) into one
-    graph, one CUDA graph replay per step on CUDA, as for :func:`ddpm_sample`.
+    graph, one CUDA graph replay per step on CUDA, as for :func:`ddpm_sample`. ``model``, ``labels`` and ``clip``
+    are as for :func:`ddpm_sample`.
 
     Raises:
         ValueError: if ``eta`` is outside [0, 1] or ``steps`` is outside [1, T].
@@ -207,11 +233,11 @@ def ddim_sample(
         raise InvalidInput(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM's variance), got {eta}")
     d = _schedule_for(diffusion, steps, spacing, x_T.device)
     s = d.schedule
-    ts = s.timesteps
+    denoiser, clip, labels = as_denoiser(model), d.resolve_clip(clip), _labels_for(labels, x_T)
 
     def step(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None):
-        output = model(x, ts.index_select(0, t)).to(x.dtype)
-        eps, x0 = d.predict(d.split_output(output, x)[0], x, t)
+        pred = denoiser(x, t, d, labels=labels)
+        eps, x0 = d.apply_clip(pred.eps, pred.x0, x, t, clip)
         ab_prev = extract(s.alphas_cumprod_prev, t, x.ndim).to(x.dtype)
         # Song et al. eq. 16: sigma^2 = eta^2 (1-ab_prev)/(1-ab) (1-ab/ab_prev), which is eta^2 times the
         # (respaced) schedule's posterior variance; the table keeps the float64 precision near t = 0.

@@ -260,3 +260,25 @@ def test_bits_per_dim_of_the_optimal_gaussian_predictor():
     entropy = -(levels_p * np.log2(levels_p)).sum()
     tot = r.total.double().numpy()
     assert tot.mean() >= entropy - 5 * tot.std() / math.sqrt(B)
+
+
+@pytest.mark.parametrize("param", ["eps", "x0", "v"])
+def test_hybrid_loss_vlb_never_clips_x0(param):
+    """Training never clips: the hybrid loss's L_t with a clipping Diffusion (clip='static', as the trainer uses for
+    images) equals the one with clip='none', bit for bit (improved-diffusion trains with clip_denoised=False).
+    This is the one intended change: before, L_t went through p_mean_variance with the sampling clip, which is
+    measurably different here (the network's x0_hat reaches far outside [-1, 1])."""
+    s = NoiseSchedule.cosine(100)
+    x0, noise, t = (v.float() if v.is_floating_point() else v for v in _data(shape=(8, 2, 3), T=100))
+    w = 3 * torch.randn(8, 4, 3, generator=torch.Generator().manual_seed(0))
+    out = {clip: training_losses(lambda x, tt: w, Diffusion(s, param, "learned_range", clip), x0, t, noise,
+                                 vlb_weight=0.001)
+           for clip in ("none", "static", "dynamic")}
+    assert torch.equal(out["static"].vlb, out["none"].vlb) and torch.equal(out["dynamic"].vlb, out["none"].vlb)
+    assert torch.equal(out["static"].simple, out["none"].simple)
+    # the old (clipped) value differs: vlb_term with the diffusion's own sampling clip
+    d_static = Diffusion(s, param, "learned_range", "static")
+    x_t = q_sample(s, x0, t, noise=noise)
+    clipped = 0.001 * 100 * vlb_term(d_static, w, x0, x_t, t)
+    torch.testing.assert_close(0.001 * 100 * vlb_term(d_static, w, x0, x_t, t, clip="none"), out["none"].vlb)
+    assert (clipped - out["none"].vlb).abs().max() > 1e-3

@@ -2,7 +2,9 @@
 (network and update) into one graph: on CUDA, one CUDA graph replay per step.
 
 * The restructured eager samplers give bit-identical results to the old eager step, re-implemented here
-  from diffusion_core/samplers.py as of commit 2a6c2e2 (before the restructuring) as an independent reference.
+  from diffusion_core/samplers.py as of commit 2a6c2e2 (before the restructuring) as an independent reference,
+  also through the Denoiser (the network read in one place, the clip rule applied by the sampler, ``clip=``,
+  ``labels=``).
 * ``compile=True`` gives the eager samples up to float32 rounding, compiles one graph for the whole loop
   (no recompile, no graph break), and that graph holds the network AND the update.
 * The loop keeps nothing a compiled graph returned, as CUDA graphs require (checked on the CPU with a fake
@@ -19,7 +21,10 @@ from torch._dynamo.utils import counters
 
 import diffusion_core.samplers as samplers
 from diffusion_core import Diffusion, NoiseSchedule, ddim_sample, ddpm_sample
+from diffusion_core.denoiser import Denoiser
 from diffusion_core.errors import InvalidInputType
+from diffusion_core.guidance import ClassifierFreeGuidance
+from diffusion_core.nn import MLPDenoiser
 
 
 @pytest.fixture(autouse=True)
@@ -123,43 +128,100 @@ def _assert_same(new, old):
 
 
 # ----------------------------------------------------------------------------- bit-identical to the old step
+# The new path: the sampler reads the network through a Denoiser (time lookup, cast, split, parameterization),
+# then applies the clip rule itself. A plain network is wrapped; a Denoiser is used as is: both must reproduce the
+# old step bit for bit.
+WRAPS = {"network": lambda m: m, "denoiser": Denoiser}
+
+
+@pytest.mark.parametrize("wrap", list(WRAPS))
 @pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])
 @pytest.mark.parametrize("variance", ["fixed_small", "fixed_large", "learned_range"])
 @pytest.mark.parametrize("steps", [None, 10])
-def test_ddpm_is_bit_identical_to_the_old_eager_step(parameterization, variance, steps):
+def test_ddpm_is_bit_identical_to_the_old_eager_step(parameterization, variance, steps, wrap):
     model, d, x_T = _setup(parameterization, variance, T=30 if steps is None else 100)
     g_old, g_new = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     old = old_ddpm_sample(model, d, x_T, steps=steps, generator=g_old)
-    new = ddpm_sample(model, d, x_T, steps=steps, generator=g_new, progress=False, return_trajectory=True)
+    new = ddpm_sample(WRAPS[wrap](model), d, x_T, steps=steps, generator=g_new, progress=False, return_trajectory=True)
     _assert_same(new, old)
     assert torch.equal(g_new.get_state(), g_old.get_state())  # the same draws: one per step but the last
 
 
+@pytest.mark.parametrize("wrap", list(WRAPS))
 @pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])
 @pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("image", [True, False], ids=["image", "flat"])
-def test_ddim_is_bit_identical_to_the_old_eager_step(parameterization, eta, image):
+def test_ddim_is_bit_identical_to_the_old_eager_step(parameterization, eta, image, wrap):
     # 0-dim schedule scalars (old) against per-example (B, 1, ...) gathers (new): each element goes through
     # the same IEEE operations, so the results must agree bit for bit.
     model, d, x_T = _setup(parameterization, image=image)
     g_old, g_new = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
     old = old_ddim_sample(model, d, x_T, steps=10, eta=eta, spacing="trailing", generator=g_old)
-    new = ddim_sample(model, d, x_T, steps=10, eta=eta, spacing="trailing", generator=g_new, progress=False,
-                      return_trajectory=True)
+    new = ddim_sample(WRAPS[wrap](model), d, x_T, steps=10, eta=eta, spacing="trailing", generator=g_new,
+                      progress=False, return_trajectory=True)
     _assert_same(new, old)
     assert torch.equal(g_new.get_state(), g_old.get_state())  # eta = 0 draws nothing at all
 
 
+@pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])
 @pytest.mark.parametrize("clip", ["static", "dynamic"])
-def test_bit_identical_with_clipping_and_learned_variance_in_ddim(clip):
-    model, d, x_T = _setup("eps", "learned_range", clip)
-    old = old_ddpm_sample(model, d, x_T, steps=10, generator=torch.Generator().manual_seed(3))
+@pytest.mark.parametrize("how", ["diffusion", "sampler"])
+def test_bit_identical_with_clipping(parameterization, clip, how):
+    """Clipping moved from the prediction into the samplers: the old step clipped inside ``Diffusion.predict`` by
+    ``diffusion.clip``; the new one gets the unclipped prediction and applies the rule, ``diffusion.clip`` by
+    default or the sampler's ``clip=`` (here given on an unclipped diffusion). Both equal the old step with the
+    clipping diffusion, bit for bit, in DDPM (learned variance) and DDIM (eta = 0.3)."""
+    net, d_clip, x_T = _setup(parameterization, "learned_range", clip)
+    _, d_none, _ = _setup(parameterization, "learned_range", "none")
+
+    def model(x, t):  # mean channels x3, so that even an x0 network's x0_hat (tanh) leaves [-1, 1]
+        out = net(x, t)
+        return torch.cat([3 * out[:, :3], out[:, 3:]], dim=1)
+
+    d, kw = (d_clip, {}) if how == "diffusion" else (d_none, {"clip": clip})
+    old = old_ddpm_sample(model, d_clip, x_T, steps=10, generator=torch.Generator().manual_seed(3))
+    assert old[2].abs().max() <= 1 + 1e-6 and not torch.equal(old[0], old_ddpm_sample(
+        model, d_none, x_T, steps=10, generator=torch.Generator().manual_seed(3))[0])  # the clip does something
     new = ddpm_sample(model, d, x_T, steps=10, generator=torch.Generator().manual_seed(3), progress=False,
-                      return_trajectory=True)
+                      return_trajectory=True, **kw)
     _assert_same(new, old)
-    old = old_ddim_sample(model, d, x_T, steps=10, eta=0.3, generator=torch.Generator().manual_seed(3))
+    old = old_ddim_sample(model, d_clip, x_T, steps=10, eta=0.3, generator=torch.Generator().manual_seed(3))
     new = ddim_sample(model, d, x_T, steps=10, eta=0.3, generator=torch.Generator().manual_seed(3), progress=False,
-                      return_trajectory=True)
+                      return_trajectory=True, **kw)
+    _assert_same(new, old)
+
+
+@pytest.mark.parametrize("clip", ["none", "static"])
+def test_sampler_clip_none_on_a_clipping_diffusion_is_the_old_unclipped_step(clip):
+    model, d_static, x_T = _setup("v", "fixed_small", "static")
+    _, d_none, _ = _setup("v", "fixed_small", "none")
+    ref = d_none if clip == "none" else d_static
+    old = old_ddim_sample(model, ref, x_T, steps=10, eta=0.5, generator=torch.Generator().manual_seed(4))
+    new = ddim_sample(model, d_static, x_T, steps=10, eta=0.5, clip=clip, generator=torch.Generator().manual_seed(4),
+                      progress=False, return_trajectory=True)
+    _assert_same(new, old)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_class_conditional_sampling_is_the_old_step_with_the_labels_bound(sampler):
+    """``labels=`` reaches the network as its third argument at every step: the same samples as the old step
+    over the network with those labels bound, ``lambda x, t: net(x, t, labels)``; classifier-free guidance at
+    scale 1 (no guidance) is that same conditional model."""
+    torch.manual_seed(0)
+    net = MLPDenoiser(dim=3, hidden=16, depth=1, num_classes=3).eval()
+    _, d, x_T = _setup("v", "fixed_small", "static", image=False)
+    labels = torch.arange(16) % 4  # 3 is the null label: unconditional rows in the same batch
+    bound = lambda x, t: net(x, t, labels)  # noqa: E731
+    old_fn, fn = (old_ddpm_sample, ddpm_sample) if sampler == "ddpm" else (old_ddim_sample, ddim_sample)
+    kw = {"steps": 10} if sampler == "ddpm" else {"steps": 10, "eta": 0.5}
+    old = old_fn(bound, d, x_T, generator=torch.Generator().manual_seed(5), **kw)
+    new = fn(net, d, x_T, labels=labels, generator=torch.Generator().manual_seed(5), progress=False,
+             return_trajectory=True, **kw)
+    _assert_same(new, old)
+    cond = labels % 3
+    old = old_fn(lambda x, t: net(x, t, cond), d, x_T, generator=torch.Generator().manual_seed(5), **kw)
+    new = fn(ClassifierFreeGuidance(net, 1.0), d, x_T, labels=cond, generator=torch.Generator().manual_seed(5),
+             progress=False, return_trajectory=True, **kw)
     _assert_same(new, old)
 
 
@@ -294,7 +356,8 @@ def test_the_compiled_graph_holds_the_network_and_the_update(monkeypatch):
 
     gm = graphs[0]
     nodes = {n.name: n for n in gm.graph.nodes}
-    (noise,) = [n for n in gm.graph.nodes if n.op == "placeholder" and "noise" in n.name]
+    # dynamo names the step's `noise` argument l_noise_ (and the closure's `denoiser` l_denoiser_...)
+    (noise,) = [n for n in gm.graph.nodes if n.op == "placeholder" and n.name.strip("_").removeprefix("l_") == "noise"]
     (out,) = [n for n in gm.graph.nodes if n.op == "output"]
     x_prev, x0 = out.args[0]
 

@@ -24,11 +24,12 @@ SYNC_OPS = {aten._local_scalar_dense, aten.item, aten.is_nonzero, aten.nonzero, 
 
 
 def _cpu_only_argument_check() -> bool:
-    """``_validation.check_timesteps`` reads timestep values only for CPU tensors (on a GPU it skips the range
-    check, by design, for this very reason): a sync there cannot happen on a GPU."""
+    """``_validation.check_timesteps`` and ``check_labels`` read values only for CPU tensors (on a GPU they skip
+    the range check, by design, for this very reason): a sync there cannot happen on a GPU."""
     frame = sys._getframe()
     while frame is not None:
-        if frame.f_code.co_name == "check_timesteps" and frame.f_globals.get("__name__") == "diffusion_core._validation":
+        if (frame.f_code.co_name in ("check_timesteps", "check_labels")
+                and frame.f_globals.get("__name__") == "diffusion_core._validation"):
             return True
         frame = frame.f_back
     return False
@@ -115,3 +116,23 @@ def test_sampling_loops_never_sync(sampler, parameterization):
             out = dc.ddim_sample(model, d, x_T, steps=10, eta=0.5 if sampler == "ddim-eta" else 0.0, generator=g,
                                  progress=False, return_trajectory=True)
     assert out.trajectory.shape == (11, 16, 2) and mode.checked_ops > 10 * 10 and mode.allowed == {}
+
+
+@pytest.mark.parametrize("sampler", ["ddim-eta", "ddpm"])
+def test_guided_class_conditional_sampling_never_syncs(sampler):
+    """Classifier-free guidance (doubled batch, eq. 6, the rescale's per-example std) adds no read-back."""
+    from diffusion_core.guidance import ClassifierFreeGuidance
+
+    diffusion = dc.Diffusion(dc.NoiseSchedule.cosine(100), "v", "learned_range", clip="static").respaced(10)
+    torch.manual_seed(0)
+    model = dc.nn.build_mlp(dc.nn.MLPConfig(dim=2, hidden=32, depth=2, num_classes=3, learn_sigma=True)).eval()
+    cfg = ClassifierFreeGuidance(model, 3.0, rescale=0.7)
+    x_T, labels = torch.randn(16, 2), torch.arange(16) % 3
+    g = torch.Generator().manual_seed(1)
+    mode = NoHostSync()
+    with mode:
+        if sampler == "ddpm":
+            out = dc.ddpm_sample(cfg, diffusion, x_T, labels=labels, generator=g, progress=False)
+        else:
+            out = dc.ddim_sample(cfg, diffusion, x_T, steps=10, eta=0.5, labels=labels, generator=g, progress=False)
+    assert torch.isfinite(out.sample).all() and mode.checked_ops > 10 * 10 and mode.allowed == {}

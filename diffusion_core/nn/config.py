@@ -85,6 +85,9 @@ class UNetConfig(_DictMixin):
     self-attention after each residual block; the bottleneck always has one, as in DDPM.
     The network is fully convolutional: ``image_size`` fixes which levels attend and is used
     for validation, but other sizes divisible by ``2**(len(channel_mults)-1)`` also run.
+    ``num_classes`` K > 0 makes it class-conditional (labels 0..K-1, and K for "no class");
+    0 is the unconditional network, parameter for parameter. Dicts written before the field
+    existed load with the default 0.
     """
 
     image_size: int
@@ -98,6 +101,7 @@ class UNetConfig(_DictMixin):
     norm_groups: int = 32
     out_channels: int | None = None  # None: same as in_channels
     learn_sigma: bool = False  # also predict the variance interpolation (Nichol & Dhariwal 2021)
+    num_classes: int = 0  # > 0: class-conditional, a label embedding with a null label (see UNet)
 
     _required: ClassVar[tuple[str, ...]] = ("image_size",)
 
@@ -116,6 +120,7 @@ class UNetConfig(_DictMixin):
         if self.out_channels is not None:
             _check_int("out_channels", self.out_channels)
         _check_bool("learn_sigma", self.learn_sigma)
+        _check_int("num_classes", self.num_classes, minimum=0)
 
         factor = 2 ** (len(self.channel_mults) - 1)
         if self.image_size % factor:
@@ -173,6 +178,7 @@ class MLPConfig(_DictMixin):
     residual: bool = True
     dropout: float = 0.0
     learn_sigma: bool = False
+    num_classes: int = 0  # > 0: class-conditional, a label embedding with a null label (see MLPDenoiser)
 
     def __post_init__(self) -> None:
         _check_int("dim", self.dim)
@@ -182,6 +188,7 @@ class MLPConfig(_DictMixin):
         _check_bool("residual", self.residual)
         object.__setattr__(self, "dropout", _check_dropout("dropout", self.dropout))
         _check_bool("learn_sigma", self.learn_sigma)
+        _check_int("num_classes", self.num_classes, minimum=0)
 
     @property
     def model_out_channels(self) -> int:

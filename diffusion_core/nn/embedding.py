@@ -1,4 +1,5 @@
-"""Sinusoidal timestep embedding (Vaswani et al. 2017, as used by Ho et al. 2020)."""
+"""Sinusoidal timestep embedding (Vaswani et al. 2017, as used by Ho et al. 2020), and the class-label embedding
+of class-conditional networks (Dhariwal & Nichol 2021; with the null label of Ho & Salimans 2022)."""
 from __future__ import annotations
 
 import math
@@ -6,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from .._validation import check_labels
 from ..errors import InvalidInput
 
 
@@ -51,3 +53,36 @@ class SinusoidalEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, max_period={self.max_period}"
+
+
+class LabelEmbedding(nn.Embedding):
+    r"""Class labels to vectors, added to a network's time embedding (as ADM does, Dhariwal & Nichol 2021).
+
+    ``num_classes`` K gives K + 1 rows: rows 0..K-1 are the classes and row K is the null label
+    :math:`\varnothing` of classifier-free guidance (Ho & Salimans 2022, sec. 3.2: one network, trained with the
+    label replaced by :math:`\varnothing` a fraction of the time, is also the unconditional model).
+    ``forward(labels, batch)`` takes a LongTensor ``(batch,)`` with values in [0, K], or ``None`` for all-null.
+    """
+
+    def __init__(self, num_classes: int, dim: int):
+        if num_classes < 1:
+            raise InvalidInput(f"num_classes must be >= 1 for a label embedding, got {num_classes}")
+        super().__init__(num_classes + 1, dim)
+        self.num_classes = num_classes
+
+    def forward(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor:  # type: ignore[override]
+        if labels is None:
+            labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=self.weight.device)
+        else:
+            check_labels(labels, batch, self.num_classes)  # the range only on the CPU: no host sync on a GPU
+        return super().forward(labels)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes} (+1 null label), dim={self.embedding_dim}"
+
+
+def no_labels_allowed(labels: torch.Tensor | None) -> None:
+    """The check of an unconditional network (``num_classes = 0``): it takes no ``labels``."""
+    if labels is not None:
+        raise InvalidInput("labels were given to an unconditional network (num_classes=0): build it with "
+                           "num_classes > 0 for class conditioning, or pass labels=None")

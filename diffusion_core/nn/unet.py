@@ -3,6 +3,8 @@
 Layout, following the paper's reference network:
 
 * timestep -> sinusoidal features (``base_channels``) -> Linear -> SiLU -> Linear (4x wider);
+  with ``num_classes`` K > 0, plus a learned embedding of the class label (K + 1 rows, the last
+  one the null label), added before the SiLU that feeds the residual blocks (as in ADM);
 * a 3x3 input conv, then per level ``num_res_blocks`` residual blocks (plus self-attention at
   the chosen resolutions) and a stride-2 conv downsample between levels;
 * a bottleneck of residual block, attention, residual block;
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import UNetConfig
-from .embedding import timestep_embedding
+from .embedding import LabelEmbedding, no_labels_allowed, timestep_embedding
 from ..errors import InvalidInput, InvalidInputType
 
 _NORM_EPS = 1e-6  # the DDPM reference's GroupNorm epsilon
@@ -143,7 +145,7 @@ class EmbedSequential(nn.Sequential):
 
 
 class UNet(nn.Module):
-    """DDPM U-Net: ``model(x, t) -> Tensor``.
+    """DDPM U-Net: ``model(x, t) -> Tensor``, or ``model(x, t, labels)`` when class-conditional.
 
     Args:
         config: the :class:`UNetConfig` (see :mod:`diffusion_core.nn.presets` for presets).
@@ -153,6 +155,10 @@ class UNet(nn.Module):
     and returns (B, model_out_channels, H, W): the noise prediction, followed by the variance
     interpolation channels when ``learn_sigma``. Under autocast the output is in the autocast
     dtype; cast it to float32 before computing a loss.
+
+    With ``config.num_classes`` K > 0, ``labels`` is a LongTensor (B,) with values in [0, K]
+    (K is the null label: unconditional), and ``labels=None`` means all-null. An unconditional
+    network (K = 0) rejects ``labels``.
     """
 
     def __init__(self, config: UNetConfig):
@@ -172,6 +178,8 @@ class UNet(nn.Module):
             return AttentionBlock(c, cfg.num_heads, groups)
 
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # num_classes = 0: no module at all, so the unconditional network keeps its parameters and state-dict keys
+        self.label_embed = LabelEmbedding(cfg.num_classes, emb_dim) if cfg.num_classes else None
         self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
 
         # Encoder: remember the width of every output, each becomes a decoder skip input.
@@ -211,7 +219,7 @@ class UNet(nn.Module):
             _zero_init(nn.Conv2d(cur, cfg.model_out_channels, 3, padding=1)),
         )
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
         # Shape checks only: static under torch.compile, never a host sync.
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
@@ -230,8 +238,12 @@ class UNet(nn.Module):
 
         # Sinusoids are built in fp32 (see timestep_embedding); match the weights' dtype so a
         # model cast to bf16/fp16 without autocast still runs. Under autocast this is a no-op.
-        emb = timestep_embedding(t, cfg.base_channels).to(self.time_embed[0].weight.dtype)
-        emb = F.silu(self.time_embed(emb))
+        emb = self.time_embed(timestep_embedding(t, cfg.base_channels).to(self.time_embed[0].weight.dtype))
+        if self.label_embed is None:
+            no_labels_allowed(labels)
+        else:
+            emb = emb + self.label_embed(labels, x.shape[0]).to(emb.dtype)
+        emb = F.silu(emb)
 
         h = self.conv_in(x)
         skips = [h]
