@@ -16,12 +16,18 @@ index ``t`` in ``0..T-1``       the paper's step :math:`t+1` (index 0 is the ste
 ``noise`` / ``eps``             :math:`\epsilon \sim \mathcal N(0, I)`
 ``v``                           :math:`v = \sqrt{\bar\alpha_t}\epsilon - \sqrt{1-\bar\alpha_t}x_0`
 ``eta``                         DDIM's :math:`\eta`
+``labels`` / ``num_classes``    class :math:`c \in 0..K-1`; label :math:`K` is the null class :math:`\varnothing`
+``scale`` (guidance)            diffusers' :math:`s`; Ho & Salimans' :math:`w = s - 1`
+``lambda`` (solvers)            :math:`\lambda_t = \log(\alpha_t/\sigma_t)`, half the log-SNR (DPM-Solver)
 ==============================  ==========================================================
 
-The network is any callable ``model(x_t, t) -> output`` with ``t`` an integer tensor of shape ``(B,)``.
+The network is a :class:`Denoiser` (or a guided one) or any callable ``model(x_t, t) -> output`` with ``t`` an
+integer tensor of shape ``(B,)``.
 """
+from .denoiser import BaseDenoiser, Denoiser, Prediction, as_denoiser
 from .diffusion import Diffusion, ReverseStep
 from .errors import InvalidInput, InvalidInputType
+from .guidance import ClassifierFreeGuidance, drop_labels
 from .forward import Gaussian, q_mean_variance, q_sample, q_step_mean_variance, q_step_sample
 from .losses import (
     LossTerms,
@@ -39,11 +45,15 @@ from .parameterization import Parameterization, eps_from_v, eps_from_x0, v_from_
 from .reverse import Clip, VarianceType, q_posterior, threshold_x0
 from .samplers import SampleResult, compile_for_sampling, ddim_sample, ddpm_sample
 from .schedule import NoiseSchedule, ScheduleKind, TimestepSpacing, spaced_timesteps
+from .solvers import dpmpp_2m_sample, heun_sample
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BaseDenoiser",
+    "ClassifierFreeGuidance",
     "Clip",
+    "Denoiser",
     "Diffusion",
     "Gaussian",
     "InvalidInput",
@@ -52,6 +62,7 @@ __all__ = [
     "LossType",
     "NoiseSchedule",
     "Parameterization",
+    "Prediction",
     "ReverseStep",
     "SampleResult",
     "ScheduleKind",
@@ -59,12 +70,16 @@ __all__ = [
     "VLBResult",
     "VarianceType",
     "bits_per_dim",
+    "as_denoiser",
     "compile_for_sampling",
     "ddim_sample",
     "ddpm_sample",
     "discretized_gaussian_log_likelihood",
+    "drop_labels",
+    "dpmpp_2m_sample",
     "eps_from_v",
     "eps_from_x0",
+    "heun_sample",
     "min_snr_weight",
     "normal_kl",
     "prior_bpd",

@@ -31,11 +31,18 @@ class ScheduleKind(str, Enum):
 
 
 class TimestepSpacing(str, Enum):
-    """Which of the ``T`` steps a shortened sampler visits (Lin et al. 2024, table 2)."""
+    """Which of the ``T`` steps a shortened sampler visits (Lin et al. 2024, table 2).
+
+    The first three depend on ``T`` only. The last two place the steps by noise level, so they need the
+    schedule (:meth:`NoiseSchedule.spaced` passes it; :func:`spaced_timesteps` takes ``alphas_cumprod=``);
+    :func:`spaced_timesteps` says how they are rounded to the schedule's own indices.
+    """
 
     LINSPACE = "linspace"  # round(linspace(0, T-1, n)): first and last step included
     LEADING = "leading"  # 0, k, 2k, ...: starts at 0, may miss the last step (DDIM paper)
     TRAILING = "trailing"  # ..., T-1-k, T-1: always ends at the last step
+    LOG_SNR = "log-snr"  # lambda = log(alpha/sigma) evenly spaced from the last index's to the first's
+    KARRAS = "karras"  # sigma/alpha spaced as in Karras et al. 2022, eq. 5 (rho = 7)
 
 
 def _linear_betas(T: int, beta_start: float, beta_end: float) -> torch.Tensor:
@@ -69,18 +76,103 @@ def _default_range(T: int) -> tuple[float, float]:
     return scale * 1e-4, min(scale * 0.02, 0.999)
 
 
-def spaced_timesteps(T: int, steps: int, spacing: TimestepSpacing | str = TimestepSpacing.LINSPACE) -> torch.Tensor:
-    """Choose ``steps`` distinct indices out of ``0 .. T-1``, increasing.
+KARRAS_RHO = 7.0  # Karras et al. 2022, eq. 5 (rho = 7 in their table 1)
+
+
+def _check_alphas_cumprod(spacing: TimestepSpacing, alphas_cumprod, T: int) -> torch.Tensor:
+    if alphas_cumprod is None:
+        raise InvalidInput(
+            f"spacing {spacing.value!r} places the steps by noise level: pass alphas_cumprod= (the schedule's "
+            "alpha_bar, length T), or use NoiseSchedule.spaced / Diffusion.respaced, which pass it")
+    ac = torch.as_tensor(alphas_cumprod).detach().to(device="cpu", dtype=torch.float64)
+    if ac.shape != (T,):
+        raise InvalidInput(f"alphas_cumprod must be 1-D of length T={T}, got shape {tuple(ac.shape)}")
+    if not bool(torch.isfinite(ac).all()) or bool((ac < 0).any()) or bool((ac >= 1).any()):
+        raise InvalidInput("alphas_cumprod must lie in [0, 1), found a value outside it (or NaN/Inf)")
+    if bool((ac == 0).any()):
+        raise InvalidInput(
+            f"spacing {spacing.value!r} needs alphas_cumprod > 0 at every index: sigma/alpha is infinite where "
+            "alpha_bar = 0 (a zero-terminal-SNR schedule's last index); use 'linspace' or 'trailing' there")
+    if not bool((ac[1:] < ac[:-1]).all()):
+        raise InvalidInput(f"spacing {spacing.value!r} needs strictly decreasing alphas_cumprod (one noise level "
+                           "per index), found neighbouring indices with equal or increasing alpha_bar")
+    return ac
+
+
+def _continuous_timestep(log_sigma: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The fractional timestep of each noise level in ``target`` (values of log(sigma/alpha)): the index
+    interpolated linearly against ``log_sigma`` (strictly increasing), clamped to ``[0, T-1]``."""
+    T = log_sigma.numel()
+    target = target.clamp(log_sigma[0], log_sigma[-1])
+    j = torch.searchsorted(log_sigma, target).clamp(1, T - 1)
+    lo, hi = log_sigma[j - 1], log_sigma[j]
+    return ((j - 1) + (target - lo) / (hi - lo)).clamp(0, T - 1)
+
+
+def _distinct_indices(rounded: torch.Tensor, T: int) -> torch.Tensor:
+    """Non-decreasing ``rounded`` indices (first 0, last T-1) made strictly increasing without dropping any:
+    an index not above its predecessor moves up to predecessor + 1, and one pushed so far up that the
+    indices after it would not fit below T moves down to leave them room (index i <= T - N + i). With
+    q_i = idx_i - i this is q = min(cummax(rounded_i - i), T - N): an index no collision reached keeps
+    its rounded value."""
+    n = rounded.numel()
+    i = torch.arange(n, dtype=torch.long)
+    return i + torch.cummax(rounded - i, dim=0).values.clamp(max=T - n)
+
+
+def _noise_level_timesteps(T: int, steps: int, spacing: TimestepSpacing, ac: torch.Tensor) -> torch.Tensor:
+    """The ``"log-snr"`` and ``"karras"`` spacings of :func:`spaced_timesteps`."""
+    if steps == 1:
+        return torch.tensor([T - 1], dtype=torch.long)  # a one-step solver starts from the noisiest index
+    # log(sigma/alpha) = -lambda = log of EDM's sigma, strictly increasing in t
+    log_sigma = 0.5 * (torch.log1p(-ac) - torch.log(ac))
+    frac = torch.arange(steps, dtype=torch.float64) / (steps - 1)
+    if spacing is TimestepSpacing.LOG_SNR:
+        target = log_sigma[0] + frac * (log_sigma[-1] - log_sigma[0])
+    else:
+        # Karras et al. eq. 5, sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,
+        # i = 0..N-1 (decreasing sigma); here in increasing order (i -> N-1-i), as a logarithm.
+        lo, hi = torch.exp(log_sigma[0] / KARRAS_RHO), torch.exp(log_sigma[-1] / KARRAS_RHO)
+        target = KARRAS_RHO * torch.log(lo + frac * (hi - lo))
+    return _distinct_indices(_continuous_timestep(log_sigma, target).round().long(), T)
+
+
+def spaced_timesteps(T: int, steps: int, spacing: TimestepSpacing | str = TimestepSpacing.LINSPACE, *,
+                     alphas_cumprod: torch.Tensor | Sequence[float] | None = None) -> torch.Tensor:
+    r"""Choose ``steps`` distinct indices out of ``0 .. T-1``, increasing.
+
+    ``"linspace"``, ``"leading"`` and ``"trailing"`` depend on ``T`` only. ``"log-snr"`` and ``"karras"`` place
+    the steps by noise level and need ``alphas_cumprod`` (the schedule's :math:`\bar\alpha`, length ``T``,
+    strictly decreasing, all > 0; :meth:`NoiseSchedule.spaced` passes it):
+
+    * ``"log-snr"``: :math:`\lambda = \log(\alpha/\sigma)` (:math:`\alpha = \sqrt{\bar\alpha}`,
+      :math:`\sigma = \sqrt{1-\bar\alpha}`) evenly spaced from its value at index ``T-1`` to its value at index 0;
+    * ``"karras"``: Karras et al. 2022, eq. 5 with :math:`\rho = 7`,
+      :math:`\sigma_i = (\sigma_{\max}^{1/\rho} + \tfrac{i}{N-1}(\sigma_{\min}^{1/\rho} - \sigma_{\max}^{1/\rho}))^\rho`,
+      in EDM's :math:`\sigma = \sqrt{(1-\bar\alpha)/\bar\alpha}`, with :math:`\sigma_{\max}` that of index ``T-1``
+      and :math:`\sigma_{\min}` that of index 0.
+
+    Each noise level is mapped to the nearest integer timestep: its fractional timestep is the index
+    interpolated linearly against :math:`\log(\sigma/\alpha) = -\lambda`, which is then rounded. Both end
+    points are kept (for ``steps >= 2``; ``steps = 1`` gives ``[T-1]``, the noisiest index, where a one-step
+    solver starts). Where rounding merges neighbours (many steps where the schedule's indices are sparse in
+    noise level, e.g. Karras's steps near index 0), the count is kept, not reduced: an index not above its
+    predecessor moves up to the next unused index, and moves back down only as far as needed to leave room
+    for the indices after it. So there are always ``steps`` strictly increasing indices (``steps = T`` gives
+    every index), and an index that no merge reached is the rounded one.
 
     Raises:
-        ValueError: if ``steps`` is not in ``[1, T]`` or ``spacing`` is unknown.
+        InvalidInput: if ``steps`` is not in ``[1, T]``, ``spacing`` is unknown, or a noise-level spacing
+            gets no ``alphas_cumprod`` (or one that is not strictly decreasing in (0, 1)).
     """
     T = check_positive_int("T", T)
     steps = check_positive_int("steps", steps)
     if steps > T:
         raise InvalidInput(f"steps must be at most T={T} (the schedule's length), got {steps}")
     spacing = check_choice("spacing", spacing, TimestepSpacing)
-    if spacing is TimestepSpacing.LINSPACE:
+    if spacing in (TimestepSpacing.LOG_SNR, TimestepSpacing.KARRAS):
+        idx = _noise_level_timesteps(T, steps, spacing, _check_alphas_cumprod(spacing, alphas_cumprod, T))
+    elif spacing is TimestepSpacing.LINSPACE:
         idx = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long()
     elif spacing is TimestepSpacing.LEADING:
         idx = torch.arange(steps, dtype=torch.long) * (T // steps)
@@ -264,8 +356,10 @@ class NoiseSchedule:
         return NoiseSchedule(1 - ac / ac_prev, timesteps=self.timesteps.cpu()[k], dtype=self.dtype, device=self.device)
 
     def spaced(self, steps: int, spacing: TimestepSpacing | str = TimestepSpacing.LINSPACE) -> "NoiseSchedule":
-        """``respace(spaced_timesteps(T, steps, spacing))``: a schedule of ``steps`` steps."""
-        return self.respace(spaced_timesteps(self.num_timesteps, steps, spacing))
+        r"""``respace(spaced_timesteps(T, steps, spacing))``: a schedule of ``steps`` steps (the noise-level
+        spacings ``"log-snr"`` and ``"karras"`` are placed by this schedule's :math:`\bar\alpha`)."""
+        ac = torch.cumprod(1 - self._betas64, 0)
+        return self.respace(spaced_timesteps(self.num_timesteps, steps, spacing, alphas_cumprod=ac))
 
     def __repr__(self) -> str:
         return (

@@ -183,11 +183,11 @@ def test_rescale_zero_terminal_snr(kind):
 
 # ----------------------------------------------------------------------------- respacing
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
-@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing", "log-snr", "karras"])
 @pytest.mark.parametrize("steps", [1, 10, 50, 1000])
 def test_respaced_reproduces_alphas_cumprod(kind, spacing, steps):
     full = NoiseSchedule.make(kind, 1000, **F64)
-    keep = spaced_timesteps(1000, steps, spacing)
+    keep = spaced_timesteps(1000, steps, spacing, alphas_cumprod=full.alphas_cumprod)
     r = full.spaced(steps, spacing)
     assert r.num_timesteps == steps
     assert torch.equal(r.timesteps, keep)  # new index -> the network's original time input
@@ -223,11 +223,12 @@ def test_respace_identity_and_composition():
 
 
 # ----------------------------------------------------------------------------- spaced_timesteps
-@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing", "log-snr", "karras"])
 @pytest.mark.parametrize("T,steps", [(1000, 1), (1000, 2), (1000, 7), (1000, 50), (1000, 999), (1000, 1000),
                                      (37, 36), (37, 10), (10, 10), (1, 1), (2, 1)])
 def test_spaced_timesteps_properties(spacing, T, steps):
-    idx = spaced_timesteps(T, steps, spacing)
+    ac = NoiseSchedule.cosine(T, **F64).alphas_cumprod  # only the noise-level spacings read it
+    idx = spaced_timesteps(T, steps, spacing, alphas_cumprod=ac)
     assert idx.dtype == torch.long and idx.shape == (steps,)
     assert bool((idx[1:] > idx[:-1]).all()), "strictly increasing"
     assert idx.min().item() >= 0 and idx.max().item() <= T - 1
@@ -240,6 +241,8 @@ def test_spaced_timesteps_properties(spacing, T, steps):
     if spacing == "leading":
         assert idx[0].item() == 0
         assert set(torch.diff(idx).tolist()) <= {T // steps}
+    if spacing in ("log-snr", "karras"):  # both ends for steps >= 2; one step starts at the noisiest index
+        assert idx[-1].item() == T - 1 and (steps == 1 or idx[0].item() == 0)
     if steps == T:
         assert torch.equal(idx, torch.arange(T))
 
@@ -248,3 +251,114 @@ def test_spaced_timesteps_known_values():
     assert spaced_timesteps(1000, 4).tolist() == [0, 333, 666, 999]
     assert spaced_timesteps(1000, 10, "leading").tolist() == list(range(0, 1000, 100))
     assert spaced_timesteps(1000, 10, "trailing").tolist() == list(range(99, 1000, 100))
+
+
+# ----------------------------------------------------------------------------- noise-level spacings
+def _old_spaced_timesteps(T: int, steps: int, spacing: str) -> torch.Tensor:
+    """spaced_timesteps as it was before the noise-level spacings were added (copied from commit 49a4728)."""
+    if spacing == "linspace":
+        return torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long()
+    if spacing == "leading":
+        return torch.arange(steps, dtype=torch.long) * (T // steps)
+    return (T - 1 - torch.arange(steps, dtype=torch.long) * (T / steps)).round().long().flip(0)
+
+
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+def test_existing_spacings_are_unchanged(spacing):
+    """Bit for bit the old indices, with or without alphas_cumprod (NoiseSchedule.spaced now passes it)."""
+    for T in (1, 2, 10, 37, 100, 1000):
+        sched = NoiseSchedule.linear(T, **F64)
+        for steps in sorted({s for s in (1, 2, 3, 7, T // 3, T // 2, T - 1, T) if 1 <= s <= T}):
+            old = _old_spaced_timesteps(T, steps, spacing)
+            assert torch.equal(spaced_timesteps(T, steps, spacing), old), (T, steps)
+            assert torch.equal(spaced_timesteps(T, steps, spacing, alphas_cumprod=sched.alphas_cumprod), old)
+            assert torch.equal(sched.spaced(steps, spacing).timesteps, old)
+
+
+def _formula_timesteps(ab: np.ndarray, steps: int, spacing: str) -> tuple[np.ndarray, np.ndarray]:
+    """The spacing's noise levels as lambda = log(alpha/sigma), increasing-index order, and their fractional
+    timesteps (the index interpolated linearly against lambda), in numpy, from the definitions."""
+    lam = 0.5 * np.log(ab / (1 - ab))  # decreasing in the index
+    i = np.arange(steps)
+    if spacing == "log-snr":  # evenly spaced from lambda at index T-1 to lambda at index 0
+        target = np.linspace(lam[-1], lam[0], steps)[::-1]
+    else:  # Karras et al. eq. 5 in EDM's sigma = e^-lambda, rho = 7, from sigma_max (index T-1) to sigma_min (index 0)
+        smin, smax, rho = np.exp(-lam[0]), np.exp(-lam[-1]), 7.0
+        sigma = (smax ** (1 / rho) + i / (steps - 1) * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
+        target = -np.log(sigma)[::-1]
+    t_cont = np.interp(-target, -lam, np.arange(len(ab)))  # np.interp wants increasing x: use -lambda
+    return target, t_cont
+
+
+def _keep_count(rounded: np.ndarray, T: int) -> np.ndarray:
+    """The documented rule, as two plain passes: raise an index to one above its predecessor when it is not above
+    it; then, from the end, lower an index to one below its successor when it is not below it (the last <= T-1)."""
+    e = rounded.astype(np.int64).copy()
+    for i in range(1, len(e)):
+        e[i] = max(e[i], e[i - 1] + 1)
+    e[-1] = min(e[-1], T - 1)
+    for i in range(len(e) - 2, -1, -1):
+        e[i] = min(e[i], e[i + 1] - 1)
+    return e
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+@pytest.mark.parametrize("spacing", ["log-snr", "karras"])
+def test_noise_level_spacings_follow_their_formulas(kind, spacing):
+    """Each index is the formula's noise level mapped to the nearest timestep: where rounding kept neighbours apart,
+    the index is the rounded fractional timestep (so within half a timestep of it, and the formula's lambda lies
+    between the lambdas of the index's two neighbours: within one timestep); where rounding merged neighbours,
+    the count is kept by the documented nudging rule. Always ``steps`` strictly increasing indices from 0 to T-1."""
+    full = NoiseSchedule.make(kind, 1000, **F64)
+    ab = full.alphas_cumprod.numpy()
+    lam = 0.5 * np.log(ab / (1 - ab))
+    clean = 0
+    for steps in (2, 3, 5, 10, 20, 40, 50, 100, 200, 500, 999, 1000):
+        idx = spaced_timesteps(1000, steps, spacing, alphas_cumprod=full.alphas_cumprod).numpy()
+        target, t_cont = _formula_timesteps(ab, steps, spacing)
+        rounded = np.rint(t_cont)
+        assert len(idx) == steps and (np.diff(idx) > 0).all() and idx[0] == 0 and idx[-1] == 999
+        np.testing.assert_array_equal(idx, _keep_count(rounded, 1000))
+        kept = idx == rounded
+        assert (np.abs(idx - t_cont)[kept] <= 0.5 + 1e-9).all()
+        lo, hi = np.clip(idx - 1, 0, 999), np.clip(idx + 1, 0, 999)
+        assert ((lam[hi] - 1e-9 <= target) & (target <= lam[lo] + 1e-9))[kept].all()
+        if (np.diff(rounded) > 0).all():
+            assert kept.all()
+            clean += 1
+    assert clean >= 3  # the small step counts needed no nudging at all (linear: up to 20 / 50 steps)
+    assert torch.equal(spaced_timesteps(1000, 1000, spacing, alphas_cumprod=full.alphas_cumprod), torch.arange(1000))
+    assert spaced_timesteps(1000, 1, spacing, alphas_cumprod=full.alphas_cumprod).tolist() == [999]
+
+
+def test_noise_level_spacings_known_values():
+    """Linear schedule, T = 1000: log-SNR steps crowd the low-noise end, Karras's rho = 7 even more so."""
+    ac = NoiseSchedule.linear(1000, **F64).alphas_cumprod
+    assert spaced_timesteps(1000, 5, "log-snr", alphas_cumprod=ac).tolist() == [0, 30, 302, 722, 999]
+    assert spaced_timesteps(1000, 5, "karras", alphas_cumprod=ac).tolist() == [0, 142, 593, 843, 999]
+    # the cosine schedule's last steps are far apart in noise level (alpha_bar ~ 1e-5 .. 2e-9): the indices
+    # rounded to 999 are nudged down to 998, 997, ... rather than dropped
+    cos = NoiseSchedule.cosine(1000, **F64).alphas_cumprod
+    assert spaced_timesteps(1000, 10, "karras", alphas_cumprod=cos).tolist()[-4:] == [996, 997, 998, 999]
+
+
+def test_noise_level_spacing_errors():
+    ac = NoiseSchedule.linear(10, **F64).alphas_cumprod
+    cases = [
+        (dict(), "spacing 'karras' places the steps by noise level: pass alphas_cumprod="),
+        (dict(alphas_cumprod=ac[:5]), r"alphas_cumprod must be 1-D of length T=10, got shape \(5,\)"),
+        (dict(alphas_cumprod=ac.flip(0)), "needs strictly decreasing alphas_cumprod"),
+        (dict(alphas_cumprod=torch.cat([ac[:9], torch.zeros(1, **F64)])), "needs alphas_cumprod > 0 at every index"),
+        (dict(alphas_cumprod=ac + 1), r"alphas_cumprod must lie in \[0, 1\)"),
+    ]
+    for kw, match in cases:
+        with pytest.raises(ValueError, match=match) as info:
+            spaced_timesteps(10, 4, "karras", **kw)
+        assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="spacing must be one of 'linspace', 'leading', 'trailing', 'log-snr', 'karras'"):
+        spaced_timesteps(10, 4, "uniform", alphas_cumprod=ac)
+    # a zero-terminal-SNR schedule: sigma/alpha is infinite at its last index
+    with pytest.raises(ValueError, match="zero-terminal-SNR"):
+        NoiseSchedule.linear(10).rescale_zero_terminal_snr().spaced(4, "log-snr")
+    with pytest.raises(ValueError, match="steps must be at most T=10"):
+        NoiseSchedule.linear(10).spaced(11, "karras")
