@@ -132,8 +132,8 @@ def test_ctrl_c_saves_the_last_finished_step_and_resume_continues_exactly(tmp_pa
     whole = train(cfg, progress=False)
     real = train_step.TrainStep.__call__
 
-    def interrupting(self, x0, t, noise, step):
-        out = real(self, x0, t, noise, step)
+    def interrupting(self, x0, t, noise, step, labels=None):
+        out = real(self, x0, t, noise, step, labels)
         if step == 2:  # the user presses Ctrl-C during the third step
             os.kill(os.getpid(), signal.SIGINT)
         return out
@@ -155,8 +155,8 @@ def test_nan_weights_are_never_saved_and_the_last_good_checkpoint_stays(tmp_path
     """The loss can stay finite while the weights are not (here the EMA): the checkpoint refuses them."""
     real = trainer.TrainStep.__call__
 
-    def poison_ema(self, x0, t, noise, step):
-        out = real(self, x0, t, noise, step)
+    def poison_ema(self, x0, t, noise, step, labels=None):
+        out = real(self, x0, t, noise, step, labels)
         if step == 2:
             next(iter(self.ema.model.parameters())).data[0] = float("nan")
         return out

@@ -81,6 +81,8 @@ class TrainConfig:
     precision: Precision = Precision.AUTO
     compile: bool | None = None  # None: on for CUDA, off for the CPU (compiling costs a minute there)
     channels_last: bool | None = None  # None: on for image models (faster on CUDA and on the CPU alike)
+    class_cond: bool = False  # class-conditional network (labels: digits 0-9, toy components, class subfolders)
+    p_uncond: float = 0.1  # with class_cond: probability of training on the null label (Ho & Salimans 2022)
     hflip: bool | None = None  # random horizontal flips; None: on for image folders (as DDPM's CIFAR-10 runs), off otherwise
     # DataLoader worker processes for image folders; None: 2 on CUDA, 0 on the CPU, where the training threads need
     # the cores and reading the prepared uint8 cache is thousands of times faster than a training step anyway
@@ -120,6 +122,8 @@ class TrainConfig:
         if self.weight_decay < 0 or self.vlb_weight < 0 or self.checkpoint_minutes < 0:
             raise InvalidInput("weight_decay, vlb_weight and checkpoint_minutes must be >= 0, got "
                                f"{self.weight_decay}, {self.vlb_weight}, {self.checkpoint_minutes}")
+        if not isinstance(self.p_uncond, (int, float)) or isinstance(self.p_uncond, bool) or not 0 <= self.p_uncond < 1:
+            raise InvalidInput(f"p_uncond must lie in [0, 1), got {self.p_uncond!r}")
         if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
             raise InvalidInput(f"min_snr_gamma must be > 0, got {self.min_snr_gamma}")
         if self.hflip and self.dataset is not Dataset.FOLDER:

@@ -19,15 +19,27 @@ from ..errors import InvalidInput
 from .config import Dataset
 
 __all__ = ["load_dataset", "toy_data", "digits", "image_folder", "decode_image", "list_images",
-           "class_folders", "IMAGE_SUFFIXES"]
+           "class_folders", "IMAGE_SUFFIXES", "TOY_CLASSES", "toy_data_labelled", "load_builtin",
+           "digits_labels"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # greyscale PNGs with 16-bit samples
 
 
+TOY_CLASSES = {Dataset.TWO_MOONS: ["upper", "lower"], Dataset.EIGHT_GAUSSIANS: [f"{45 * k} deg" for k in range(8)]}
+
+
 def toy_data(name: Dataset | str, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """``n`` points of a 2-D toy set, shape ``(n, 2)``, roughly within [-1, 1] (unit-scale standard deviation)."""
+    return toy_data_labelled(name, n, generator)[0]
+
+
+def toy_data_labelled(name: Dataset | str, n: int, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`toy_data` and, for the sets made of natural components (two moons, eight Gaussians; see
+    ``TOY_CLASSES``), each point's component as its class label; ``None`` for the others."""
     name = Dataset(name)
+    labels = None
     g = generator or torch.Generator().manual_seed(0)
     u = torch.rand(n, generator=g, dtype=torch.float64)
     noise = torch.randn(n, 2, generator=g, dtype=torch.float64)
@@ -42,11 +54,13 @@ def toy_data(name: Dataset | str, n: int, generator: torch.Generator | None = No
             torch.stack([torch.cos(angle), torch.sin(angle)], 1),
             torch.stack([1 - torch.cos(angle), 0.5 - torch.sin(angle)], 1),
         )
+        labels = (~upper).long()
         x = (x - torch.tensor([0.5, 0.25], dtype=torch.float64)) / 1.2 + 0.05 * noise
     elif name is Dataset.EIGHT_GAUSSIANS:
         k = torch.randint(0, 8, (n,), generator=g)
         centres = torch.stack([torch.cos(k * math.pi / 4), torch.sin(k * math.pi / 4)], 1).double()
         x = 0.8 * centres + 0.05 * noise
+        labels = k
     elif name is Dataset.CHECKERBOARD:
         # 4x4 board on [-1, 1]^2; keep the cells whose row and column have the same parity.
         col = torch.randint(0, 4, (n,), generator=g)
@@ -54,7 +68,7 @@ def toy_data(name: Dataset | str, n: int, generator: torch.Generator | None = No
         x = torch.stack([col, row], 1).double() / 2 - 1 + torch.rand(n, 2, generator=g, dtype=torch.float64) / 2
     else:
         raise InvalidInput(f"{name.value!r} is not a 2-D toy set")
-    return x.float()
+    return x.float(), labels
 
 
 def digits() -> torch.Tensor:
@@ -188,8 +202,18 @@ def image_folder(path: str | Path, image_size: int, channels: int) -> torch.Tens
 def load_dataset(dataset: Dataset, *, data_dir: str | None = None, image_size: int = 0, channels: int = 0,
                  toy_size: int = 100_000, seed: int = 0) -> torch.Tensor:
     """The whole training set as one tensor (``image_size`` and ``channels`` are for folders only)."""
-    if dataset is Dataset.DIGITS:
-        return digits()
     if dataset is Dataset.FOLDER:
         return image_folder(data_dir, image_size, channels)
-    return toy_data(dataset, toy_size, torch.Generator().manual_seed(seed))
+    return load_builtin(dataset, toy_size=toy_size, seed=seed)[0]
+
+
+def load_builtin(dataset: Dataset, *, toy_size: int = 100_000, seed: int = 0
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """A built-in set as ``(data, labels, class_names)``; ``labels`` is ``None`` (and ``class_names`` empty) for
+    the toy sets without natural classes (swiss roll, checkerboard)."""
+    if dataset is Dataset.DIGITS:
+        return digits(), digits_labels(), [str(k) for k in range(10)]
+    if dataset is Dataset.FOLDER:
+        raise InvalidInput("load_builtin is for the built-in sets; image folders are streamed (folder_data)")
+    x, labels = toy_data_labelled(dataset, toy_size, torch.Generator().manual_seed(seed))
+    return x, labels, TOY_CLASSES.get(dataset, [])

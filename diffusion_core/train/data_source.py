@@ -16,7 +16,7 @@ import torch
 from ..errors import InvalidInput
 from ..nn import get_preset
 from .config import Dataset, TrainConfig
-from .data import load_dataset
+from .data import load_builtin
 from .distributed import DistInfo
 from .folder_data import folder_batches, prepare_image_folder
 
@@ -30,17 +30,32 @@ class DataSource:
                            (info.rank + 1) * (config.batch_size // info.world_size))
         self._stream = None
         self.prepared = None
-        self.data = None
+        self.data = self.labels = None
         if config.dataset is Dataset.FOLDER:  # the preset fixes the channels; image_size may override its size
             preset = get_preset(config.model)
             size = config.image_size or preset.image_size
             self.prepared = _prepare(config.data_dir, size, preset.in_channels, cache_fallback)
             self.sample_shape = (preset.in_channels, size, size)
+            self.class_names = list(self.prepared.class_names)
         else:
-            self.data = load_dataset(config.dataset, seed=config.seed).to(device)
+            data, labels, self.class_names = load_builtin(config.dataset, seed=config.seed)
+            self.data = data.to(device)
+            if labels is not None and config.class_cond:
+                self.labels = labels.to(device)
             if self.data.ndim == 4 and config.channels_last is not False:
                 self.data = self.data.contiguous(memory_format=torch.channels_last)
             self.sample_shape = tuple(self.data.shape[1:])
+        if config.class_cond and not self.class_names:
+            where = "its images lie in no class subfolders" if self.prepared is not None else "it has no classes"
+            raise InvalidInput(f"class_cond needs labelled data, but dataset={config.dataset.value!r}: {where} "
+                               "(labelled: digits, two-moons, 8-gaussians, a folder with one subfolder per class)")
+        if not config.class_cond:
+            self.class_names = []
+
+    @property
+    def num_classes(self) -> int:
+        """K of a class-conditional run (labels 0..K-1; K is the null label), else 0."""
+        return len(self.class_names)
 
     @property
     def channels(self) -> int:
@@ -50,8 +65,9 @@ class DataSource:
     def is_image(self) -> bool:
         return len(self.sample_shape) == 3
 
-    def batches(self, gen: torch.Generator, start_step: int) -> Iterator[torch.Tensor]:
-        """This rank's ``x0`` for steps ``start_step, start_step + 1, ...``."""
+    def batches(self, gen: torch.Generator, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """This rank's ``(x0, labels)`` for steps ``start_step, start_step + 1, ...``; labels ``None`` unless the
+        run is class-conditional."""
         c = self.config
         if self.prepared is not None:
             self._stream = folder_batches(
@@ -59,14 +75,15 @@ class DataSource:
                 world_size=self.info.world_size, device=self.device, hflip=c.hflip is not False,
                 num_workers=c.workers if c.workers is not None else (2 if self.device.type == "cuda" else 0),
                 channels_last=c.channels_last is not False)
-            return (x0 for x0, _labels in self._stream)
+            keep = self.num_classes > 0
+            return ((x0, labels if keep else None) for x0, labels in self._stream)
         return self._in_memory(gen)
 
     def _in_memory(self, gen: torch.Generator) -> Iterator[torch.Tensor]:
         n = self.data.shape[0]
         while True:
             idx = torch.randint(0, n, (self.config.batch_size,), generator=gen, device=self.device)[self.local]
-            yield self.data[idx]
+            yield self.data[idx], None if self.labels is None else self.labels[idx]
 
     def close(self) -> None:
         if self._stream is not None:

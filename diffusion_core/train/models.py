@@ -14,12 +14,13 @@ from ..errors import InvalidInput
 __all__ = ["model_config_for", "build_model", "check_weights_fit", "load_model"]
 
 
-def model_config_for(config: TrainConfig, data_channels: int) -> dict[str, Any]:
-    """The JSON model config of a run: ``{"kind": "unet" | "mlp", **fields}``."""
+def model_config_for(config: TrainConfig, data_channels: int, num_classes: int = 0) -> dict[str, Any]:
+    """The JSON model config of a run: ``{"kind": "unet" | "mlp", **fields}``; ``num_classes`` > 0 for a
+    class-conditional network."""
     learn_sigma = config.diffusion().learned_variance
     if config.model == "mlp":
-        return {"kind": "mlp", **MLPConfig(dim=2, learn_sigma=learn_sigma).to_dict()}
-    overrides: dict[str, Any] = {"learn_sigma": learn_sigma}
+        return {"kind": "mlp", **MLPConfig(dim=2, learn_sigma=learn_sigma, num_classes=num_classes).to_dict()}
+    overrides: dict[str, Any] = {"learn_sigma": learn_sigma, "num_classes": num_classes}
     if config.dataset is Dataset.FOLDER:
         overrides["in_channels"] = data_channels
         if config.image_size is not None:

@@ -22,7 +22,7 @@ __all__ = ["TrainStep"]
 
 
 class TrainStep:
-    """``loss, grad_norm = step(x0, t, noise, step_index)``: both stay on the device, unread."""
+    """``loss, grad_norm = step(x0, t, noise, step_index, labels)``: both stay on the device, unread."""
 
     def __init__(self, model: nn.Module, diffusion, config: TrainConfig, device: torch.device, dist_info: DistInfo,
                  amp_dtype: torch.dtype | None, compile_model: bool) -> None:
@@ -45,10 +45,11 @@ class TrainStep:
             self.loss = torch.compile(self._mean_loss, fullgraph=True, dynamic=False)
         self._diffusion = diffusion
 
-    def _mean_loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def _mean_loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                   labels: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
         terms = training_losses(self._net, self._diffusion, x0, t, noise, loss_type=c.loss_type,
-                                min_snr_gamma=c.min_snr_gamma, vlb_weight=c.vlb_weight)
+                                min_snr_gamma=c.min_snr_gamma, vlb_weight=c.vlb_weight, labels=labels)
         return terms.loss.mean()
 
     def load_optimizer_state(self, state: dict) -> None:
@@ -71,12 +72,13 @@ class TrainStep:
             group["weight_decay"] = config.weight_decay
         self.ema.decay = config.ema_decay
 
-    def __call__(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, step: int,
+                 labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
         for group in self.optimizer.param_groups:  # linear warmup, then constant (Ho et al.)
             group["lr"] = c.lr * min(1.0, (step + 1) / max(1, c.warmup_steps))
         with self._autocast:
-            loss = self.loss(x0, t, noise)
+            loss = self.loss(x0, t, noise, labels)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip, foreach=True)

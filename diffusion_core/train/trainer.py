@@ -101,8 +101,11 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: b
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP also broadcasts them)
     source = DataSource(config, device, info, cache_fallback=Path(config.out_dir) / "data-cache")
-    model_config = model_config_for(config, source.channels)
+    model_config = model_config_for(config, source.channels, source.num_classes)
     if ckpt is not None:
+        if ckpt.extra.get("class_names", []) != source.class_names:
+            raise InvalidInput(f"cannot resume: the checkpoint's classes {ckpt.extra.get('class_names', [])} differ "
+                               f"from the data's {source.class_names}")
         if ckpt.model_config != model_config:
             raise InvalidInput("cannot resume: the checkpoint's model config differs from what this config builds")
         check_weights_fit(model_config, ckpt.model, "checkpoint")
@@ -190,9 +193,10 @@ def _loop(config, model, diffusion, step_fn, source, gen, info, device, start, r
             try:
                 last_saved = save_checkpoint(
                     run_dir.checkpoint, step=step_now, train_config=config.to_dict(),
-                    model_config=model_config_for(config, source.channels), model=model.state_dict(),
-                    ema=step_fn.ema.state_dict(), optimizer=step_fn.optimizer.state_dict(),
-                    scaler=step_fn.scaler.state_dict() if step_fn.scaler.is_enabled() else None, rng=rng)
+                    model_config=model_config_for(config, source.channels, source.num_classes),
+                    model=model.state_dict(), ema=step_fn.ema.state_dict(), optimizer=step_fn.optimizer.state_dict(),
+                    scaler=step_fn.scaler.state_dict() if step_fn.scaler.is_enabled() else None, rng=rng,
+                    extra={"class_names": source.class_names})
             except NonFiniteError as e:
                 where = f"; the last good checkpoint is {last_saved}" if last_saved else ""
                 raise NonFiniteLossError(f"the weights became NaN or Inf by step {step_now} ({e}){where}") from None
@@ -232,10 +236,13 @@ def _loop(config, model, diffusion, step_fn, source, gen, info, device, start, r
         for step in bar:
             # The global batch is drawn identically on every rank; each keeps its slice, so N ranks
             # see exactly the batch one process would.
-            x0 = next(batches)
+            x0, labels = next(batches)
             t = torch.randint(0, T, (B,), generator=gen, device=device)[local]
             noise = torch.randn((B, *source.sample_shape), generator=gen, device=device)[local]
-            loss, grad_norm = step_fn(x0, t, noise, step)
+            if labels is not None:  # Ho & Salimans' label dropout (guidance.drop_labels), drawn for the global batch
+                coin = torch.rand((B,), generator=gen, device=device)[local]
+                labels = torch.where(coin < config.p_uncond, torch.full_like(labels, source.num_classes), labels)
+            loss, grad_norm = step_fn(x0, t, noise, step, labels)
             window.add(loss, grad_norm)
             done = step + 1
             at_log = done % config.log_every == 0 or done == config.steps
