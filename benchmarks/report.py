@@ -264,7 +264,25 @@ def run_section(run: dict, assets: Path, page_dir: Path) -> list[str]:
     return lines + loader_section(rows)
 
 
-def render(runs: list[dict], assets: Path, page: Path) -> str:
+def quality_section(results: list[dict]) -> list[str]:
+    """Sample-quality tables written by ``python -m benchmarks.conditional_quality`` (``results/quality/*.json``)."""
+    from .conditional_quality import table
+
+    lines = []
+    for q in results:
+        c = q["train_config"]
+        lines += ["## Sample quality: class-conditional digits", "",
+                  f"Model: `{c['model']}` trained by `diffusion-core train --class-cond --precision {c['precision']}` "
+                  f"({c['steps']} steps, batch {c['batch_size']}, {c['parameterization']}-prediction, {c['schedule']} "
+                  f"schedule, p_uncond {c['p_uncond']}); {q['samples_per_setting']:,} samples per row, 100 per class, "
+                  "the same starting noise in every row. Confidence, smallest class share and FD / floor as in the "
+                  "quality test; *requested label*: the share the classifier assigns to the label asked for. "
+                  f"Split-half FD floor {q['fd_floor']:.3f}. Command: `python -m benchmarks.conditional_quality`.", "",
+                  table(q), ""]
+    return lines
+
+
+def render(runs: list[dict], assets: Path, page: Path, quality: list[dict] | None = None) -> str:
     lines = [INTRO]
     kinds = {r["rows"][0]["device"].split(":")[0] for r in runs if r["rows"]}
     if not runs:
@@ -281,6 +299,7 @@ def render(runs: list[dict], assets: Path, page: Path) -> str:
                   "```bash",
                   "pytest benchmarks --bench-device cuda --benchmark-json=benchmarks/results/cuda-$(date +%F).json",
                   "python -m benchmarks.report", "```", ""]
+    lines += quality_section(quality or [])
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -295,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     out, assets = args.out.resolve(), args.assets.resolve()
     for old in assets.glob("*.png"):  # plots of files no longer reported would be stale
         old.unlink()
-    out.write_text(render(runs, assets, out))
+    quality = [json.loads(p.read_text()) for p in sorted((RESULTS / "quality").glob("*.json"))]
+    out.write_text(render(runs, assets, out, quality))
     print(f"wrote {out} from {len(runs)} results file(s); plots in {assets}")
 
 

@@ -21,7 +21,8 @@ def test_benchmarks_page_is_rendered_from_the_stored_results(monkeypatch):
     assert paths, "benchmarks/results/ holds no run"
     monkeypatch.setattr(report, "plot", lambda rows, title, path: True)  # no PNGs written by the test
     runs = [report.load(p) for p in paths]
-    rendered = report.render(runs, report.ASSETS, report.PAGE)
+    quality = [json.loads(p.read_text()) for p in sorted((report.RESULTS / "quality").glob("*.json"))]
+    rendered = report.render(runs, report.ASSETS, report.PAGE, quality)
     assert report.PAGE.read_text() == rendered, "docs/benchmarks.md is stale: run `python -m benchmarks.report`"
 
 
