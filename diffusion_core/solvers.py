@@ -71,7 +71,7 @@ def _setup(fn: str, diffusion: Diffusion, x_T: torch.Tensor, steps, spacing, com
 
 
 def _denoiser(model, d: Diffusion, labels: torch.Tensor | None, clip):
-    """``x0_hat(x, t)`` at index tensor ``t`` of ``d``: the :class:`~diffusion_core.denoiser.Denoiser`'s
+    r"""``x0_hat(x, t)`` at index tensor ``t`` of ``d``: the :class:`~diffusion_core.denoiser.Denoiser`'s
     :math:`\hat x_0` (a plain network is wrapped; a guided one works as is), clipped by ``clip`` (default:
     ``d``'s clip rule).
 
