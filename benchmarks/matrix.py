@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["Case", "WORKLOADS", "PEERS", "cases", "TOLERANCE"]
+__all__ = ["Case", "WORKLOADS", "PEERS", "cases", "TOLERANCE", "SAMPLE_TOLERANCE", "SOLVER_STEPS", "NUM_CLASSES",
+           "GUIDANCE_SCALE", "GUIDED_COST_GOAL"]
 
 # workload -> human name
 WORKLOADS = {
@@ -23,11 +24,25 @@ WORKLOADS = {
     "step": "one DDIM sampling step (U-Net + update)",
     "ddpm": "whole DDPM sample, 1000 steps",
     "ddim": "whole DDIM sample, 50 steps",
+    "dpmpp2m": "whole DPM-Solver++(2M) sample, 20 steps (20 network calls)",
+    "heun": "whole EDM Heun sample, 10 steps (19 network calls)",
+    "ddim_cfg": "whole DDIM-50 sample with classifier-free guidance (scale 2: 50 network calls at twice the batch), "
+                "class-conditional network (10 classes)",
+    "ddim_cond": "whole DDIM-50 sample without guidance on the same class-conditional network (the baseline of ddim_cfg)",
 }
+# Steps of the ODE solvers' whole samples (Heun: 2 * steps - 1 network calls).
+SOLVER_STEPS = {"dpmpp2m": 20, "heun": 10}
+# The guided workloads: a class-conditional version of the preset (num_classes=K), ClassifierFreeGuidance(scale).
+NUM_CLASSES, GUIDANCE_SCALE = 10, 2.0
+GUIDED_COST_GOAL = 2.1  # ddim_cfg time / ddim_cond time: one batched call at 2B should cost under 2.1x one at B
 PEERS = ("diffusers", "diffusers-unet")
 
 # Correctness guard: relative L2 error of the probe output vs fp32 eager, by precision.
 TOLERANCE = {"fp32": 1e-3, "bf16": 4e-2, "fp16": 1e-2}
+# Sampler guard of the dpmpp2m / heun peer rows: relative L2 error of diffusers' whole sample against ours from the
+# same x_T at the same timesteps, checked in fp32 only (the two solve the same ODE with the same steps, so they
+# differ by float32 rounding of the coefficients; other precisions are checked for finiteness only).
+SAMPLE_TOLERANCE = 1e-5  # measured on the CPU: 2e-7 to 4e-7 (tiny, digits-8); a mismatch of timesteps or betas: ~0.8
 
 
 @dataclass(frozen=True)
@@ -66,7 +81,18 @@ class Case:
     @property
     def steps(self) -> int:
         """Network calls in one timed call."""
-        return {"qsample": 0, "qsample_given": 0, "train": 1, "step": 1, "ddpm": 1000, "ddim": 50}[self.workload]
+        return {"qsample": 0, "qsample_given": 0, "train": 1, "step": 1, "ddpm": 1000, "ddim": 50, "dpmpp2m": 20,
+                "heun": 19, "ddim_cfg": 50, "ddim_cond": 50}[self.workload]
+
+    @property
+    def conditional(self) -> bool:
+        """The network is the class-conditional version of the preset (num_classes=NUM_CLASSES)."""
+        return self.workload in ("ddim_cfg", "ddim_cond")
+
+    @property
+    def net_batch_factor(self) -> int:
+        """Images per network call over images sampled: 2 with guidance (one call on [x, x], labels [c, null])."""
+        return 2 if self.workload == "ddim_cfg" else 1
 
 
 def _rows(device: str, workload: str, preset: str, batch: int, specs: str, rounds: int, quick: bool = False):
@@ -111,6 +137,14 @@ def _cpu() -> list[Case]:
     r += _rows("cpu", "ddim", "digits-8", 64, "ours:fp32 diffusers:fp32 diffusers-unet:fp32", 3)
     r += _rows("cpu", "ddim", "tiny-32", 16,
                "ours:fp32 ours:fp32:compiled diffusers:fp32 diffusers-unet:fp32 diffusers:fp32:compiled", 3)
+    # ODE solvers against diffusers' DPMSolverMultistepScheduler / HeunDiscreteScheduler on our network, and guided
+    # DDIM-50 against unguided DDIM-50 on the same class-conditional network (ours only): the ddim rows' sizes.
+    for wl in ("dpmpp2m", "heun"):
+        r += _rows("cpu", wl, "tiny", 4, "ours:fp32 diffusers:fp32", 3, quick=True)
+        r += _rows("cpu", wl, "digits-8", 64, "ours:fp32 diffusers:fp32", 3)
+    for wl in ("ddim_cfg", "ddim_cond"):
+        r += _rows("cpu", wl, "tiny", 4, "ours:fp32", 3, quick=True)
+        r += _rows("cpu", wl, "digits-8", 64, "ours:fp32", 3)
     return r
 
 
@@ -138,6 +172,12 @@ def _gpu() -> list[Case]:
                    "ours:bf16:cl:cudagraph diffusers:bf16 diffusers-unet:bf16 diffusers:bf16:cl:cudagraph", 5)
     r += _rows("cuda", "ddpm", "tiny-32", 16,
                "ours:bf16 ours:bf16:cudagraph diffusers:bf16 diffusers:bf16:cudagraph", 3)
+    # The ODE solvers and guidance at the ddim rows' middle batch: fp32 (where the sampler guard compares the
+    # samples) and bf16, eager. Never run yet.
+    for wl in ("dpmpp2m", "heun"):
+        r += _rows("cuda", wl, "ddpm-cifar10", 64, "ours:fp32 diffusers:fp32 ours:bf16 diffusers:bf16", 5)
+    for wl in ("ddim_cfg", "ddim_cond"):
+        r += _rows("cuda", wl, "ddpm-cifar10", 64, "ours:fp32 ours:bf16", 5)
     return r
 
 

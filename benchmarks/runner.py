@@ -6,6 +6,7 @@ and into the session's :class:`Rows`, which pairs each of our rows with its peer
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 
@@ -16,7 +17,7 @@ import torch._inductor.utils
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import hardware
-from .matrix import TOLERANCE, Case
+from .matrix import SAMPLE_TOLERANCE, SOLVER_STEPS, TOLERANCE, Case
 from .pairing import PAIR_KEYS, pair
 from .workloads import build
 
@@ -46,12 +47,13 @@ def flops_per_call(case: Case) -> int:
     """FLOPs of one timed call, counted on the fp32 eager build of the case on the meta device
     (the same ops without the arithmetic; compiled code would hide its ops from the counter).
 
-    Training: one whole step, forward and backward. Sampling: one network forward over the batch
-    times the number of network calls (the sampler updates are elementwise: zero FLOPs either way).
+    Training: one whole step, forward and backward. Sampling: one network forward over the batch (twice the
+    batch with guidance: the probe makes the guided call) times the number of network calls (the sampler updates
+    are elementwise: zero FLOPs either way).
     """
     if case.workload.startswith("qsample"):
         return 0
-    key = (case.workload == "train", _net_kind(case), case.preset, case.batch)
+    key = (case.workload == "train", _net_kind(case), case.preset, case.batch, case.conditional, case.net_batch_factor)
     if key not in _FLOPS:
         reference = build(case.reference(), torch.device("meta"))
         if case.workload == "train":
@@ -87,6 +89,30 @@ def guard(case: Case, workload, device: torch.device) -> dict:
     return info
 
 
+def sample_guard(case: Case, workload, device: torch.device) -> dict:
+    """Whole-sample check of the solver peer rows (``dpmpp2m``, ``heun``): in fp32, diffusers' sample from our x_T
+    must match ours (same ODE, same timesteps) within ``SAMPLE_TOLERANCE`` relative L2; both must be finite.
+    Other rows of the new sampling workloads are checked for finiteness after timing (:func:`finite_guard`)."""
+    if case.workload not in SOLVER_STEPS or case.impl != "diffusers" or case.precision != "fp32":
+        return {}
+    ours = build(dataclasses.replace(case, impl="ours"), device)
+    ref, out = ours().float(), workload().float()
+    del ours
+    assert bool(torch.isfinite(ref).all()) and bool(torch.isfinite(out).all()), f"{case.id}: non-finite sample"
+    err = float((out - ref).norm() / ref.norm().clamp_min(1e-30))
+    assert err <= SAMPLE_TOLERANCE, (f"{case.id}: whole sample differs from ours from the same x_T by {err:.2e} "
+                                     f"(relative L2) > {SAMPLE_TOLERANCE:.0e}")
+    return {"guard_sample_rel_err": err, "guard_sample_tol": SAMPLE_TOLERANCE}
+
+
+def finite_guard(case: Case, out) -> dict:
+    """The new sampling workloads' timed output (the last round's sample) must be finite."""
+    if case.workload not in (*SOLVER_STEPS, "ddim_cfg", "ddim_cond"):
+        return {}
+    assert bool(torch.isfinite(out).all()), f"{case.id}: the sample has non-finite values"
+    return {"guard_sample_finite": True}
+
+
 def cold_first_call(fn) -> float:
     """Seconds of the first call of compiled ``fn``, compiled from nothing: dynamo's caches reset and an empty
     inductor cache directory, so nothing the guard, an earlier row or an earlier run compiled is reused
@@ -107,7 +133,7 @@ def run_case(case: Case, benchmark, device: torch.device, rows) -> dict:
     torch.manual_seed(0)
     benchmark.group = f"{case.workload} {case.preset} b{case.batch}"
     workload = build(case, device)
-    info = {"case": case.id, **guard(case, workload, device)}
+    info = {"case": case.id, **guard(case, workload, device), **sample_guard(case, workload, device)}
     flops = flops_per_call(case)
     gc.collect()
 
@@ -118,7 +144,9 @@ def run_case(case: Case, benchmark, device: torch.device, rows) -> dict:
 
     if case.compile:  # the guard compiled already: measure a cold compile of the timed call
         info.update(first_call_s=cold_first_call(timed), compile_cold=True)
-    benchmark.pedantic(timed, rounds=case.rounds, warmup_rounds=1, iterations=1)
+    out = benchmark.pedantic(timed, rounds=case.rounds, warmup_rounds=1, iterations=1)
+    info.update(finite_guard(case, out))
+    del out
     stats = benchmark.stats.stats
     row = derive(case, device, stats.min, stats.median, flops, getattr(workload, "bytes", 0),
                  getattr(workload, "drawn", 0))

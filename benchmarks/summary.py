@@ -1,13 +1,35 @@
 """Formatting shared by the terminal summary and the docs page: the row table and the target checks."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
-from .matrix import PEERS
-from .pairing import best, fmt_rate, setting, unmatched, verdict, versus
+from .matrix import GUIDANCE_SCALE, GUIDED_COST_GOAL, PEERS
+from .pairing import LIKE, best, fmt_rate, setting, unmatched, verdict, versus
 
-__all__ = ["config_name", "efficiency", "ratio_text", "best_peer_text", "table", "best_vs_best", "targets",
-           "target_lines"]
+__all__ = ["Target", "AtMost", "config_name", "efficiency", "ratio_text", "best_peer_text", "table", "best_vs_best",
+           "guided_cost", "targets", "target_lines"]
+
+
+class Target(NamedTuple):
+    """A goal: met when the measured ``value`` is at least ``threshold``; ``value`` None when not measured."""
+    goal: str
+    value: float | None
+    threshold: float
+    detail: str
+
+    op = ">="  # how the goal reads: "goal >= 2"
+
+    def met(self) -> bool:
+        return self.value is not None and self.value >= self.threshold
+
+
+class AtMost(Target):
+    """A cost goal: met when the measured ``value`` is below ``threshold`` (e.g. guided / unguided time < 2.1)."""
+    __slots__ = ()
+    op = "<"
+
+    def met(self) -> bool:
+        return self.value is not None and self.value < self.threshold
 
 
 def config_name(r: dict) -> str:
@@ -79,7 +101,7 @@ def best_vs_best(rows: list[dict], goal: str, threshold: float, precision: str |
         if have:
             detail += f"; {have['impl']} {setting(have)} {fmt_rate(have['img_per_s'])} img/s is not compared"
             detail += " with another precision" if precision else ""
-        return goal, None, threshold, detail
+        return Target(goal, None, threshold, detail)
     ratio = ours["img_per_s"] / peer["img_per_s"]
     detail = versus(ours, peer) + unmatched(ours, rows)
     if all(k in ours for k in ("mfu", "flops", "peak_tflops")) and "mfu" in peer:
@@ -87,11 +109,41 @@ def best_vs_best(rows: list[dict], goal: str, threshold: float, precision: str |
         need = threshold * peer["img_per_s"] * ours["flops"] / ours["batch"] / (ours["peak_tflops"] * 1e12)
         detail += (f"; ours runs at {100 * ours['mfu']:.0f}% MFU, diffusers at {100 * peer['mfu']:.0f}%, so "
                    f"{threshold:g}x would need {100 * need:.0f}% of the measured {ours['precision']} matmul peak")
-    return goal, ratio, threshold, detail
+    return Target(goal, ratio, threshold, detail)
 
 
-def targets(rows: list[dict], device_type: str) -> list[tuple[str, float | None, float, str]]:
-    """(goal, measured value or None when not measured, threshold, detail) for this device's targets."""
+GUIDED_GOAL = (f"DDIM-50 with classifier-free guidance (scale {GUIDANCE_SCALE:g}, one network call at twice the batch "
+               "per step): guided time / unguided time on the same class-conditional network, same setting")
+
+
+def guided_cost(rows: list[dict]) -> list[Target]:
+    """One cost target per guided row of ours (``ddim_cfg``): its time over the unguided ``ddim_cond`` row of ours
+    in exactly its setting (device, preset, batch, precision, memory format, compile mode), i.e. unguided img/s over
+    guided img/s; one "not measured" target when there is no guided row, or no unguided row in its setting."""
+    guided = [r for r in rows if r["workload"] == "ddim_cfg" and r["impl"] == "ours"]
+    if not guided:
+        return [AtMost(GUIDED_GOAL, None, GUIDED_COST_GOAL, "no ddim_cfg row of ours in this run")]
+    out = []
+    for g in guided:
+        want = [bool(g.get(k)) if k == "channels_last" else g[k] for k in LIKE if k != "workload"]
+        plain = next((r for r in rows if r["workload"] == "ddim_cond" and r["impl"] == "ours"
+                      and [bool(r.get(k)) if k == "channels_last" else r[k] for k in LIKE if k != "workload"] == want),
+                     None)
+        goal = f"{GUIDED_GOAL}: {g['preset']}, batch {g['batch']}, {setting(g)}"
+        if plain is None:
+            out.append(AtMost(goal, None, GUIDED_COST_GOAL, f"no unguided ddim_cond {setting(g)} row of ours in this "
+                              f"run; guided {fmt_rate(g['img_per_s'])} img/s is not compared with another setting"))
+            continue
+        ratio = plain["img_per_s"] / g["img_per_s"]
+        out.append(AtMost(goal, ratio, GUIDED_COST_GOAL,
+                          f"guided {fmt_rate(g['img_per_s'])} img/s against unguided {fmt_rate(plain['img_per_s'])} "
+                          f"img/s: guidance costs {ratio:.2f}x the unguided time"))
+    return out
+
+
+def targets(rows: list[dict], device_type: str) -> list[Target]:
+    """(goal, measured value or None when not measured, threshold, detail) for this device's targets; each says
+    whether it is met (``met()``) and how it reads (``op``: at least, or below for a cost)."""
     out = []
     dev = "cuda" if device_type == "cuda" else "cpu"
     rows = [r for r in rows if r["device"].split(":")[0] == dev]
@@ -103,27 +155,27 @@ def targets(rows: list[dict], device_type: str) -> list[tuple[str, float | None,
                                 "diffusers' best bf16 setting", 1.3, precision="bf16", **train))
         q = _best(rows, "pct_copy_bw", workload="qsample", impl="ours", compile="eager", precision="fp32")
         qa = _best(rows, "pct_copy_bw", workload="qsample", impl="ours")
-        out.append(("q(x_t|x_0) with noise, fp32 eager: % of copy bandwidth",
-                    100 * q["pct_copy_bw"] if q else None, 50.0, _with_bound(q)))
-        out.append(("q(x_t|x_0) with noise, best setting: % of copy bandwidth",
-                    100 * qa["pct_copy_bw"] if qa else None, 50.0, _with_bound(qa)))
-        return out
+        out.append(Target("q(x_t|x_0) with noise, fp32 eager: % of copy bandwidth",
+                          100 * q["pct_copy_bw"] if q else None, 50.0, _with_bound(q)))
+        out.append(Target("q(x_t|x_0) with noise, best setting: % of copy bandwidth",
+                          100 * qa["pct_copy_bw"] if qa else None, 50.0, _with_bound(qa)))
+        return out + guided_cost(rows)
     tr = [r for r in rows if r["workload"] == "train" and r["impl"] == "ours" and r["preset"] == "ddpm-cifar10"
           and r["precision"] == "bf16" and r["compile"] != "eager"]
     top = max(tr, key=lambda r: r["mfu"]) if tr else None
-    out.append(("ddpm-cifar10 training, bf16 compiled: MFU %", 100 * top["mfu"] if top else None, 35.0,
-                config_name(top) if top else ""))
+    out.append(Target("ddpm-cifar10 training, bf16 compiled: MFU %", 100 * top["mfu"] if top else None, 35.0,
+                      config_name(top) if top else ""))
     dd = [r for r in rows if r["workload"] == "ddim" and r["impl"] == "ours" and r["preset"] == "ddpm-cifar10"
           and r["batch"] == 256]
     top = max(dd, key=lambda r: r["mfu"]) if dd else None
-    out.append(("DDIM-50 sampling, batch 256: MFU %", 100 * top["mfu"] if top else None, 40.0,
-                config_name(top) if top else ""))
+    out.append(Target("DDIM-50 sampling, batch 256: MFU %", 100 * top["mfu"] if top else None, 40.0,
+                      config_name(top) if top else ""))
     for wl in ("step", "ddim"):
         out.append(_graph_vs_eager(rows, wl))
     q = _best(rows, "pct_copy_bw", workload="qsample", impl="ours")
-    out.append(("q(x_t|x_0) with noise: % of copy bandwidth", 100 * q["pct_copy_bw"] if q else None, 80.0,
-                config_name(q) if q else ""))
-    return out
+    out.append(Target("q(x_t|x_0) with noise: % of copy bandwidth", 100 * q["pct_copy_bw"] if q else None, 80.0,
+                      config_name(q) if q else ""))
+    return out + guided_cost(rows)
 
 
 def _graph_vs_eager(rows: list[dict], workload: str) -> tuple:
@@ -131,14 +183,14 @@ def _graph_vs_eager(rows: list[dict], workload: str) -> tuple:
     goal = f"batch 1 {workload}: CUDA-graph / eager per-step rate (same precision and memory format)"
     graph = _best(rows, workload=workload, impl="ours", preset="ddpm-cifar10", batch=1, compile="reduce-overhead")
     if not graph:
-        return goal, None, 3.0, "no CUDA-graph row of ours in this run"
+        return Target(goal, None, 3.0, "no CUDA-graph row of ours in this run")
     eager = _best(rows, workload=workload, impl="ours", preset="ddpm-cifar10", batch=1, compile="eager",
                   precision=graph["precision"], channels_last=graph["channels_last"])
     if not eager:
-        return goal, None, 3.0, f"no eager {setting(graph)} counterpart of ours in this run"
+        return Target(goal, None, 3.0, f"no eager {setting(graph)} counterpart of ours in this run")
     ratio = graph["img_per_s"] / eager["img_per_s"]
-    return goal, ratio, 3.0, (f"ours {setting(graph)} {fmt_rate(graph['img_per_s'])} img/s against ours "
-                              f"{setting(eager)} {fmt_rate(eager['img_per_s'])} img/s")
+    return Target(goal, ratio, 3.0, (f"ours {setting(graph)} {fmt_rate(graph['img_per_s'])} img/s against ours "
+                              f"{setting(eager)} {fmt_rate(eager['img_per_s'])} img/s"))
 
 
 def _with_bound(r: dict | None) -> str:
@@ -154,10 +206,11 @@ def _with_bound(r: dict | None) -> str:
 
 def target_lines(rows: list[dict], device_type: str) -> list[str]:
     lines = [f"targets ({'GPU' if device_type == 'cuda' else 'CPU'}; goals, not asserts):"]
-    for goal, val, threshold, detail in targets(rows, device_type):
+    for t in targets(rows, device_type):
+        goal, val, threshold, detail = t
         if val is None:
-            lines.append(f"  [not measured] {goal} (goal >= {threshold:g}){'; ' + detail if detail else ''}")
+            lines.append(f"  [not measured] {goal} (goal {t.op} {threshold:g}){'; ' + detail if detail else ''}")
             continue
-        mark = "met" if val >= threshold else "MISSED"
-        lines.append(f"  [{mark}] {goal}: {val:.2f} (goal >= {threshold:g}){'; ' + detail if detail else ''}")
+        mark = "met" if t.met() else "MISSED"
+        lines.append(f"  [{mark}] {goal}: {val:.2f} (goal {t.op} {threshold:g}){'; ' + detail if detail else ''}")
     return lines

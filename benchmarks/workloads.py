@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffusion_core import (Diffusion, NoiseSchedule, compile_for_sampling, ddim_sample, ddpm_sample, q_sample,
-                            training_losses)
+from diffusion_core import (ClassifierFreeGuidance, Diffusion, NoiseSchedule, compile_for_sampling, ddim_sample,
+                            ddpm_sample, dpmpp_2m_sample, heun_sample, q_sample, training_losses)
 from diffusion_core.nn import build_unet, get_preset
 from diffusion_core.train.ema import EMA
 
 from .hardware import DTYPES
-from .matrix import Case
+from .matrix import GUIDANCE_SCALE, NUM_CLASSES, SOLVER_STEPS, Case
 
 LR, EMA_DECAY, GRAD_CLIP, T = 2e-4, 0.9999, 1.0, 1000
 QSAMPLE_SHAPE = (3, 32, 32)  # CIFAR-10 images
@@ -66,15 +66,17 @@ def diffusers_config(preset: str) -> dict:
     )
 
 
-def build_net(kind: str, preset: str, device: torch.device, channels_last: bool = False) -> nn.Module:
-    """Our UNet (``kind == "ours"``) or diffusers' UNet2DModel with the same architecture, seeded."""
+def build_net(kind: str, preset: str, device: torch.device, channels_last: bool = False,
+              num_classes: int = 0) -> nn.Module:
+    """Our UNet (``kind == "ours"``, class-conditional with ``num_classes`` > 0) or diffusers' UNet2DModel with the
+    same architecture, seeded."""
     torch.manual_seed(0)
     if kind == "diffusers":
         from diffusers import UNet2DModel
 
         net: nn.Module = UNet2DModel(**diffusers_config(preset))
     else:
-        net = unzero(build_unet(preset))
+        net = unzero(build_unet(get_preset(preset, num_classes=num_classes) if num_classes else preset))
     net = net.to(device)
     return net.to(memory_format=torch.channels_last) if channels_last else net
 
@@ -86,9 +88,9 @@ def compiled(net: nn.Module, case: Case) -> nn.Module:
     return torch.compile(net, mode=None if case.compile == "default" else case.compile, dynamic=False)
 
 
-def call_net(net: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Network output as a tensor, for our ``model(x, t)`` and diffusers' ``UNet2DModel`` alike."""
-    out = net(x, t)
+def call_net(net: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Network output as a tensor, for our ``model(x, t)`` / ``model(x, t, labels)`` and diffusers' ``UNet2DModel``."""
+    out = net(x, t) if labels is None else net(x, t, labels)
     return out.sample if hasattr(out, "sample") else out
 
 
@@ -213,28 +215,45 @@ class TrainStep:
 
 
 class Sampler:
-    """Reverse process: one DDIM step (``step``), DDPM with 1000 steps (``ddpm``) or DDIM-50 (``ddim``).
+    """Reverse process: one DDIM step (``step``), DDPM with 1000 steps (``ddpm``), DDIM-50 (``ddim``),
+    DPM-Solver++(2M) with 20 steps (``dpmpp2m``), EDM Heun with 10 steps (``heun``, 19 network calls), and DDIM-50
+    on a class-conditional network with classifier-free guidance (``ddim_cfg``) or without (``ddim_cond``).
 
-    ``ours``: our samplers. ``diffusers``: their DDPMScheduler / DDIMScheduler loop calling OUR network
-    (the ratio isolates the sampler). ``diffusers-unet``: their scheduler loop and their UNet2DModel.
+    ``ours``: our samplers. ``diffusers``: their DDPMScheduler / DDIMScheduler / DPMSolverMultistepScheduler /
+    HeunDiscreteScheduler loop calling OUR network (the ratio isolates the sampler). ``diffusers-unet``: their
+    scheduler loop and their UNet2DModel.
+
+    The solver peers visit the timesteps ours visits (``timesteps=`` of their ``set_timesteps``), see
+    :meth:`_solver_scheduler`.
     """
 
     def __init__(self, case: Case, device: torch.device):
         self.case, self.device = case, device
         kind = "diffusers" if case.impl == "diffusers-unet" else "ours"
-        self.model = build_net(kind, case.preset, device, case.channels_last).eval().requires_grad_(False)
+        self.model = build_net(kind, case.preset, device, case.channels_last,
+                               NUM_CLASSES if case.conditional else 0).eval().requires_grad_(False)
         # CUDA-graph rows compile the network alone (compile_for_sampling), as diffusers' rows do; ours' update still
         # runs eagerly here, unlike `diffusion-core sample --compile` (ddim_sample/ddpm_sample compile=True: network
         # and update in one graph).
         self.net = (compile_for_sampling(self.model, device) if case.compile == "reduce-overhead"
                     else compiled(self.model, case))
         self.x_T, self.t_probe = fixed_batch(image_shape(case.preset), case.batch, device, case.channels_last, seed=3)
-        self.steps = {"step": 1, "ddpm": T, "ddim": 50}[case.workload]
+        # Class labels 0, 1, ..., K-1, 0, ... for the conditional workloads (the guard's probe uses them too).
+        self.labels = (torch.arange(case.batch, device=device) % NUM_CLASSES) if case.conditional else None
+        self.steps = {"step": 1, "ddpm": T, "ddim": 50, "ddim_cfg": 50, "ddim_cond": 50, **SOLVER_STEPS}[case.workload]
         diffusion = Diffusion(NoiseSchedule.linear(T))
+        # The spacing our solvers use by default: linspace for DPM-Solver++(2M), Karras (rounded to timesteps) for Heun.
+        self.spacing = "karras" if case.workload == "heun" else "linspace"
         if case.impl == "ours":
             # A schedule already respaced to the step count, so the sampler does no respacing per call.
-            self.diffusion = (diffusion if case.workload == "ddpm" else diffusion.respaced(self.steps)).to(device)
-            self.sample = ddpm_sample if case.workload == "ddpm" else ddim_sample
+            self.diffusion = (diffusion if case.workload == "ddpm"
+                              else diffusion.respaced(self.steps, self.spacing)).to(device)
+            self.sample = {"ddpm": ddpm_sample, "dpmpp2m": dpmpp_2m_sample, "heun": heun_sample}.get(case.workload,
+                                                                                                    ddim_sample)
+            # Guidance wraps the (possibly compiled) network: one call at twice the batch per evaluation.
+            self.model_fn = ClassifierFreeGuidance(self.net, GUIDANCE_SCALE) if case.workload == "ddim_cfg" else self.net
+        elif case.workload in SOLVER_STEPS:
+            self._solver_scheduler(diffusion.respaced(self.steps, self.spacing))
         else:
             from diffusers import DDIMScheduler, DDPMScheduler
 
@@ -246,25 +265,71 @@ class Sampler:
                                            clip_sample=False, timestep_spacing="linspace")
             self.sched.set_timesteps(self.steps)
             self.timesteps = [(t, t.to(device)) for t in self.sched.timesteps]
+            self.x_start = self.x_T
+
+    def _solver_scheduler(self, respaced: Diffusion) -> None:
+        """diffusers' DPMSolverMultistepScheduler (dpmsolver++, order 2) or HeunDiscreteScheduler over the linear
+        schedule, given OUR visited timesteps (``set_timesteps(timesteps=...)``, descending).
+
+        DPM-Solver++(2M): ``final_sigmas_type="zero"`` (the last step, from our lowest timestep 0 to clean data, is
+        their first-order final step, as ours) and ``lower_order_final=True`` (only active below 15 steps in both).
+        Heun: their timesteps are ours with every one after the first repeated (the corrector's evaluation), 2N - 1
+        calls; the last step to sigma = 0 is Euler. Their state is EDM's x / alpha, so the start is our x_T scaled by
+        sqrt(sigma_max^2 + 1) = 1 / alpha at our first timestep (not their ``init_noise_sigma``, which is sigma_max
+        for custom timesteps), and the result is x_0 in both."""
+        self.visited = visited = [int(t) for t in respaced.schedule.timesteps.flip(0)]  # descending, original
+        if self.case.workload == "dpmpp2m":
+            from diffusers import DPMSolverMultistepScheduler
+
+            self.sched = DPMSolverMultistepScheduler(
+                num_train_timesteps=T, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                algorithm_type="dpmsolver++", solver_order=2,
+                prediction_type="epsilon", thresholding=False, lower_order_final=True, final_sigmas_type="zero")
+            self.sched.set_timesteps(timesteps=visited, device=self.device)
+            self.x_start = self.x_T
+        else:
+            from diffusers import HeunDiscreteScheduler
+
+            # Their Heun's default betas are Stable Diffusion's (0.00085 .. 0.012): give DDPM's linear ones, as ours.
+            self.sched = HeunDiscreteScheduler(num_train_timesteps=T, beta_start=1e-4, beta_end=0.02,
+                                               beta_schedule="linear", prediction_type="epsilon")
+            self.sched.set_timesteps(timesteps=visited, device=self.device)
+            self.x_start = self.x_T * float((1 + self.sched.sigmas.max().double() ** 2).sqrt())
+        self.timesteps = [(t, t.to(self.device)) for t in self.sched.timesteps]
+        assert sorted({int(t) for t, _ in self.timesteps}, reverse=True) == visited, (visited, self.sched.timesteps)
 
     @torch.no_grad()
     def __call__(self) -> torch.Tensor:
         g = torch.Generator(self.device).manual_seed(0)
+        wl = self.case.workload
         with autocast(self.case, self.device):
             if self.case.impl == "ours":
-                kw = {} if self.case.workload == "ddpm" else {"steps": self.steps}
-                return self.sample(self.net, self.diffusion, self.x_T, generator=g, progress=False, **kw).sample
-            x = self.x_T
+                kw = {} if wl == "ddpm" else {"steps": self.steps}
+                if wl in SOLVER_STEPS:
+                    kw["spacing"] = self.spacing  # the schedule is respaced already: no respacing per call
+                if self.labels is not None:
+                    kw["labels"] = self.labels
+                return self.sample(self.model_fn, self.diffusion, self.x_T, generator=g, progress=False, **kw).sample
+            if wl in SOLVER_STEPS:  # their schedulers keep state (step index, past outputs): reset, as a pipeline does
+                self.sched.set_timesteps(timesteps=self.visited, device=self.device)
+            x = self.x_start
+            heun = wl == "heun"
             for t, t_dev in self.timesteps:
-                out = call_net(self.net, x, t_dev).to(x.dtype)
-                x = self.sched.step(out, t, x, generator=g).prev_sample
+                inp = self.sched.scale_model_input(x, t) if heun else x
+                out = call_net(self.net, inp, t_dev).to(x.dtype)
+                x = (self.sched.step(out, t, x) if wl in SOLVER_STEPS else self.sched.step(out, t, x, generator=g)).prev_sample
             return x
 
     @torch.no_grad()
     def probe(self, n: int | None = None) -> torch.Tensor:
-        """Network output on the first ``n`` of a fixed (x_t, t), under this case's autocast."""
+        """Network output on the first ``n`` of a fixed (x_t, t) (and labels), under this case's autocast. With
+        guidance, the network's one call on the doubled batch [x, x] with labels [c, null], as the sampler makes it."""
+        x, t = self.x_T[:n], self.t_probe[:n]
+        labels = None if self.labels is None else self.labels[:n]
+        if self.case.workload == "ddim_cfg":
+            x, t, labels = torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, NUM_CLASSES)])
         with autocast(self.case, self.device):
-            return call_net(self.net, self.x_T[:n], self.t_probe[:n]).float()
+            return call_net(self.net, x, t, labels).float()
 
 
 def build(case: Case, device: torch.device):

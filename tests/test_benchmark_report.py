@@ -196,3 +196,35 @@ def test_loader_section_states_the_measured_rates_next_to_the_training_step():
     assert "took 2.0 s (500 img/s)" in text and "later run 0.5 s" in text
     assert "takes 60.0 img/s: the loader is 100x faster" in text  # ours only: 6,000 / 60
     assert loader_section(rows[2:]) == []
+
+
+def test_guided_cost_target_is_guided_time_over_unguided_time_in_the_same_setting():
+    def sample(workload, img_per_s, precision="fp32", preset="tiny", batch=4):
+        return {"workload": workload, "impl": "ours", "preset": preset, "batch": batch, "device": "cpu",
+                "precision": precision, "compile": "eager", "channels_last": False, "img_per_s": img_per_s}
+
+    def guided_target(rows):
+        found = [t for t in summary.targets(rows, "cpu") if t.goal.startswith("DDIM-50 with classifier-free guidance")]
+        assert len(found) == 1
+        return found[0]
+
+    # Met: guided 12.5 img/s, unguided 25 img/s at the same batch -> the guided sample takes 25 / 12.5 = 2.0x the time.
+    met = guided_target([sample("ddim_cfg", 12.5), sample("ddim_cond", 25.0)])
+    assert met.value == pytest.approx(2.0) and met.threshold == 2.1 and met.op == "<" and met.met()
+    assert "guided 12.5 img/s against unguided 25 img/s: guidance costs 2.00x the unguided time" in met.detail
+    line = report.targets_section({"rows": [sample("ddim_cfg", 12.5), sample("ddim_cond", 25.0)]}, "cpu")[-1]
+    assert line.endswith("| 2.00 (guided 12.5 img/s against unguided 25 img/s: guidance costs 2.00x the unguided "
+                         "time) | < 2.1 | met |")
+    # Missed: 25 / 10 = 2.5x the unguided time (a ratio above the goal is a miss, not a "met" as for speed-ups).
+    missed = guided_target([sample("ddim_cfg", 10.0), sample("ddim_cond", 25.0)])
+    assert missed.value == pytest.approx(2.5) and not missed.met()
+    assert "[MISSED]" in "\n".join(summary.target_lines([sample("ddim_cfg", 10.0), sample("ddim_cond", 25.0)], "cpu"))
+    # Not measured: no guided row; or an unguided row only in another precision (never compared across settings).
+    none = guided_target([sample("ddim_cond", 25.0)])
+    assert none.value is None and not none.met() and "no ddim_cfg row of ours" in none.detail
+    other = guided_target([sample("ddim_cfg", 5.0, precision="bf16"), sample("ddim_cond", 25.0)])
+    assert other.value is None and "no unguided ddim_cond bf16 eager row of ours" in other.detail
+    line = report.targets_section({"rows": [sample("ddim_cond", 25.0)]}, "cpu")[-1]
+    assert line.endswith("| not measured: no ddim_cfg row of ours in this run | < 2.1 | not measured |")
+    # The other targets still read ">=": a speed-up goal is met at or above its threshold.
+    assert all(t.op == ">=" for t in summary.targets([], "cpu")[:-1])
