@@ -242,7 +242,7 @@ class Sampler:
         self.labels = (torch.arange(case.batch, device=device) % NUM_CLASSES) if case.conditional else None
         self.steps = {"step": 1, "ddpm": T, "ddim": 50, "ddim_cfg": 50, "ddim_cond": 50, **SOLVER_STEPS}[case.workload]
         diffusion = Diffusion(NoiseSchedule.linear(T))
-        # The spacing our solvers use by default: linspace for DPM-Solver++(2M), Karras (rounded to timesteps) for Heun.
+        # linspace for DPM-Solver++(2M) (its default); Karras (EDM eq. 5, rounded to timesteps) for Heun, as EDM runs it
         self.spacing = "karras" if case.workload == "heun" else "linspace"
         if case.impl == "ours":
             # A schedule already respaced to the step count, so the sampler does no respacing per call.

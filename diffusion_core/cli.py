@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "EDM's Heun (second order, 2*steps-1 network calls)")
     sa.add_argument("--steps", type=int, default=50, help="sampling steps (at most the model's T)")
     sa.add_argument("--spacing", default=None, help="timestep spacing: linspace, leading, trailing, log-snr, karras "
-                    "(default: karras for heun, linspace otherwise)")
+                    "(default: log-snr for heun, linspace otherwise)")
     sa.add_argument("--label", default=None, help="class to sample, by index or name (class-conditional models; "
                     "default: every class in turn, one per grid column)")
     sa.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale s as in diffusers "
@@ -208,8 +208,8 @@ def _sample(ns: argparse.Namespace) -> None:
     g = torch.Generator(device).manual_seed(ns.seed)
     x_T = torch.randn(shape, generator=g, device=device)
     options = {"eta": ns.eta} if ns.sampler == "ddim" else {}
-    if ns.spacing is not None or ns.sampler == "heun":
-        options["spacing"] = ns.spacing or "karras"
+    if ns.spacing is not None:
+        options["spacing"] = ns.spacing
     x = _samplers()[ns.sampler](model, diffusion, x_T, steps=ns.steps, generator=g, progress=not ns.no_progress,
                                 compile=compile, labels=labels, **options).sample
     bad = (~torch.isfinite(x.reshape(len(x), -1))).any(1)

@@ -243,7 +243,7 @@ def heun_sample(
     x_T: torch.Tensor,
     *,
     steps: int = 18,
-    spacing: TimestepSpacing | str = TimestepSpacing.KARRAS,
+    spacing: TimestepSpacing | str = TimestepSpacing.LOG_SNR,
     generator: torch.Generator | None = None,
     progress: bool = True,
     return_trajectory: bool = False,
@@ -272,8 +272,13 @@ def heun_sample(
     the Euler predictor then the trapezoidal corrector, except the last step, to :math:`\sigma_N = 0`, which
     is Euler only and gives :math:`\bar x_N = D(\bar x_{N-1}; \sigma_{N-1})`. So ``steps = N`` costs
     :math:`2N - 1` network calls. The corrector's evaluation is at the next visited timestep, so the network
-    is called only at the schedule's integer timesteps (see the module docstring); ``spacing`` defaults to
-    EDM's eq. 5 (``"karras"``, :math:`\rho = 7`) rounded to them. States are reported as VP states
+    is called only at the schedule's integer timesteps (see the module docstring). ``spacing`` defaults to
+    ``"log-snr"``, not EDM's eq. 5 (``"karras"``, :math:`\rho = 7`): EDM pairs that spacing with
+    :math:`\sigma_\max = 80`, while the cosine schedule's top index has :math:`\sigma/\alpha \approx 2\times10^4`,
+    so Karras' steps crowd into the top few indices and the trapezoidal corrector across the following long step
+    multiplies the denoiser's error by the ratio of the noise levels. Measured on the class-conditional digits
+    model (cosine schedule, 1,000 samples, FD over the split-half floor): 9 NFE ``"karras"`` 198, ``"log-snr"`` 26;
+    19 NFE 8.1 and 2.1 (DDIM-10: 1.2). Heun stays weak at low NFE on that schedule. States are reported as VP states
     :math:`x_t = \alpha_t \bar x` (``trajectory[k]`` after ``k`` steps, as for :func:`ddim_sample`).
 
     ``steps`` must lie in ``[1, T]``; one step is DDIM's one step. The first visited index must have

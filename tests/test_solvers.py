@@ -376,7 +376,10 @@ def test_zero_terminal_snr():
     # one step (from the last index) is the final x0 prediction alone: no x / alpha needed
     assert torch.isfinite(heun_sample(model, d, x_T, steps=1, spacing="trailing", progress=False).sample).all()
     # and the noise-level spacings need alpha_bar > 0 everywhere
-    with pytest.raises(InvalidInput, match="spacing 'karras' needs alphas_cumprod > 0 at every index"):
+    for spacing in ("karras", "log-snr"):  # log-snr is heun's default
+        with pytest.raises(InvalidInput, match=f"spacing '{spacing}' needs alphas_cumprod > 0 at every index"):
+            heun_sample(model, d, x_T, steps=6, spacing=spacing, progress=False)
+    with pytest.raises(InvalidInput, match="spacing 'log-snr' needs alphas_cumprod > 0 at every index"):
         heun_sample(model, d, x_T, steps=6, progress=False)
 
 
