@@ -26,6 +26,7 @@ from diffusion_core.metrics import DigitsClassifier, frechet_distance
 from diffusion_core.train import TrainConfig, digits, load_checkpoint, load_model
 
 SAMPLERS = {"ddim": ddim_sample, "dpmpp-2m": dpmpp_2m_sample, "heun": heun_sample}
+SPACING = {"ddim": "linspace", "dpmpp-2m": "linspace", "heun": "log-snr"}  # each sampler's default
 NFES = (5, 10, 20, 50)
 SCALES = (1.0, 2.0, 4.0)
 
@@ -54,12 +55,13 @@ def evaluate(checkpoint: str, n_per_class: int = 100) -> dict:
             for scale in SCALES:
                 denoiser = model if scale == 1.0 else ClassifierFreeGuidance(model, scale)
                 start = time.perf_counter()
-                x = sample(denoiser, diffusion, x_T, steps=steps, labels=labels, progress=False).sample.clamp(-1, 1)
+                x = sample(denoiser, diffusion, x_T, steps=steps, spacing=SPACING[name], labels=labels,
+                           progress=False).sample.clamp(-1, 1)
                 seconds = time.perf_counter() - start
                 score = classifier.score(x)
                 predicted = classifier.model.predict(x.reshape(len(x), -1).numpy())
                 rows.append({
-                    "sampler": name, "steps": steps, "nfe": 2 * steps - 1 if name == "heun" else steps,
+                    "sampler": name, "spacing": SPACING[name], "steps": steps, "nfe": 2 * steps - 1 if name == "heun" else steps,
                     "guidance": scale, "confidence": score.mean_confidence,
                     "min_class_share": float(score.class_fractions.min()),
                     "label_accuracy": float((predicted == labels.numpy()).mean()),
@@ -72,12 +74,12 @@ def evaluate(checkpoint: str, n_per_class: int = 100) -> dict:
 
 
 def _row(r: dict) -> str:
-    return (f"| {r['sampler']} | {r['nfe']} | {r['guidance']:g} | {r['confidence']:.3f} | {r['min_class_share']:.3f} "
+    return (f"| {r['sampler']} ({r['spacing']}) | {r['nfe']} | {r['guidance']:g} | {r['confidence']:.3f} | {r['min_class_share']:.3f} "
             f"| {r['label_accuracy']:.3f} | {r['fd_ratio']:.2f} |")
 
 
 def table(result: dict) -> str:
-    head = ["| sampler | NFE | guidance s | confidence | smallest class share | requested label | FD / floor |",
+    head = ["| sampler (spacing) | NFE | guidance s | confidence | smallest class share | requested label | FD / floor |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     return "\n".join(head + [_row(r) for r in result["rows"]])
 
