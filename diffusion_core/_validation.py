@@ -30,24 +30,34 @@ def check_positive_int(name: str, value) -> int:
     return value
 
 
+def _index_range(name: str, x: torch.Tensor, batch: int | None, noun: str, index: str) -> tuple[int, int] | None:
+    """Check that ``x`` is an int64/int32 tensor of shape ``(batch,)`` (any ``(B,)`` for ``batch=None``) and return
+    its (min, max), or ``None`` where reading them would cost a host sync: on an accelerator, inside
+    ``torch.compile``, or for an empty tensor. (int64 or int32 only: tables are gathered with index_select, which
+    rejects other integer dtypes.) ``noun``: what one entry is, ``index``: what it indexes, for the messages."""
+    if not isinstance(x, torch.Tensor):
+        raise InvalidInputType(f"{name} must be a torch.Tensor of integer {noun}s, got {type(x).__name__}")
+    if x.dtype not in (torch.int64, torch.int32):
+        raise InvalidInputType(f"{name} must have an integer dtype, torch.int64 or torch.int32 ({index}), "
+                               f"got {x.dtype}")
+    if x.ndim != 1 or (batch is not None and x.shape[0] != batch):
+        want = f"({batch},)" if batch is not None else "(B,)"
+        raise InvalidInput(f"{name} must have shape {want}, one {noun} per example, got {tuple(x.shape)}")
+    if x.device.type != "cpu" or torch.compiler.is_compiling() or not x.numel():
+        return None
+    return int(x.min()), int(x.max())
+
+
 def check_timesteps(t: torch.Tensor, T: int, batch: int | None = None) -> torch.Tensor:
     """``t`` must be an integer tensor of shape ``(batch,)`` with values in ``[0, T-1]``.
 
     The range check needs the values on the host, so it runs only for CPU tensors and outside
     ``torch.compile``: on an accelerator it would force a synchronization in every step.
     """
-    if not isinstance(t, torch.Tensor):
-        raise InvalidInputType(f"t must be a torch.Tensor of integer timesteps, got {type(t).__name__}")
-    # int64 or int32 only: the tables are gathered with index_select, which rejects other integer dtypes
-    if t.dtype not in (torch.int64, torch.int32):
-        raise InvalidInputType(f"t must have an integer dtype, torch.int64 or torch.int32 (timestep indices), got {t.dtype}")
-    if t.ndim != 1 or (batch is not None and t.shape[0] != batch):
-        want = f"({batch},)" if batch is not None else "(B,)"
-        raise InvalidInput(f"t must have shape {want}, one timestep per example, got {tuple(t.shape)}")
-    if t.device.type == "cpu" and not torch.compiler.is_compiling() and t.numel():
-        lo, hi = int(t.min()), int(t.max())
-        if lo < 0 or hi >= T:
-            raise InvalidInput(f"t must lie in [0, {T - 1}] for a schedule of T={T} steps, got values in [{lo}, {hi}]")
+    bounds = _index_range("t", t, batch, "timestep", "timestep indices")
+    if bounds is not None and (bounds[0] < 0 or bounds[1] >= T):
+        raise InvalidInput(f"t must lie in [0, {T - 1}] for a schedule of T={T} steps, got values in "
+                           f"[{bounds[0]}, {bounds[1]}]")
     return t
 
 
@@ -60,17 +70,9 @@ def check_labels(labels: torch.Tensor, batch: int | None, num_classes: int | Non
     Like :func:`check_timesteps`, the range check reads values back, so it runs only for CPU tensors and outside
     ``torch.compile``: on an accelerator it would synchronize at every call.
     """
-    if not isinstance(labels, torch.Tensor):
-        raise InvalidInputType(f"{name} must be a torch.Tensor of integer class labels, got {type(labels).__name__}")
-    if labels.dtype not in (torch.int64, torch.int32):
-        raise InvalidInputType(f"{name} must have an integer dtype, torch.int64 or torch.int32 (class indices), "
-                               f"got {labels.dtype}")
-    if labels.ndim != 1 or (batch is not None and labels.shape[0] != batch):
-        want = f"({batch},)" if batch is not None else "(B,)"
-        raise InvalidInput(f"{name} must have shape {want}, one class label per example, got {tuple(labels.shape)}")
-    if (num_classes is not None and labels.device.type == "cpu" and not torch.compiler.is_compiling()
-            and labels.numel()):
-        lo, hi = int(labels.min()), int(labels.max())
+    bounds = _index_range(name, labels, batch, "class label", "class indices")
+    if num_classes is not None and bounds is not None:
+        lo, hi = bounds
         top = num_classes if allow_null else num_classes - 1
         if lo < 0 or hi > top:
             allowed = (f"[0, {num_classes}] ({num_classes} = num_classes is the null label, no class)" if allow_null
