@@ -139,6 +139,11 @@ class TrainConfig:
         check_device_name(self.device)
 
     @property
+    def uses_channels_last(self) -> bool:
+        """``channels_last`` resolved: on unless set to False (it applies to image models and image data only)."""
+        return self.channels_last is not False
+
+    @property
     def run_dir(self) -> str:
         """The output folder: ``out_dir``, or ``runs/<dataset>`` when it is not set."""
         return self.out_dir or f"runs/{self.dataset.value}"

@@ -42,7 +42,7 @@ class DataSource:
             self.data = data.to(device)
             if labels is not None and config.class_cond:
                 self.labels = labels.to(device)
-            if self.data.ndim == 4 and config.channels_last is not False:
+            if self.data.ndim == 4 and config.uses_channels_last:
                 self.data = self.data.contiguous(memory_format=torch.channels_last)
             self.sample_shape = tuple(self.data.shape[1:])
         if config.class_cond and not self.class_names:
@@ -74,7 +74,7 @@ class DataSource:
                 self.prepared, batch_size=c.batch_size, seed=c.seed, start_step=start_step, rank=self.info.rank,
                 world_size=self.info.world_size, device=self.device, hflip=c.hflip is not False,
                 num_workers=c.workers if c.workers is not None else (2 if self.device.type == "cuda" else 0),
-                channels_last=c.channels_last is not False)
+                channels_last=c.uses_channels_last)
             keep = self.num_classes > 0
             return ((x0, labels if keep else None) for x0, labels in self._stream)
         return self._in_memory(gen)

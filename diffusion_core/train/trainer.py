@@ -27,7 +27,7 @@ from .distributed import setup_distributed
 from .images import save_image_grid, save_scatter
 from .interrupt import StopRequest, TrainingInterrupted
 from .models import build_model, check_weights_fit, model_config_for
-from .run_dir import RunDir
+from .run_dir import CHECKPOINT_NAME, RunDir
 from .run_log import LogRecord, RunLog
 from .step import TrainStep
 from .sync import host_sync_point
@@ -114,7 +114,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: b
     if info.rank > 0:  # dropout differs per rank; the data order (the generator below) is shared
         torch.manual_seed(config.seed + 1_000_003 * info.rank)
     diffusion = config.diffusion().to(device)
-    if (config.channels_last is not False) and source.is_image:
+    if config.uses_channels_last and source.is_image:
         model = model.to(memory_format=torch.channels_last)
     amp_dtype = autocast_dtype(config.precision, device)
     compile_model = config.compile if config.compile is not None else device.type == "cuda"
@@ -146,8 +146,8 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: b
             _write_json(run_dir.path / "config.json", {"train": config.to_dict(), "model": model_config})
         run_log = RunLog(run_dir.path, resume_step=start if ckpt is not None else None) if info.is_main else None
         try:
-            return _loop(config, model, diffusion, step_fn, source, gen, info, device, start, run_dir, run_log,
-                         stop, progress)
+            return _loop(config, model_config, model, diffusion, step_fn, source, gen, info, device, start, run_dir,
+                         run_log, stop, progress)
         finally:
             source.close()
             if run_log is not None:
@@ -159,7 +159,7 @@ class _NoRunDir:
 
     def __init__(self, path) -> None:
         self.path = Path(path)
-        self.checkpoint = self.path / "checkpoint.safetensors"
+        self.checkpoint = self.path / CHECKPOINT_NAME
 
     def __enter__(self):
         return self
@@ -168,11 +168,11 @@ class _NoRunDir:
         pass
 
 
-def _loop(config, model, diffusion, step_fn, source, gen, info, device, start, run_dir, run_log, stop, progress):
+def _loop(config, model_config, model, diffusion, step_fn, source, gen, info, device, start, run_dir, run_log, stop,
+          progress):
     from tqdm.auto import tqdm
 
-    B, T = config.batch_size, diffusion.num_timesteps
-    local = slice(info.rank * (B // info.world_size), (info.rank + 1) * (B // info.world_size))
+    B, T, local = config.batch_size, diffusion.num_timesteps, source.local
     batches = source.batches(gen, start)
     window = _Window(config.log_every, device)
     history: list[torch.Tensor] = []
@@ -180,6 +180,9 @@ def _loop(config, model, diffusion, step_fn, source, gen, info, device, start, r
     started = time.perf_counter()
     wall_offset = run_log.wall_offset if run_log is not None else 0.0
     tick, tick_step, saved_at = started, start, started
+
+    def last_good() -> str:
+        return f"; the last good checkpoint is {last_saved}" if last_saved else ""
 
     def save(step_now: int) -> None:
         with host_sync_point("checkpoint"):
@@ -193,13 +196,11 @@ def _loop(config, model, diffusion, step_fn, source, gen, info, device, start, r
             try:
                 last_saved = save_checkpoint(
                     run_dir.checkpoint, step=step_now, train_config=config.to_dict(),
-                    model_config=model_config_for(config, source.channels, source.num_classes),
-                    model=model.state_dict(), ema=step_fn.ema.state_dict(), optimizer=step_fn.optimizer.state_dict(),
-                    scaler=step_fn.scaler.state_dict() if step_fn.scaler.is_enabled() else None, rng=rng,
+                    model_config=model_config, model=model.state_dict(), ema=step_fn.ema.state_dict(),
+                    optimizer=step_fn.optimizer.state_dict(), scaler=step_fn.scaler.state_dict() if step_fn.scaler.is_enabled() else None, rng=rng,
                     extra={"class_names": source.class_names})
             except NonFiniteError as e:
-                where = f"; the last good checkpoint is {last_saved}" if last_saved else ""
-                raise NonFiniteLossError(f"the weights became NaN or Inf by step {step_now} ({e}){where}") from None
+                raise NonFiniteLossError(f"the weights became NaN or Inf by step {step_now} ({e}){last_good()}") from None
             run_log.plot()
         saved_at = time.perf_counter()
 
@@ -207,8 +208,8 @@ def _loop(config, model, diffusion, step_fn, source, gen, info, device, start, r
         with host_sync_point("non-finite check"):
             bad = _first_bad(window.losses[window.checked:window.n], info.enabled)
             if bad is not None:
-                where = f"; the last good checkpoint is {last_saved}" if last_saved else ""
-                raise NonFiniteLossError(f"loss became NaN or Inf at step {step_now - window.n + window.checked + bad + 1}{where}")
+                first = step_now - window.n + window.checked + bad + 1
+                raise NonFiniteLossError(f"loss became NaN or Inf at step {first}{last_good()}")
             window.checked = window.n
 
     def write_log(step_now: int) -> None:
