@@ -8,8 +8,8 @@ import torch
 
 import diffusion_core.train.step as train_step
 import diffusion_core.train.trainer as trainer
-from diffusion_core.cli import main
 from diffusion_core.train import TrainConfig, load_checkpoint, train
+from support import run_cli as cli
 
 
 @pytest.fixture(autouse=True)
@@ -24,13 +24,6 @@ def _config(tmp_path, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def cli(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_labels_reach_the_loss_with_null_dropout_and_classes_are_recorded(tmp_path, monkeypatch):

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 import diffusion_core.train.trainer as trainer
-from diffusion_core.cli import main
 from diffusion_core.train import TrainConfig, load_checkpoint
+from support import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,14 +29,6 @@ def _one_thread(monkeypatch):
     torch.set_num_threads(n)
 
 
-def run_cli(argv, capsys) -> tuple[int, str, str]:
-    """Exit code, stdout, stderr of ``diffusion-core ARGV`` run in-process (argparse exits via SystemExit)."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _flat(text: str) -> str:

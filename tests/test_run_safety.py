@@ -19,10 +19,11 @@ from safetensors.torch import save_file
 import diffusion_core.train.checkpoint as ckpt_mod
 import diffusion_core.train.step as train_step
 import diffusion_core.train.trainer as trainer
-from diffusion_core.cli import main
 from diffusion_core.train import NonFiniteLossError, TrainConfig, TrainingInterrupted, load_checkpoint, train
 from diffusion_core.train.checkpoint import FORMAT, tensors_sha256
 from diffusion_core.train.run_log import read_metrics
+from diffusion_core.cli import main
+from support import run_cli as cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,13 +39,6 @@ def _config(out_dir, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def cli(argv, capsys) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code, err, message):

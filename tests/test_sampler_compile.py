@@ -25,6 +25,7 @@ from diffusion_core.denoiser import Denoiser
 from diffusion_core.errors import InvalidInputType
 from diffusion_core.guidance import ClassifierFreeGuidance
 from diffusion_core.nn import MLPDenoiser
+from support import StaticOutputs
 
 
 @pytest.fixture(autouse=True)
@@ -380,27 +381,6 @@ def test_the_compiled_graph_holds_the_network_and_the_update(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- CUDA-graph output semantics
-class StaticOutputs:
-    """What a CUDA graph replay does to its outputs, on the CPU: every call returns THE SAME output buffers,
-    overwritten; and when a new step begins, the previous step's outputs are dead (poisoned with NaN here,
-    freed or overwritten under cudagraph trees), so reading them, or feeding them back, would be a bug."""
-
-    def __init__(self, step):
-        self.step, self.out, self.calls = step, None, 0
-
-    def __call__(self, x, t, z):
-        if self.out is not None:
-            for o in self.out:
-                o.fill_(float("nan"))
-        x_prev, x0 = self.step(x, t, z)
-        if self.out is None:
-            self.out = (torch.empty_like(x_prev), torch.empty_like(x0))
-        self.out[0].copy_(x_prev)
-        self.out[1].copy_(x0)
-        self.calls += 1
-        return self.out
-
-
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_loop_keeps_nothing_a_cuda_graph_returns(monkeypatch, sampler):
     fakes, marks = [], []

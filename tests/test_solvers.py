@@ -24,6 +24,7 @@ import diffusion_core.solvers as solvers
 from diffusion_core import (Diffusion, InvalidInput, InvalidInputType, NoiseSchedule, ddim_sample, ddpm_sample,
                             dpmpp_2m_sample, heun_sample, spaced_timesteps)
 from test_samplers import BIMODAL, GAUSS, Mixture, stratified_normal
+from support import StaticOutputs
 
 
 @pytest.fixture(autouse=True)
@@ -443,26 +444,6 @@ def test_compile_captures_each_step_as_one_graph(monkeypatch, fn):
     assert [name for name, _ in compiled] == ["step", "last"]
     assert all(kw == {"fullgraph": True, "dynamic": False, "mode": None} for _, kw in compiled)
     assert torch.equal(res.trajectory, eager.trajectory) and torch.equal(res.pred_x0, eager.pred_x0)
-
-
-class StaticOutputs:
-    """What a CUDA graph replay does to its outputs, on the CPU (as in test_sampler_compile.py): every call returns
-    the same buffers, overwritten, and the previous call's outputs are poisoned with NaN when a new call begins."""
-
-    def __init__(self, step):
-        self.step, self.out, self.calls = step, None, 0
-
-    def __call__(self, x, t, prev):
-        if self.out is not None:
-            for o in self.out:
-                o.fill_(float("nan"))
-        x_next, x0 = self.step(x, t, prev)
-        if self.out is None:
-            self.out = (torch.empty_like(x_next), torch.empty_like(x0))
-        self.out[0].copy_(x_next)
-        self.out[1].copy_(x0)
-        self.calls += 1
-        return self.out
 
 
 @pytest.mark.parametrize("fn", [dpmpp_2m_sample, heun_sample])

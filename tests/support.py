@@ -1,0 +1,39 @@
+"""Helpers shared by several test modules (imported as ``from support import ...``; pytest puts ``tests/`` on
+the path)."""
+from __future__ import annotations
+
+import torch
+
+from diffusion_core.cli import main
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """Exit code, stdout, stderr of ``diffusion-core ARGV`` run in-process (argparse exits via SystemExit)."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class StaticOutputs:
+    """What a CUDA graph replay does to its outputs, on the CPU: every call returns THE SAME output buffers,
+    overwritten; and when a new step begins, the previous step's outputs are dead (poisoned with NaN here,
+    freed or overwritten under cudagraph trees), so reading them, or feeding them back, would be a bug.
+    Wraps a sampler step ``step(x, t, third) -> (x_next, x0)`` (third: the noise, or the previous x0)."""
+
+    def __init__(self, step):
+        self.step, self.out, self.calls = step, None, 0
+
+    def __call__(self, x, t, third):
+        if self.out is not None:
+            for o in self.out:
+                o.fill_(float("nan"))
+        x_next, x0 = self.step(x, t, third)
+        if self.out is None:
+            self.out = (torch.empty_like(x_next), torch.empty_like(x0))
+        self.out[0].copy_(x_next)
+        self.out[1].copy_(x0)
+        self.calls += 1
+        return self.out
