@@ -37,3 +37,19 @@ class StaticOutputs:
         self.out[1].copy_(x0)
         self.calls += 1
         return self.out
+
+
+def fake_cuda_graphs(monkeypatch, module) -> tuple[list[StaticOutputs], list[int]]:
+    """Make ``module._compiled`` wrap each step in :class:`StaticOutputs` (when compiling) and count
+    ``torch.compiler.cudagraph_mark_step_begin`` calls; returns the (fakes, marks) lists that fill as it runs."""
+    fakes, marks = [], []
+
+    def fake_compiled(step, x_T, compile):
+        if not compile:
+            return step
+        fakes.append(StaticOutputs(step))
+        return fakes[-1]
+
+    monkeypatch.setattr(module, "_compiled", fake_compiled)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    return fakes, marks

@@ -25,7 +25,7 @@ from diffusion_core.denoiser import Denoiser
 from diffusion_core.errors import InvalidInputType
 from diffusion_core.guidance import ClassifierFreeGuidance
 from diffusion_core.nn import MLPDenoiser
-from support import StaticOutputs
+from support import fake_cuda_graphs
 
 
 @pytest.fixture(autouse=True)
@@ -383,16 +383,7 @@ def test_the_compiled_graph_holds_the_network_and_the_update(monkeypatch):
 # ----------------------------------------------------------------------------- CUDA-graph output semantics
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_loop_keeps_nothing_a_cuda_graph_returns(monkeypatch, sampler):
-    fakes, marks = [], []
-
-    def fake_compiled(step, x_T, compile):
-        if not compile:
-            return step
-        fakes.append(StaticOutputs(step))
-        return fakes[-1]
-
-    monkeypatch.setattr(samplers, "_compiled", fake_compiled)
-    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    fakes, marks = fake_cuda_graphs(monkeypatch, samplers)
     model, d, x_T = _setup("x0", "fixed_small")  # x0: the network output is also returned as pred_x0
     fn = ddpm_sample if sampler == "ddpm" else ddim_sample
     kw = dict(steps=8, progress=False, return_trajectory=True)

@@ -24,7 +24,7 @@ import diffusion_core.solvers as solvers
 from diffusion_core import (Diffusion, InvalidInput, InvalidInputType, NoiseSchedule, ddim_sample, ddpm_sample,
                             dpmpp_2m_sample, heun_sample, spaced_timesteps)
 from test_samplers import BIMODAL, GAUSS, Mixture, stratified_normal
-from support import StaticOutputs
+from support import fake_cuda_graphs
 
 
 @pytest.fixture(autouse=True)
@@ -451,16 +451,7 @@ def test_loop_keeps_nothing_a_cuda_graph_returns(monkeypatch, fn):
     """DPM-Solver++ feeds each step's x0 prediction to the next step: under CUDA graphs that output buffer is
     overwritten by the next replay, so the loop must copy it (and the state) first. With fake graphs that
     overwrite and poison their outputs, the samples must equal the eager ones exactly."""
-    fakes, marks = [], []
-
-    def fake_compiled(step, x_T, compile):
-        if not compile:
-            return step
-        fakes.append(StaticOutputs(step))
-        return fakes[-1]
-
-    monkeypatch.setattr(solvers, "_compiled", fake_compiled)
-    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    fakes, marks = fake_cuda_graphs(monkeypatch, solvers)
     full = NoiseSchedule.linear(100, dtype=torch.float64)
     model, d = BIMODAL.eps_model(full), Diffusion(full, "x0")
     x0_model = lambda x, t: torch.tanh(x)  # noqa: E731  (x0 output: the network's tensor is the prediction)
