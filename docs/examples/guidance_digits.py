@@ -1,0 +1,7 @@
+# %% [markdown]
+# # guidance_digits
+#
+# This example is being written.
+
+# %%
+print("placeholder")

@@ -1,0 +1,7 @@
+# %% [markdown]
+# # solvers_nfe
+#
+# This example is being written.
+
+# %%
+print("placeholder")
