@@ -1,0 +1,1 @@
+"""Derivations for Part 4, scores, ODEs and guidance."""
