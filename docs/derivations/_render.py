@@ -4,6 +4,7 @@ from __future__ import annotations
 import textwrap
 
 from ._framework import Derivation, DerivationSpec, Report
+from ._printing import tex
 
 REL_WORD = {"=": "=", "<=": r"\le", ">=": r"\ge"}
 
@@ -26,6 +27,23 @@ def render_markdown(spec: DerivationSpec, derivation: Derivation, report: Report
         parts += ['<div class="derivation-why" markdown>', "", "  \n".join(lines), "", "</div>", ""]
     parts += [_details(spec, report), "", "</div>"]
     return "\n".join(parts)
+
+
+def render_result(spec: DerivationSpec, derivation: Derivation, here: bool) -> str:
+    """The first line, the overall relation and the last line of a checked derivation, as one display.
+
+    Used to restate a result where the text needs it (before or after its derivation); it is
+    checked because every step of the derivation it summarizes is.  ``here``: the derivation is
+    on the same page, so the note links to it.
+    """
+    first, last = derivation.lines[0], derivation.lines[-1]
+    rel = REL_WORD[derivation.relation]
+    title = f"[{spec.title}](#{anchor(spec.ref)})" if here else f"*{spec.title}*"
+    return "\n".join([
+        '<div class="derivation-result" markdown>', "", "$$", f"{tex(first)} {rel} {tex(last)}",
+        "$$", "", f'<p class="derivation-result-note" markdown="span">Checked by SymPy: the result '
+        f"of the derivation {title} (`docs/derivations/{spec.ref.split(':')[0].replace('.', '/')}.py`).</p>",
+        "", "</div>"])
 
 
 def _details(spec: DerivationSpec, report: Report) -> str:

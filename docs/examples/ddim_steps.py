@@ -57,8 +57,8 @@ print(schedule)
 # $r_k(x_t) \propto \pi_k\,\mathcal{N}(x_t; a\mu_k, a^2 s_k^2 + s^2)$) gives the predictor
 # that minimizes the training loss, exactly:
 #
-# $$\hat\epsilon(x_t, t) = \mathbb{E}[\epsilon \mid x_t]
-#   = \sum_k r_k(x_t)\,\frac{s\,(x_t - a\mu_k)}{a^2 s_k^2 + s^2}.$$
+# $\hat\epsilon(x_t, t) = \mathbb{E}[\epsilon \mid x_t]
+#   = \sum_k r_k(x_t)\,\frac{s\,(x_t - a\mu_k)}{a^2 s_k^2 + s^2}$.
 #
 # A sampler calls the model with the **original** timestep index (a respaced schedule's
 # `timesteps`), so the predictor looks $\bar\alpha_t$ up in the original 1000-step schedule.

@@ -128,7 +128,7 @@ print(f"sliced Wasserstein, data vs another draw: {sw_floor:.4f}")
 print(f"ratio: {sw_model / sw_floor:.2f}")
 
 # %% [markdown]
-# ## DDIM with few steps, and why the network predicts $v$
+# ## DDIM with few steps, and why the network predicts the velocity
 #
 # Deterministic DDIM ($\eta = 0$) needs far fewer steps. Its first step jumps from $t = T$, where the cosine
 # schedule leaves $\bar\alpha_T \approx 2 \times 10^{-9}$ of the signal. A network that predicts $\epsilon$

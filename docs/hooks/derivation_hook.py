@@ -4,6 +4,9 @@ A page embeds a derivation with a line of its own::
 
     {{ derivation("background.kl:nonnegativity") }}
 
+and may restate its result (first line, overall relation, last line) as one
+display elsewhere with ``{{ result("background.kl:nonnegativity") }}``.
+
 The derivation ``nonnegativity`` in ``docs/derivations/background/kl.py`` is
 checked with SymPy; a failed step stops the build with a ``PluginError``
 naming the page, the step and both sides.  After the pages, every derivation
@@ -22,9 +25,11 @@ from mkdocs.exceptions import PluginError
 log = logging.getLogger("mkdocs.hooks.derivations")
 
 MARKER = re.compile(r'^\{\{\s*derivation\(\s*"([^"]+)"\s*\)\s*\}\}[ \t]*$', re.M)
-LOOSE = re.compile(r"\{\{\s*derivation\b")
+RESULT = re.compile(r'^\{\{\s*result\(\s*"([^"]+)"\s*\)\s*\}\}[ \t]*$', re.M)
+LOOSE = re.compile(r"\{\{\s*(?:derivation|result)\b")
 
 _rendered: dict[str, str] = {}
+_built: dict[str, tuple] = {}        # ref -> (spec, checked Derivation), for result markers
 _stats = {"steps": 0, "seconds": 0.0}
 
 
@@ -46,6 +51,7 @@ def on_pre_build(config):
     for name in [m for m in sys.modules if m == "derivations" or m.startswith("derivations.")]:
         del sys.modules[name]
     _rendered.clear()
+    _built.clear()
     _stats.update(steps=0, seconds=0.0)
 
 
@@ -69,17 +75,28 @@ def _check(ref: str, where: str) -> str:
     _stats["seconds"] += time.perf_counter() - start
     _stats["steps"] += len(report.steps)
     _rendered[ref] = render.render_markdown(spec, built, report)
+    _built[ref] = (spec, built)
     return _rendered[ref]
+
+
+def _result(ref: str, where: str, here: bool) -> str:
+    _check(ref, where)
+    _, render = _framework()
+    spec, built = _built[ref]
+    return render.render_result(spec, built, here)
 
 
 def on_page_markdown(markdown, page, config, files):
     where = f"page {page.file.src_uri}"
+    on_page = set(MARKER.findall(markdown))
     out = MARKER.sub(lambda m: _check(m.group(1), where), markdown)
+    out = RESULT.sub(lambda m: _result(m.group(1), where, m.group(1) in on_page), out)
     stray = LOOSE.search(out)
     if stray:
         line = out[:stray.start()].count("\n") + 1
         raise PluginError(f"{where}, line {line}: a derivation marker must stand alone on its "
-                          'own line, exactly {{ derivation("module:name") }}')
+                          'own line, exactly {{ derivation("module:name") }} or '
+                          '{{ result("module:name") }}')
     return out
 
 

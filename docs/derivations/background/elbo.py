@@ -20,7 +20,8 @@ ANY = Model("any joint density $p(x, z)$ and any $q(z)$")
 GAUSSIAN = Model(
     "the Gaussian example: $p(z) = \\mathcal{N}(0, 1)$, $p(x \\mid z) = \\mathcal{N}(z, s^2)$, "
     "$q(z) = \\mathcal{N}(m, v)$",
-    bind={p_xz: prior * likelihood, p_x: marginal, p_z_x: posterior, q: q_gauss})
+    bind={p_xz: prior * likelihood, p_x: marginal, p_z_x: posterior, q: q_gauss,
+          p_z: prior, p_x_z: likelihood})
 EXPLICIT = Model("exact integrals over the normal densities")
 
 
@@ -80,3 +81,18 @@ def gaussian_elbo(d):
          "$\\mathbb{E}_q[(x - z)^2] = (x - m)^2 + v$")
     d.numeric(monte_carlo_elbo, at={x: 1.3, s: 0.7, m: 0.4, v: 0.3}, rtol=0.01,
               label="a Monte Carlo average over 1 000 000 samples of $q$ (PyTorch)")
+
+
+@derivation("The ELBO as expected log-likelihood minus a KL divergence", models=[ANY, GAUSSIAN])
+def elbo_forms(d):
+    d.start(ELBO(p_xz, q))
+    d.eq(E(sp.log(p_xz) - sp.log(q), q), "definition of the ELBO")
+    d.eq(E(sp.log(p_x_z), q) - KL(q, p_z),
+         "$p(x, z) = p(z)\\,p(x \\mid z)$, then the definition of KL")
+
+
+@derivation("The log evidence is the ELBO plus the posterior's KL divergence", models=[ANY, GAUSSIAN])
+def decomposition(d):
+    d.start(sp.log(p_x))
+    d.eq(ELBO(p_xz, q) + KL(q, p_z_x),
+         "the two log q terms cancel and $p(x, z)/p(z \\mid x) = p(x)$")

@@ -1,7 +1,7 @@
 """Derivations for docs/background/kl-divergence.md."""
 import sympy as sp
 
-from derivations import KL, E, GaussPdf, H, Model, Pdf, derivation, jensen, ordered, uses
+from derivations import KL, E, GaussPdf, H, Model, Pdf, derivation, jensen, ordered, under, uses
 
 x = sp.Symbol("x", real=True)
 u = sp.Symbol("u", positive=True)
@@ -94,3 +94,15 @@ def diagonal_gaussian(d):
     d.eq(sp.Sum(ordered(sp.log(ss[i] / sigmas[i]),
                         (sigmas[i] ** 2 + (mus[i] - ms[i]) ** 2) / (2 * ss[i] ** 2),
                         -sp.Rational(1, 2)), (i, 1, d_)), "the univariate result above")
+
+
+NORMALS = Model("$q = \\mathcal{N}(\\mu_1, \\sigma_1^2)$, $p = \\mathcal{N}(\\mu_2, \\sigma_2^2)$, "
+                "exact integrals", bind={q: q1, p: p1})
+
+
+@derivation("The KL divergence as an integral", models=[ANY, NORMALS])
+def definition(d):
+    d.start(KL(q, p))
+    d.eq(E(sp.log(q) - sp.log(p), q), "definition: the expected log-ratio under $q$")
+    d.eq(sp.Integral(q * (sp.log(q) - sp.log(p)), (x, -sp.oo, sp.oo)),
+         "an expectation under $q$ is an integral against $q$", by=under(NORMALS))

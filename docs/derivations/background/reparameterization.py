@@ -63,3 +63,18 @@ def gradient(d):
     d.eq(2 * sigma, "$\\mathbb{E}[\\epsilon] = 0$, $\\mathbb{E}[\\epsilon^2] = 1$")
     d.numeric(autograd_gradient, at={mu: 0.5, sigma: 1.5}, rtol=0.02,
               label="PyTorch autograd on 400 000 samples")
+
+
+Z = random_variables("z")
+k = sp.Symbol("k", real=True)
+BOTH = Model("$z \\sim \\mathcal{N}(\\mu, \\sigma^2)$, $\\epsilon \\sim \\mathcal{N}(0, 1)$, exact integrals",
+             bind={Z: normal(mu, sigma**2), eps: normal(0, 1)})
+
+
+@derivation("Averaging over z or over the noise gives the same law", models=[BOTH])
+def same_law(d):
+    # f(z) = exp(k z) for every real k: equal moment generating functions mean equal distributions,
+    # so E over z ~ N(mu, sigma^2) equals E over eps of the same function of mu + sigma eps, for any f.
+    d.start(E(sp.exp(k * Z)))
+    d.eq(sp.exp(k * mu + k**2 * sigma**2 / 2), "a Gaussian integral over $z$")
+    d.eq(E(sp.exp(k * z)), "a Gaussian integral over $\\epsilon$")

@@ -223,3 +223,14 @@ def ode_form(d):
     d.eq(ordered(xt / sp.sqrt(ab),
                  times(sp.sqrt((1 - ab_prev) / ab_prev) - sp.sqrt((1 - ab) / ab), eps_hat)),
          "divide out and collect $\\hat\\epsilon$")
+
+
+@derivation("The DDIM update: the draw with the prediction in place of the data",
+            models=[Model("$\\hat x_0 = (x_t - \\sqrt{1-\\bar\\alpha_t}\\,\\hat\\epsilon)"
+                          "/\\sqrt{\\bar\\alpha_t}$",
+                          bind={x0_hat: (xt - sp.sqrt(1 - ab) * eps_hat) / sp.sqrt(ab)})])
+def update(d):
+    d.start(ordered(ddim_mean(xt, x0_hat), sigma * z))
+    d.eq(ordered(sp.sqrt(ab_prev) * x0_hat, times(sp.sqrt(1 - ab_prev - sigma**2), eps_hat),
+                 sigma * z),
+         "the noise that $\\hat x_0$ leaves in $x_t$ is $\\hat\\epsilon$")

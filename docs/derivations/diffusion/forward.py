@@ -155,3 +155,12 @@ def induction_variance(d):
     d.numeric(lambda: chains().var(), at=AT_T, rtol=6 * SE_VAR,
               label=f"the variance of {SAMPLES_TEXT} chains run through {T_CHECK} calls of "
                     "`diffusion_core.q_step_sample` (tolerance: 6 standard errors)")
+
+
+@derivation("Two steps, substituted and expanded", models=[TWO_NOISES])
+def two_steps_expanded(d):
+    d.start(ordered(times(sp.sqrt(alpha), ordered(sp.sqrt(alpha_prev) * x_tm2,
+                                                  sp.sqrt(1 - alpha_prev) * eps1)),
+                    sp.sqrt(1 - alpha) * eps2))
+    d.eq(ordered(sp.sqrt(alpha * alpha_prev) * x_tm2, sp.sqrt(alpha * (1 - alpha_prev)) * eps1,
+                 sp.sqrt(1 - alpha) * eps2), "multiply out")

@@ -392,3 +392,12 @@ def score(d):
     d.start(-E(noise, p_x0_xt) / s)
     d.eq(-ordered(x_t, -a * E(x0, p_x0_xt)) / s**2, "linearity", by=Normalized())
     d.eq(sp.Derivative(sp.log(p_xt), x_t), "Tweedie's formula", by=Normalized())
+
+
+@derivation("Turning a forward step around with Bayes' rule",
+            models=[Model("any joint density $q$ of $x_0, x_{t-1}, x_t$")])
+def bayes_step(d):
+    d.start(Pdf("q", xs[t], given=(xs[t - 1], x_0)))
+    d.eq(Pdf("q", xs[t - 1], given=(xs[t], x_0)) * Pdf("q", xs[t], given=x_0)
+         / Pdf("q", xs[t - 1], given=x_0),
+         "Bayes' rule, with $x_0$ in every condition")

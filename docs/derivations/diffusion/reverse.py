@@ -221,3 +221,14 @@ def eps_mean(d):
     d.numeric(library_eps_mean, at=AT_T, rtol=1e-12,
               label="`diffusion_core.Diffusion.p_mean_variance` ($\\epsilon$ parameterization, "
                     "linear schedule, $t = 500$)")
+
+
+noise = sp.Symbol("epsilon", real=True)
+FORWARD_DRAW = Model("$x_t = \\sqrt{\\bar\\alpha_t}\\,x_0 + \\sqrt{1-\\bar\\alpha_t}\\,\\epsilon$",
+                     bind={xt: sp.sqrt(abar) * x0 + sp.sqrt(1 - abar) * noise})
+
+
+@derivation("The data from the noisy point and its noise", models=[FORWARD_DRAW])
+def x0_from_noise(d):
+    d.start(ordered(xt, -times(sp.sqrt(1 - abar), noise)) / sp.sqrt(abar))
+    d.eq(x0, "insert $x_t$: the noise cancels")

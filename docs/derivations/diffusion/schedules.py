@@ -117,3 +117,23 @@ def vlb_weight(d):
     d.numeric(library_vlb_weight, at=linear_schedule_at(10), rtol=1e-9,
               label="diffusion_core.vlb_term (linear schedule, index 10, fixed_small) "
                     "for a unit noise error, in nats")
+
+
+eps, eps_hat = sp.symbols("epsilon \\hat{\\epsilon}", real=True)
+x0, x0_hat, xt = sp.symbols("x_0 \\hat{x}_0 x_t", real=True)
+SNR_FORM = Model(BOUND.label + "; $\\epsilon$ and $\\hat\\epsilon$ are the noises that $x_0$ and "
+                 "$\\hat x_0$ leave in $x_t$, $\\epsilon = (x_t - \\sqrt{\\bar\\alpha_t}\\,x_0)"
+                 "/\\sqrt{1-\\bar\\alpha_t}$",
+                 bind={**BOUND.subs,
+                       eps: (xt - sp.sqrt(abar) * x0) / sp.sqrt(1 - abar),
+                       eps_hat: (xt - sp.sqrt(abar) * x0_hat) / sp.sqrt(1 - abar)})
+
+
+@derivation("A bound term in SNR form", models=[SNR_FORM])
+def snr_form(d):
+    weight = beta**2 / (2 * btilde * alpha * (1 - abar))
+    d.start(times(weight, (eps - eps_hat) ** 2))
+    d.eq(times(weight, snr * (x0 - x0_hat) ** 2),
+         "the noise error is $\\sqrt{\\mathrm{SNR}_t}$ times the error of $\\hat x_0$")
+    d.eq(times(sp.Rational(1, 2), (snr_prev - snr) * (x0 - x0_hat) ** 2),
+         "the weight above, times $\\mathrm{SNR}_t$")
