@@ -1,0 +1,88 @@
+"""Every displayed equation on the site is checked or visibly marked, and the stated count is true.
+
+The marking rules are tested on the hook directly (fast); the count is taken
+again, independently of the hook, over the site built once per session.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mkdocs")
+from mkdocs.exceptions import PluginError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = importlib.util.spec_from_file_location("equation_hook", ROOT / "docs/hooks/equation_hook.py")
+hook = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(hook)
+
+# What the site claims on the home page, at least; raised as equations get checked.
+CHECKED_FLOOR = 0.75
+
+
+def wrap(text: str) -> str:
+    return "\n".join(hook._wrap(text.split("\n"), "page test.md"))
+
+
+def test_an_unmarked_display_stops_the_build():
+    with pytest.raises(PluginError, match="line 3: a displayed equation that is neither"):
+        wrap("Some text\n\n$$\nx = 1\n$$\n")
+
+
+def test_a_marked_display_is_wrapped_with_its_reason():
+    out = wrap('Text\n\n{{ unchecked("cited: Anderson (1982), eq. (5.6)") }}\n$$\nx = 1\n$$\n')
+    assert '<div class="unchecked" markdown>' in out
+    assert "Cited, not machine-checked: Anderson (1982), eq. (5.6)" in out
+    assert out.count("$$") == 2 and "{{" not in out
+
+
+def test_one_line_and_indented_displays_are_found():
+    with pytest.raises(PluginError, match="line 2"):
+        wrap("!!! note\n    $$ x = 1 $$\n")
+    out = wrap('!!! note\n    {{ unchecked("definition") }}\n    $$ x = 1 $$\n')
+    assert '    <div class="unchecked" markdown>' in out
+
+
+def test_dollars_inside_code_fences_are_not_equations():
+    assert wrap("```bash\necho $$\n```\n") == "```bash\necho $$\n```\n"
+
+
+@pytest.mark.parametrize("reason, message", [
+    ("cited", "must name the source"),
+    ("restated", "must say where"),
+    ("obvious", "the kind must be one of"),
+])
+def test_a_marker_must_give_a_real_reason(reason, message):
+    with pytest.raises(PluginError, match=message):
+        wrap(f'{{{{ unchecked("{reason}") }}}}\n$$\nx\n$$')
+
+
+def test_a_marker_without_its_display_stops_the_build():
+    with pytest.raises(PluginError, match="must be followed"):
+        wrap('{{ unchecked("definition") }}\n\nText.\n')
+
+
+def _count(site: Path) -> tuple[int, int, int]:
+    """(checked, marked unchecked, all displays) over every page, counted from the HTML alone."""
+    checked = unchecked = displays = 0
+    for page in site.rglob("*.html"):
+        html = page.read_text(encoding="utf-8")
+        checked += len(re.findall(r'<div class="derivation(?:-result)?"', html))
+        unchecked += len(re.findall(r'<div class="unchecked"', html))
+        displays += html.count('<div class="arithmatex">')
+        assert "{{ unchecked" not in html and "{{ result" not in html, page
+    return checked, unchecked, displays
+
+
+def test_the_home_page_states_the_true_count(built_site):
+    checked, unchecked, displays = _count(built_site)
+    assert displays == checked + unchecked, "a display is neither checked nor marked"
+    home = (built_site / "index.html").read_text(encoding="utf-8")
+    stated = re.search(r"(\d+) of the (\d+) displayed equations on this site \(([\d.]+)%\)", home)
+    assert stated, "the home page does not state the count"
+    assert (int(stated[1]), int(stated[2])) == (checked, displays)
+    assert float(stated[3]) == pytest.approx(100 * checked / displays, abs=0.05)
+    assert checked / displays >= CHECKED_FLOOR
