@@ -25,10 +25,20 @@ class frac(sp.Function):
         return a / b
 
 
+class ddx(sp.Function):
+    """d/dvar [expr], displayed with brackets; the models differentiate."""
+    nargs = 2
+
+    def _latex(self, printer, exp=None):
+        body, var = (printer._print(arg) for arg in self.args)
+        return rf"\frac{{d}}{{d{var}}}\Big[{body}\Big]"
+
+
 def plain(expr):
-    """Drop the display-only wrappers (ordered, times, frac)."""
+    """Drop the display-only wrappers (ordered, times, frac, ddx)."""
     expr = sp.sympify(expr).replace(lambda n: isinstance(n, sp.UnevaluatedExpr), lambda n: n.args[0])
-    return expr.replace(lambda n: isinstance(n, frac), lambda n: n.args[0] / n.args[1])
+    expr = expr.replace(lambda n: isinstance(n, frac), lambda n: n.args[0] / n.args[1])
+    return expr.replace(lambda n: isinstance(n, ddx), lambda n: sp.Derivative(*n.args))
 
 
 # --- the probability-flow ODE in time: x(t), alphabar(t) = 1/(1 + rho(t)), rho the noise-to-signal ratio
@@ -49,7 +59,7 @@ r_, delta = sp.symbols("rho delta", positive=True)
 # --- log-SNR lambda = log(alpha/sigma), alpha = sqrt(alphabar), sigma = sqrt(1 - alphabar)
 lam, lam_s, lam_t, lam_p, u = sp.symbols("lambda lambda_s lambda_t lambda_p u", real=True)
 h, r = sp.symbols("h r", positive=True)
-x_s, x0_prev = sp.symbols("x_s xhat_0'", real=True)
+x_s, x0_prev = sp.symbols("x_s xhat_0^prev", real=True)
 alpha_f, sigma_f = sp.Function("alpha", positive=True), sp.Function("sigma", positive=True)
 x0_f = sp.Function("xhat_0", real=True)                 # x0_hat along the ODE's solution, a function of lambda
 alpha_s, alpha_t, sigma_s, sigma_t = sp.symbols("alpha_s alpha_t sigma_s sigma_t", positive=True)
@@ -145,13 +155,14 @@ class Series(Check):
         self.var = var
 
     def verify(self, step, derivation):
-        order = step.rhs.getO()
+        rhs = plain(step.rhs)
+        order = rhs.getO()
         if order is None or step.relation != "=":
             raise StepFailure("a series step needs '=' and a right side with an O(...) term")
         n = sp.degree(order.expr, self.var)
         for model in derivation.models:
             lhs = model.evaluate(step.lhs)
-            main = model.evaluate(step.rhs.removeO())
+            main = model.evaluate(rhs.removeO())
             rest = sp.series(lhs - main, self.var, 0, n).removeO()
             if sp.simplify(rest) != 0:
                 raise StepFailure(f"under {model.label!r}, left side minus the main terms has the terms {rest} "
@@ -333,7 +344,7 @@ def ddim_is_euler(d):
 @derivation("Variation of constants: the exact solution solves the ODE", models=[VP])
 def exact_solution(d):
     inner = ordered(frac(x_s, sigma_f(lam_s)), sp.Integral(sp.exp(u) * x0_f(u), (u, lam_s, lam)))
-    d.start(sp.Derivative(sigma_f(lam) * inner, lam))
+    d.start(ddx(sigma_f(lam) * inner, lam))
     d.eq(ordered(sp.Derivative(sigma_f(lam), lam) * inner, sigma_f(lam) * sp.exp(lam) * x0_f(lam)),
          "product rule; fundamental theorem of calculus")
     d.eq(ordered(-alpha_f(lam) ** 2 * sigma_f(lam) * inner, alpha_f(lam) * x0_f(lam)),
@@ -373,13 +384,13 @@ def _taylor_error(prediction):
 @derivation("DDIM's local error is O(h^2)", models=[TAYLOR])
 def ddim_local_error(d):
     d.start(_taylor_error(x0_f(0)))
-    d.eq(alpha_t * c1 * h**2 / 2 + sp.O(h**3), "expand in $h$", by=Series(h))
+    d.eq(ordered(alpha_t * c1 * h**2 / 2, sp.O(h**3)), "expand in $h$", by=Series(h))
 
 
 @derivation("DPM-Solver++(2M)'s local error is O(h^3)", models=[TAYLOR])
 def dpmpp_2m_local_error(d):
     d.start(_taylor_error(ordered((1 + 1 / (2 * r)) * x0_f(0), -x0_f(-r * h) / (2 * r))))
-    d.eq(alpha_t * h**3 * (c1 + (2 + 3 * r) * c2) / 12 + sp.O(h**4), "expand in $h$", by=Series(h))
+    d.eq(ordered(alpha_t * h**3 * (c1 + (2 + 3 * r) * c2) / 12, sp.O(h**4)), "expand in $h$", by=Series(h))
 
 
 @derivation("Gaussian data: the exact solution of the ODE", models=[GAUSS_ODE])
@@ -393,13 +404,13 @@ def gaussian_exact(d):
 @derivation("Euler's local error on Gaussian data is O(Delta^2)", models=[HEUN])
 def euler_local_error(d):
     d.start(x_euler - xb_f(sb0 + dsb))
-    d.eq(-dsb**2 * s2**2 * (y0 - m) / (2 * (s2**2 + sb0**2) ** 2) + sp.O(dsb**3), "expand in $\\Delta$", by=Series(dsb))
+    d.eq(ordered(-dsb**2 * s2**2 * (y0 - m) / (2 * (s2**2 + sb0**2) ** 2), sp.O(dsb**3)), "expand in $\\Delta$", by=Series(dsb))
 
 
 @derivation("Heun's local error on Gaussian data is O(Delta^3)", models=[HEUN])
 def heun_local_error(d):
     d.start(x_heun - xb_f(sb0 + dsb))
-    d.eq(-dsb**3 * s2**2 * sb0 * (y0 - m) / (2 * (s2**2 + sb0**2) ** 3) + sp.O(dsb**4), "expand in $\\Delta$",
+    d.eq(ordered(-dsb**3 * s2**2 * sb0 * (y0 - m) / (2 * (s2**2 + sb0**2) ** 3), sp.O(dsb**4)), "expand in $\\Delta$",
          by=Series(dsb))
     d.numeric(heun_first_step, at=heun_values()[0], expr=x_heun, rtol=1e-12,
               label="heun_sample(steps=10): $\\bar x$ after the first step from $x_T = 0.7$, data $\\mathcal{N}(0.5, 0.4^2)$")
