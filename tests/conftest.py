@@ -9,16 +9,25 @@ package with apt-get when it is missing and we are root, and skips the test
 """
 from __future__ import annotations
 
+import functools
+import http.server
+import io
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 APT_TIMEOUT = 900
+# The browser tests serve the site under this sub-path, as GitHub Pages serves a project site
+# (https://<owner>.github.io/<repo>/), so a link that only works at the server's root fails them.
+SUB_PATH = "/diffusion-core/"
+# The build's site_url (mkdocs.yml reads SITE_URL); only its path matters offline.
+TEST_SITE_URL = "https://example.org" + SUB_PATH
 
 
 @pytest.fixture
@@ -43,7 +52,8 @@ def built_site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site")
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+        env={**os.environ, "SITE_URL": TEST_SITE_URL})
     assert result.returncode == 0, "mkdocs build --strict failed:\n" + \
         result.stdout[-3000:] + result.stderr[-6000:]
     return out
@@ -79,3 +89,68 @@ def chromium_executable() -> str:
     if found is None:
         pytest.skip("`apt-get install chromium` succeeded but no chromium executable is on PATH")
     return found
+
+
+class _SubPathHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the site only under SUB_PATH; anything else, and any missing file, is a 404 with the
+    site's own 404.html (as GitHub Pages does)."""
+
+    def log_message(self, *args):
+        pass
+
+    def send_head(self):
+        path = self.path.split("?", 1)[0].split("#", 1)[0]
+        if path + "/" == SUB_PATH:
+            self.send_response(301)
+            self.send_header("Location", SUB_PATH)
+            self.end_headers()
+            return None
+        if not path.startswith(SUB_PATH):
+            return self._not_found()
+        self.path = "/" + self.path[len(SUB_PATH):]
+        local = Path(self.translate_path(self.path))
+        if not (local.is_file() or (local.is_dir() and (local / "index.html").is_file())):
+            return self._not_found()
+        return super().send_head()
+
+    def _not_found(self):
+        body = (Path(self.directory) / "404.html").read_bytes()
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        return io.BytesIO(body)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128      # several tabs open many connections at once
+
+
+@pytest.fixture(scope="session")
+def site_url(built_site):
+    """URL of the built site, served by a threaded http.server on 127.0.0.1 under SUB_PATH."""
+    handler = functools.partial(_SubPathHandler, directory=str(built_site))
+    server = _Server(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}{SUB_PATH}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_executable, tmp_path_factory):
+    """One headless Chromium for the whole session."""
+    from cdp import Browser, CDPError
+
+    work = tmp_path_factory.mktemp("chromium")
+    log = work / "chromium.log"
+    try:
+        chrome = Browser(chromium_executable, work / "profile", log)
+    except (CDPError, OSError) as exc:
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        pytest.fail(f"{chromium_executable} did not start: {exc}\n{tail}")
+    yield chrome
+    chrome.close()

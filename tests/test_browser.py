@@ -13,10 +13,7 @@ skips these tests with the reason.
 """
 from __future__ import annotations
 
-import functools
-import http.server
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -75,43 +72,6 @@ INSPECT = r"""
   };
 })()
 """
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128      # several tabs open many connections at once
-
-
-@pytest.fixture(scope="session")
-def site_url(built_site):
-    """Base URL of the built site, served by a threaded http.server on 127.0.0.1."""
-    handler = functools.partial(_QuietHandler, directory=str(built_site))
-    server = _Server(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def browser(chromium_executable, tmp_path_factory):
-    """One headless Chromium for the whole session."""
-    work = tmp_path_factory.mktemp("chromium")
-    log = work / "chromium.log"
-    try:
-        chrome = Browser(chromium_executable, work / "profile", log)
-    except (CDPError, OSError) as exc:
-        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-        pytest.fail(f"{chromium_executable} did not start: {exc}\n{tail}")
-    yield chrome
-    chrome.close()
 
 
 def _site_pages(site: Path) -> list[str]:

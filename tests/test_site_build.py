@@ -39,7 +39,8 @@ def test_pages_load_nothing_from_other_hosts(site):
     offenders = []
     for page in site.rglob("*.html"):
         offenders += [f"{page.relative_to(site)}: {m.group(0)}"
-                      for m in EXTERNAL.finditer(page.read_text(encoding="utf-8"))]
+                      for m in EXTERNAL.finditer(page.read_text(encoding="utf-8"))
+                      if 'rel="canonical"' not in m.group(0)]     # names the page, fetches nothing
     assert not offenders, "\n".join(offenders[:20])
 
 

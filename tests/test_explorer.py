@@ -1,0 +1,140 @@
+"""The explorer page (docs/explorer.md): it loads, its controls change the picture, and its JavaScript
+samplers give the same samples as diffusion_core to 1e-6.
+
+The JavaScript (docs/javascripts/explorer-core.js) is a second implementation of the library's
+schedules, respacing, DDPM, DDIM, DPM-Solver++(2M) and classifier-free guidance, over the exact denoiser
+of a Gaussian mixture. Here both implementations get the same x_T and the same noise: the noise the
+library's sampler draws from a seeded torch.Generator is drawn again from the same seed, in the same
+order (one draw per step, from the noisiest index down, none at index 0), and handed to the page.
+The page is served under a sub-path, in Chromium (see conftest.py).
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cdp import Tab
+from diffusion_core import (ClassifierFreeGuidance, Diffusion, NoiseSchedule, ddim_sample, ddpm_sample,
+                            dpmpp_2m_sample)
+
+pytestmark = pytest.mark.browser
+
+MIXTURE = {"weights": [0.5, 0.3, 0.2], "means": [-1.5, 0.0, 1.0, 1.2, 0.8, -1.4],
+           "stds": [0.3, 0.5, 0.2], "labels": [0, 1, 1]}
+W = torch.tensor(MIXTURE["weights"], dtype=torch.float64)
+MU = torch.tensor(MIXTURE["means"], dtype=torch.float64).view(-1, 2)
+STD = torch.tensor(MIXTURE["stds"], dtype=torch.float64)
+LABEL = torch.tensor(MIXTURE["labels"])
+NULL = 2                       # the null label of the two-class network below
+B = 64
+
+
+def exact_eps(schedule: NoiseSchedule, x, t_input, only=None):
+    """E[eps | x_t] for the mixture, written with torch (independently of the page's loop over k)."""
+    ab = schedule.alphas_cumprod[t_input].view(-1, 1, 1)
+    a = ab.sqrt()
+    var = ab * STD.view(1, -1, 1) ** 2 + (1 - ab)                 # (B, K, 1)
+    diff = x[:, None, :] - a * MU[None]                            # (B, K, 2)
+    log_r = W.log()[None, :, None] - var.log() - (diff**2).sum(-1, keepdim=True) / (2 * var)
+    if only is not None:
+        log_r = log_r.masked_fill((LABEL != only).view(1, -1, 1), float("-inf"))
+    return (torch.softmax(log_r, dim=1) * (1 - ab).sqrt() * diff / var).sum(1)
+
+
+def library_run(kind, sampler, steps, eta=0.0, guide=None):
+    """(x_T, noises in the order drawn, the library's samples)."""
+    schedule = NoiseSchedule.make(kind, 1000, dtype=torch.float64)
+    x_T = torch.randn(B, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    labels = None
+    if guide is None:
+        def model(x, t):
+            return exact_eps(schedule, x, t)
+    else:
+        def network(x, t, labels):
+            out = exact_eps(schedule, x, t)
+            for c in (0, 1):
+                rows = labels == c
+                out[rows] = exact_eps(schedule, x[rows], t[rows], only=c)
+            return out
+        model = ClassifierFreeGuidance(network, guide["scale"], null_label=NULL)
+        labels = torch.full((B,), guide["label"])
+    diffusion = Diffusion(schedule)                     # eps prediction, fixed_large variance, no clipping
+    kw = {"steps": steps, "progress": False, "labels": labels}
+    generator = torch.Generator().manual_seed(7)
+    if sampler == "ddpm":
+        out = ddpm_sample(model, diffusion, x_T, generator=generator, **kw).sample
+    elif sampler == "ddim":
+        out = ddim_sample(model, diffusion, x_T, eta=eta, generator=generator, **kw).sample
+    else:
+        out = dpmpp_2m_sample(model, diffusion, x_T, **kw).sample
+    noisy = sampler == "ddpm" or (sampler == "ddim" and eta > 0)
+    replay = torch.Generator().manual_seed(7)
+    noises = [torch.randn(B, 2, generator=replay, dtype=torch.float64) for _ in range(steps - 1)] \
+        if noisy else []
+    return x_T, noises, out
+
+
+CASES = [
+    ("linear", "ddim", 20, 0.0, None),
+    ("cosine", "ddim", 20, 0.0, None),
+    ("cosine", "ddim", 10, 0.6, None),
+    ("linear", "ddpm", 50, 0.0, None),
+    ("cosine", "ddpm", 1000, 0.0, None),
+    ("linear", "dpmpp-2m", 10, 0.0, None),
+    ("cosine", "dpmpp-2m", 25, 0.0, None),
+    ("cosine", "ddim", 20, 0.0, {"label": 1, "scale": 3.0}),
+]
+
+RUN_IN_PAGE = """
+(() => {
+  const o = %s;
+  o.xT = Float64Array.from(o.xT);
+  o.noise = (i) => Float64Array.from(o.noises[o.steps - 1 - i]);   // index n-1 first, as drawn
+  const trajectory = DCExplorer.sample(o);
+  return Array.from(trajectory[trajectory.length - 1]);
+})()
+"""
+
+
+@pytest.fixture(scope="module")
+def explorer(browser, site_url):
+    tab = Tab(browser)
+    tab.goto(site_url + "explorer/", timeout=30)
+    yield tab
+    tab.close()
+
+
+@pytest.mark.parametrize("kind, sampler, steps, eta, guide", CASES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2]}{'-eta' if c[3] else ''}{'-guided' if c[4] else ''}"
+                              for c in CASES])
+def test_javascript_samples_equal_the_librarys(explorer, kind, sampler, steps, eta, guide):
+    x_T, noises, expected = library_run(kind, sampler, steps, eta, guide)
+    options = {"schedule": kind, "T": 1000, "sampler": sampler, "steps": steps, "eta": eta,
+               "mixture": MIXTURE, "guidance": guide, "xT": x_T.flatten().tolist(),
+               "noises": [z.flatten().tolist() for z in noises]}
+    got = torch.tensor(explorer.js(RUN_IN_PAGE % json.dumps(options), timeout=120),
+                       dtype=torch.float64).view(B, 2)
+    assert expected.abs().max() > 0.5                  # real samples, not a collapsed output
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_the_page_loads_and_a_control_changes_the_picture(explorer):
+    pixels = """(() => { const c = document.querySelector('#dc-explorer canvas');
+                         return c.getContext('2d').getImageData(0, 0, c.width, c.height).data
+                                 .reduce((h, v, i) => (h * 31 + v * (i % 7 + 1)) % 1000000007, 7); })()"""
+    status = "document.querySelector('.dc-status').textContent"
+    assert "1500 samples" in explorer.js(status)
+    before, text_before = explorer.js(pixels), explorer.js(status)
+    # Switch the sampler to DDPM through the control itself, as a reader would.
+    explorer.js("""(() => { const s = document.querySelector('[data-k="sampler"]');
+                            s.value = 'ddpm'; s.dispatchEvent(new Event('input', {bubbles: true})); })()""")
+    explorer.js("new Promise(r => setTimeout(r, 600))", timeout=30)      # the page recomputes after 120 ms
+    assert "DDPM" in explorer.js(status) and explorer.js(status) != text_before
+    assert explorer.js(pixels) != before
+    # The forward process: at t = 1000 the points are N(0, I); their spread is about 1.
+    explorer.js("""(() => { document.querySelector('input[value="forward"]').click();
+                            const t = document.querySelector('[data-k="forwardT"]');
+                            t.value = '1000'; t.dispatchEvent(new Event('input', {bubbles: true})); })()""")
+    assert "t = 1000" in explorer.js(status)
