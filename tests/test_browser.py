@@ -241,3 +241,19 @@ def test_dark_mode_toggle(browser, site_url):
         assert wait_for_scheme(scheme)[0] == scheme, "the toggle did not switch back"
     finally:
         tab.close()
+
+
+def test_a_missing_page_gets_the_sites_404_page_with_its_styles(browser, site_url):
+    """Served under a sub-path (conftest.SUB_PATH), a missing page deep in the tree shows the site's
+    404 page, styled (its assets resolve from any depth), with a working link home."""
+    tab = Tab(browser)
+    try:
+        tab.goto(site_url + "no/such/page/")
+        assert "404" in tab.js("document.querySelector('article').textContent")
+        sheets = tab.js("[...document.styleSheets].filter(s => s.href && s.cssRules.length > 0)"
+                        ".map(s => new URL(s.href).pathname)")
+        assert any(path.startswith(urlsplit(site_url).path + "assets/") for path in sheets), sheets
+        home = tab.js("document.querySelector('a.md-logo').href")
+        assert home.rstrip("/") == site_url.rstrip("/"), home
+    finally:
+        tab.close()

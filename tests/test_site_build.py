@@ -71,7 +71,10 @@ def test_derivations_are_rendered_and_marked(site):
 
 
 def test_a_failing_notebook_cell_fails_the_build(tmp_path):
-    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    class Loader(yaml.SafeLoader):
+        pass
+    Loader.add_constructor("!ENV", lambda loader, node: None)     # mkdocs' environment-variable tag
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=Loader)
     jupyter = next(p["mkdocs-jupyter"] for p in config["plugins"]
                    if isinstance(p, dict) and "mkdocs-jupyter" in p)
     (tmp_path / "docs" / "examples").mkdir(parents=True)
