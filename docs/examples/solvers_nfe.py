@@ -170,10 +170,10 @@ plt.show()
 # %% [markdown]
 # With the trained network the solver's error is one error among several: the network's own, and the clipping of
 # $\hat x_0$ to the data range, which keeps the first, long steps in check. DDIM and 2M give nearly the same digits
-# from 5 evaluations on, so here the network, not the solver, sets the quality. Heun is the odd one out: with 3 or
-# 5 steps on the cosine schedule, whose top noise level is $\bar\sigma \approx 2 \times 10^4$, its steps are so
-# long that the corrector's slope, taken at a poor Euler guess, adds error instead of removing it, and only at 19
-# evaluations do its digits catch up. The sample quality per sampler and NFE, measured on the class-conditional
+# from 5 evaluations on, so here the network, not the solver, sets the quality. Heun is the odd one out: its 3 or
+# 5 steps must cover the cosine schedule's whole range of noise levels, from $\bar\sigma \approx 2 \times 10^4$
+# down, each one long in $\log\bar\sigma$, and its samples are still far from digits; at 19 evaluations they catch
+# up. The sample quality per sampler and NFE, measured on the class-conditional
 # model, is on the [Benchmarks](../benchmarks.md) page.
 
 # %%

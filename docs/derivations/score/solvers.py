@@ -345,7 +345,7 @@ def ddim_is_euler(d):
 def exact_solution(d):
     inner = ordered(frac(x_s, sigma_f(lam_s)), sp.Integral(sp.exp(u) * x0_f(u), (u, lam_s, lam)))
     d.start(ddx(sigma_f(lam) * inner, lam))
-    d.eq(ordered(sp.Derivative(sigma_f(lam), lam) * inner, sigma_f(lam) * sp.exp(lam) * x0_f(lam)),
+    d.eq(ordered(times(ddx(sigma_f(lam), lam), inner), sigma_f(lam) * sp.exp(lam) * x0_f(lam)),
          "product rule; fundamental theorem of calculus")
     d.eq(ordered(-alpha_f(lam) ** 2 * sigma_f(lam) * inner, alpha_f(lam) * x0_f(lam)),
          "$\\frac{d\\sigma}{d\\lambda} = -\\alpha^2\\sigma$ and $\\sigma e^{\\lambda} = \\alpha$")
