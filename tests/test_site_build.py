@@ -109,3 +109,27 @@ def test_math_is_typeset_in_a_browser(site, chromium_executable):
             assert "katex-error" not in dom, path
     finally:
         server.shutdown()
+
+
+def test_footer_names_the_library_version_and_the_build_time(site):
+    import diffusion_core
+
+    page = (site / "diffusion" / "forward-process" / "index.html").read_text(encoding="utf-8")
+    assert f"diffusion_core {diffusion_core.__version__}" in page
+    assert re.search(r"site built \d{4}-\d\d-\d\d \d\d:\d\d UTC", page)
+
+
+def test_pages_carry_description_and_link_preview_metadata(site):
+    page = (site / "background" / "kl-divergence" / "index.html").read_text(encoding="utf-8")
+    assert re.search(r'<meta name="description" content="[^"]{20,}"', page)
+    assert '<meta property="og:title" content="KL divergence - diffusion-core">' in page
+    assert re.search(r'<meta property="og:description" content="[^"]{20,}"', page)
+    assert re.search(r'<meta property="og:url" content="https?://[^"]+/background/kl-divergence/"', page)
+
+
+def test_the_pages_workflow_builds_with_the_readme_docs_install():
+    workflow = (ROOT / ".github" / "workflows" / "pages.yml").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert 'pip install -e ".[docs]"' in workflow and 'pip install -e ".[docs]"' in readme
+    assert "mkdocs build --strict" in workflow and "SITE_URL" in workflow
+    assert "actions/deploy-pages" in workflow

@@ -1,0 +1,1 @@
+"""Figures for Part 3, DDIM."""
