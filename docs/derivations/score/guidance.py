@@ -57,16 +57,25 @@ EPS = Scores("any joint law $p_t(x, c)$; $\\epsilon(x, c) = -\\sigma_t \\nabla_x
 
 
 # --- two classes in 1-D: p(c) = pi_c, p(x_0 | c) = N(mu_c, sd^2); x_t = alpha_t x_0 + sigma_t eps
-pi0, sd = sp.symbols("pi_0 s", positive=True)
+pi0, sd = sp.symbols("pi_0 tau", positive=True)
 mu0, mu1 = sp.symbols("mu_0 mu_1", real=True)
 v, r0, r1 = sp.symbols("v r_0 r_1", positive=True)
 N0, N1 = GaussPdf(x, a * mu0, v), GaussPdf(x, a * mu1, v)
 MIXTURE = Scores(
-    "two classes, $p(c) = \\pi_c$ ($\\pi_1 = 1 - \\pi_0$), $p(x_0 \\mid c) = \\mathcal{N}(\\mu_c, s^2)$, so "
-    "$p_t(x \\mid c) = \\mathcal{N}(x; \\alpha_t\\mu_c, v)$ with $v = \\alpha_t^2 s^2 + \\sigma_t^2$; "
+    "two classes, $p(c) = \\pi_c$ ($\\pi_1 = 1 - \\pi_0$), $p(x_0 \\mid c) = \\mathcal{N}(\\mu_c, \\tau^2)$, so "
+    "$p_t(x \\mid c) = \\mathcal{N}(x; \\alpha_t\\mu_c, v)$ with $v = \\alpha_t^2 \\tau^2 + \\sigma_t^2$; "
     "$r_c = \\pi_c \\mathcal{N}(x; \\alpha_t\\mu_c, v)/p_t(x) = p_t(c \\mid x)$",
     bind={v: a**2 * sd**2 + sigma**2,
           r0: pi0 * N0 / (pi0 * N0 + (1 - pi0) * N1), r1: (1 - pi0) * N1 / (pi0 * N0 + (1 - pi0) * N1)})
+
+
+# --- centred Gaussians: p(x_0 | c) = N(0, v_c), p(x_0) = N(0, v_u); tilting and noising both stay Gaussian
+v_c, v_u = sp.symbols("v_c v_u", positive=True)
+
+
+def tilted_variance(vc, vu):
+    """Variance of p(x | c)^s p(x)^(1-s) for centred normal densities (precisions add with weights s, 1 - s)."""
+    return 1 / (s / vc + (1 - s) / vu)
 
 
 class ExactMixtureNet:
@@ -154,3 +163,12 @@ def mixture_guided_eps(d):
                   mu1: sp.Rational(1, 2), sd: sp.Rational(1, 2)}, rtol=1e-12,
               label="ClassifierFreeGuidance(exact mixture network, scale=3), class 1, $x_t = 0.2$, "
                     "cosine schedule index 500")
+
+
+@derivation("Centred Gaussians: the guided variance is not the noised tilted variance", models=[Model()])
+def gaussian_not_tilted(d):
+    d.start(ordered(tilted_variance(a**2 * v_c + sigma**2, a**2 * v_u + sigma**2),
+                    -ordered(a**2 * tilted_variance(v_c, v_u), sigma**2)))
+    d.eq(-a**2 * sigma**2 * s * (s - 1) * (v_u - v_c) ** 2
+         / ((s * v_u - (s - 1) * v_c) * (a**2 * (s * v_u - (s - 1) * v_c) + sigma**2)),
+         "common denominator; factor")
