@@ -25,9 +25,9 @@ from cdp import Browser, CDPError, Tab
 
 pytestmark = pytest.mark.browser
 
-THEORY = ("background/", "diffusion/", "ddim/")
+THEORY = ("background/", "diffusion/", "ddim/", "score/")
 KEY_PAGES = ("", "background/reparameterization/", "background/kl-divergence/",
-             "diffusion/forward-process/", "ddim/", "examples/hello/")
+             "diffusion/forward-process/", "ddim/", "score/network/", "explorer/", "examples/hello/")
 LOAD_TIMEOUT = 30.0
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 TABS = min(4, max(2, os.cpu_count() or 2))     # pages loaded at once
@@ -257,3 +257,10 @@ def test_a_missing_page_gets_the_sites_404_page_with_its_styles(browser, site_ur
         assert home.rstrip("/") == site_url.rstrip("/"), home
     finally:
         tab.close()
+
+
+def test_every_theory_page_has_a_figure_that_decodes(page_reports):
+    """Issue: no theory page without a picture. Figures are drawn at build time (docs/figures/)."""
+    theory = [p for p in page_reports if p.startswith(THEORY) and not page_reports[p]["load_error"]]
+    without = [f"/{p}" for p in theory if page_reports[p]["images"] == 0]
+    assert not without, "theory pages without a figure: " + ", ".join(without)
