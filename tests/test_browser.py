@@ -264,3 +264,19 @@ def test_every_theory_page_has_a_figure_that_decodes(page_reports):
     theory = [p for p in page_reports if p.startswith(THEORY) and not page_reports[p]["load_error"]]
     without = [f"/{p}" for p in theory if page_reports[p]["images"] == 0]
     assert not without, "theory pages without a figure: " + ", ".join(without)
+
+
+def test_the_api_reference_typesets_its_formulas(browser, site_url):
+    """The docstrings' reStructuredText math (:math: roles, .. math:: blocks) and simple tables are
+    rewritten for the site by docs/hooks/rst_docstrings.py: none may show as raw text."""
+    tab = Tab(browser)
+    try:
+        tab.goto(site_url + "api/", timeout=LOAD_TIMEOUT)
+        text = tab.js("document.querySelector('article').innerText")
+        for raw in (":math:", ".. math::", ":class:", ":func:", ":meth:", "=========="):
+            assert raw not in text, f"raw {raw!r} on the API page"
+        assert tab.js("document.querySelectorAll('article .katex').length") > 100
+        assert tab.js("document.querySelectorAll('article .katex-error').length") == 0
+        assert tab.js("document.querySelectorAll('article table').length") >= 1     # the notation table
+    finally:
+        tab.close()

@@ -1,0 +1,89 @@
+"""Griffe extension: the docstrings' reStructuredText math and tables, as the API page's Markdown.
+
+The library's docstrings are written for ``help()`` and Sphinx: ``:math:`...``` roles, ``.. math::``
+blocks and simple tables (rows between ``====  ====`` rules). mkdocstrings renders docstrings as
+Markdown, where those show as literal text. This extension rewrites each docstring when mkdocstrings
+loads it (the source files are not touched, so ``help()`` is unchanged):
+
+* ``:math:`x```  becomes inline math ``$x$``;
+* a ``.. math::`` block becomes a display, marked as not machine-checked on this page (the displays of
+  the theory pages are; see ``docs/hooks/equation_hook.py``), so the site's count stays true;
+* a simple table becomes a Markdown table;
+* Sphinx cross-references (``:class:`Denoiser```) become code.
+
+Registered in ``mkdocs.yml`` under the python handler's ``extensions``.
+"""
+from __future__ import annotations
+
+import re
+
+import griffe
+
+ROLE = re.compile(r":math:`([^`]+)`")
+XREF = re.compile(r":(?:class|func|meth|attr|mod|data|exc|obj):`~?([^`]+)`")
+RULE = re.compile(r"^(\s*)(=+)(\s+=+)+\s*$")
+NOTE = ('<p class="unchecked-note">A formula the code implements, quoted from its docstring; '
+        "not machine-checked on this page (the theory pages derive it).</p>")
+
+
+def _math_blocks(lines: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.lstrip()
+        if not stripped.startswith(".. math::"):
+            out.append(line)
+            i += 1
+            continue
+        indent = line[:len(line) - len(stripped)]
+        body = [stripped[len(".. math::"):].strip()]
+        i += 1
+        while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > len(indent)):
+            body.append(lines[i].strip())
+            i += 1
+        while body and not body[-1]:
+            body.pop()
+        out += [f'{indent}<div class="unchecked" markdown>', "", f"{indent}$$",
+                *[f"{indent}{b}" for b in body if b], f"{indent}$$", "", f"{indent}{NOTE}", "",
+                f"{indent}</div>", ""]
+    return out
+
+
+def _tables(lines: list[str]) -> list[str]:
+    """RST simple tables (a rule, rows, a rule; an optional header rule) as Markdown tables."""
+    out, i = [], 0
+    while i < len(lines):
+        rule = RULE.match(lines[i])
+        end = next((k for k in range(i + 1, len(lines)) if RULE.match(lines[k])), None) if rule else None
+        if not rule or end is None:
+            out.append(lines[i])
+            i += 1
+            continue
+        starts = [m.start() for m in re.finditer(r"=+", lines[i])]
+        rows = []
+        for row in lines[i + 1:end]:
+            if not row.strip():
+                continue
+            cells = [row[a:b].strip() for a, b in zip(starts, starts[1:] + [None])]
+            if rows and not cells[0]:                 # a continuation line of the previous row
+                rows[-1] = [f"{p} {c}".strip() for p, c in zip(rows[-1], cells)]
+            else:
+                rows.append(cells)
+        header = ["Code", "Symbol"] if len(starts) == 2 else [""] * len(starts)
+        out += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(starts)]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+        out.append("")
+        i = end + 1
+    return out
+
+
+def markdown(text: str) -> str:
+    lines = _tables(_math_blocks(text.split("\n")))
+    text = ROLE.sub(lambda m: f"${m.group(1)}$", "\n".join(lines))
+    return XREF.sub(lambda m: f"`{m.group(1).rsplit('.', 1)[-1] if m.group(0).count('~') else m.group(1)}`", text)
+
+
+class RstDocstrings(griffe.Extension):
+    def on_instance(self, *, obj, **kwargs) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = markdown(obj.docstring.value)
