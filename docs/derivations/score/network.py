@@ -20,11 +20,29 @@ def library_embedding_entry():
     return timestep_embedding(torch.tensor([42]), 64)[0, 3].double()
 
 
-@derivation("The frequencies run from 1 to 1/P", models=[Model("$h \\ge 2$ frequencies",
-                                                               bind={h: 32})])
-def frequency_ends(d):
-    d.start(FREQUENCY.subs(i, 0) + FREQUENCY.subs(i, h - 1))
-    d.eq(1 + 1 / P, "the first exponent is 0, the last $-\\log P$")
+def library_frequency():
+    """The frequency of feature 5 of diffusion_core's timestep_embedding(dim = 64): its sine at t = 1."""
+    import torch
+    from diffusion_core.nn.embedding import timestep_embedding
+
+    return torch.asin(timestep_embedding(torch.tensor([1]), 64)[0, 5].double())
+
+
+class PowersAsExponentials(Model):
+    """Compares both sides with every power written as an exponential, P^a = exp(a log P)."""
+
+    def evaluate(self, expr):
+        return super().evaluate(expr).rewrite(sp.exp)
+
+
+@derivation("The frequencies are powers of 1/P",
+            models=[PowersAsExponentials("any $P > 0$, $h \\ge 2$, powers compared as exponentials")])
+def frequencies(d):
+    d.start(FREQUENCY)
+    d.eq(P ** (-i / (h - 1)), "$e^{a \\log P} = P^a$")
+    d.numeric(library_frequency, at={P: 10000, h: 32, i: 5}, rtol=1e-6,
+              label="$\\arcsin$ of `timestep_embedding(1, 64)[5]`, the library's sine of frequency 5 at "
+                    "$t = 1$ (float32)")
 
 
 ROTATION = Model("$f_i$ any frequency")
@@ -73,8 +91,7 @@ def cosine_abar():
             models=[UNIT, UNIT_NORMAL])
 def needs_t(d):
     d.start(Cov(eps, x_t) / Var(x_t))
-    d.eq(sp.sqrt(1 - ab) / (ab + 1 - ab), "independence; both have variance 1")
-    d.eq(sp.sqrt(1 - ab), "$\\bar\\alpha_t + (1 - \\bar\\alpha_t) = 1$")
+    d.eq(sp.sqrt(1 - ab), "independence, unit variances, and $\\bar\\alpha_t + (1 - \\bar\\alpha_t) = 1$")
     # standard error of the slope: sqrt(Var(eps | x_t) / (n Var(x_t))) = sqrt(abar / n), about 0.0011
     d.numeric(regression_slope, at={ab: cosine_abar()}, rtol=0, atol=0.006,
               label="the least-squares slope of $\\epsilon$ on $x_t$ over 400 000 draws of "
