@@ -234,3 +234,15 @@ def update(d):
     d.eq(ordered(sp.sqrt(ab_prev) * x0_hat, times(sp.sqrt(1 - ab_prev - sigma**2), eps_hat),
                  sigma * z),
          "the noise that $\\hat x_0$ leaves in $x_t$ is $\\hat\\epsilon$")
+
+
+s_int = sp.Symbol("s", real=True)
+
+
+@derivation("The draw has the density q_sigma")
+def draw_density(d):
+    # P(x_{t-1} <= y) = P(z <= (y - mean) / sigma_t): differentiate that CDF in y
+    d.start(sp.Derivative(sp.Integral(GaussPdf(s_int, 0, 1),
+                                      (s_int, -sp.oo, (y - ddim_mean(xt, x0)) / sigma)), y))
+    d.eq(GaussPdf((y - ddim_mean(xt, x0)) / sigma, 0, 1) / sigma, "fundamental theorem of calculus, chain rule")
+    d.eq(GaussPdf(y, ddim_mean(xt, x0), sigma**2), "write out both densities")

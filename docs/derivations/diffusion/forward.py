@@ -164,3 +164,26 @@ def two_steps_expanded(d):
                     sp.sqrt(1 - alpha) * eps2))
     d.eq(ordered(sp.sqrt(alpha * alpha_prev) * x_tm2, sp.sqrt(alpha * (1 - alpha_prev)) * eps1,
                  sp.sqrt(1 - alpha) * eps2), "multiply out")
+
+
+x_t = sp.Symbol("x_t", real=True)
+x_given = sp.Symbol("x_t-1", real=True)               # x_{t-1} as a given number
+
+
+@derivation("The one-step sample has the one-step density")
+def one_step_density(d):
+    # P(x_t <= x) = P(eps <= (x - sqrt(1 - beta) x_{t-1}) / sqrt(beta)): differentiate that CDF in x_t
+    d.start(sp.Derivative(sp.Integral(GaussPdf(s, 0, 1),
+                                      (s, -sp.oo, (x_t - sp.sqrt(1 - beta) * x_given) / sp.sqrt(beta))), x_t))
+    d.eq(GaussPdf((x_t - sp.sqrt(1 - beta) * x_given) / sp.sqrt(beta), 0, 1) / sp.sqrt(beta),
+         "fundamental theorem of calculus, chain rule")
+    d.eq(GaussPdf(x_t, sp.sqrt(1 - beta) * x_given, beta), "write out both densities")
+
+
+@derivation("The one-jump sample has the closed-form density")
+def closed_form_density(d):
+    d.start(sp.Derivative(sp.Integral(GaussPdf(s, 0, 1),
+                                      (s, -sp.oo, (x_t - sp.sqrt(abar) * x0) / sp.sqrt(1 - abar))), x_t))
+    d.eq(GaussPdf((x_t - sp.sqrt(abar) * x0) / sp.sqrt(1 - abar), 0, 1) / sp.sqrt(1 - abar),
+         "fundamental theorem of calculus, chain rule")
+    d.eq(GaussPdf(x_t, sp.sqrt(abar) * x0, 1 - abar), "write out both densities")
