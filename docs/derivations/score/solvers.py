@@ -18,7 +18,7 @@ class frac(sp.Function):
     nargs = 2
 
     def _latex(self, printer, exp=None):
-        return rf"\frac{{{printer._print(self.args[0])}}}{{{printer._print(self.args[1])}}}"
+        return rf"\dfrac{{{printer._print(self.args[0])}}}{{{printer._print(self.args[1])}}}"
 
     def doit(self, **hints):
         a, b = (arg.doit(**hints) for arg in self.args)
