@@ -61,11 +61,16 @@ pi0, sd = sp.symbols("pi_0 tau", positive=True)
 mu0, mu1 = sp.symbols("mu_0 mu_1", real=True)
 v, r0, r1 = sp.symbols("v r_0 r_1", positive=True)
 N0, N1 = GaussPdf(x, a * mu0, v), GaussPdf(x, a * mu1, v)
+eps_1 = sp.Symbol("epsilon_1", real=True)
 MIXTURE = Scores(
     "two classes, $p(c) = \\pi_c$ ($\\pi_1 = 1 - \\pi_0$), $p(x_0 \\mid c) = \\mathcal{N}(\\mu_c, \\tau^2)$, so "
     "$p_t(x \\mid c) = \\mathcal{N}(x; \\alpha_t\\mu_c, v)$ with $v = \\alpha_t^2 \\tau^2 + \\sigma_t^2$; "
-    "$r_c = \\pi_c \\mathcal{N}(x; \\alpha_t\\mu_c, v)/p_t(x) = p_t(c \\mid x)$",
-    bind={v: a**2 * sd**2 + sigma**2,
+    "$r_c = \\pi_c \\mathcal{N}(x; \\alpha_t\\mu_c, v)/p_t(x) = p_t(c \\mid x)$; "
+    "$\\epsilon_1 = -\\sigma_t \\nabla_x \\log \\mathcal{N}(x; \\alpha_t\\mu_1, v)$, "
+    "$\\epsilon_u = -\\sigma_t \\nabla_x \\log\\big(\\pi_0 \\mathcal{N}(x; \\alpha_t\\mu_0, v) + "
+    "\\pi_1 \\mathcal{N}(x; \\alpha_t\\mu_1, v)\\big)$",
+    bind={v: a**2 * sd**2 + sigma**2, eps_1: -sigma * grad_log(N1),
+          eps_u: -sigma * grad_log(pi0 * N0 + (1 - pi0) * N1),
           r0: pi0 * N0 / (pi0 * N0 + (1 - pi0) * N1), r1: (1 - pi0) * N1 / (pi0 * N0 + (1 - pi0) * N1)})
 
 
@@ -153,10 +158,10 @@ def cfg_eps(d):
 
 @derivation("Two Gaussian classes: the guided noise prediction in closed form", models=[MIXTURE])
 def mixture_guided_eps(d):
-    d.start(-sigma * ordered((1 + w) * grad_log(N1), -w * grad_log(pi0 * N0 + (1 - pi0) * N1)))
+    d.start(ordered((1 + w) * eps_1, -w * eps_u))
     d.eq(ordered(times(1 + w, sigma * (x - a * mu1) / v),
                  -times(w, sigma * ordered(r0 * (x - a * mu0), r1 * (x - a * mu1)) / v)),
-         "differentiate the logs")
+         "differentiate the logs: $\\epsilon_1$, and $\\epsilon_u$ weighted by $r_0, r_1$")
     d.eq(ordered(sigma * (x - a * mu1) / v, times(w, sigma * a * r0 * (mu0 - mu1) / v)), "$r_0 + r_1 = 1$")
     d.numeric(lambda: library_guided_eps(3.0, 0.2, 500),
               at={**cosine_at(500), x: sp.Rational(1, 5), w: 2, pi0: sp.Rational(2, 5), mu0: -sp.Rational(1, 2),
