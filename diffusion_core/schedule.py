@@ -296,7 +296,7 @@ class NoiseSchedule:
 
     @classmethod
     def sigmoid(cls, T: int = 1000, beta_start: float | None = None, beta_end: float | None = None, **kw) -> "NoiseSchedule":
-        r"""Sigmoid schedule: :math:`\beta_t = \beta_\min + (\beta_\max-\beta_\min)\,\sigma(-6 + 12\tfrac{t}{T-1})`."""
+        r"""Sigmoid schedule: :math:`\beta_t = \beta_{\min} + (\beta_{\max}-\beta_{\min})\,\sigma(-6 + 12\tfrac{t}{T-1})`."""
         T = check_positive_int("T", T)
         lo, hi = _default_range(T)
         return cls(_sigmoid_betas(T, lo if beta_start is None else beta_start, hi if beta_end is None else beta_end), **kw)

@@ -274,7 +274,7 @@ def heun_sample(
     :math:`2N - 1` network calls. The corrector's evaluation is at the next visited timestep, so the network
     is called only at the schedule's integer timesteps (see the module docstring). ``spacing`` defaults to
     ``"log-snr"``, not EDM's eq. 5 (``"karras"``, :math:`\rho = 7`): EDM pairs that spacing with
-    :math:`\sigma_\max = 80`, while the cosine schedule's top index has :math:`\sigma/\alpha \approx 2\times10^4`,
+    :math:`\sigma_{\max} = 80`, while the cosine schedule's top index has :math:`\sigma/\alpha \approx 2\times10^4`,
     so Karras' steps crowd into the top few indices and the trapezoidal corrector across the following long step
     multiplies the denoiser's error by the ratio of the noise levels. Measured on the class-conditional digits
     model (cosine schedule, 1,000 samples, FD over the split-half floor): 9 NFE ``"karras"`` 198, ``"log-snr"`` 26;

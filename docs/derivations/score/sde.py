@@ -75,8 +75,8 @@ class Integrated(Model):
         return super().evaluate(expr).doit()
 
 
-LINEAR = Integrated("the linear schedule in continuous time, $\\beta(u) = \\beta_\\min + u(\\beta_\\max - "
-               "\\beta_\\min)$, $u \\in [0, 1]$")
+LINEAR = Integrated("the linear schedule in continuous time, $\\beta(u) = \\beta_{\\min} + u(\\beta_{\\max} - "
+               "\\beta_{\\min})$, $u \\in [0, 1]$")
 
 
 @derivation("The signal fraction of the continuous linear schedule", models=[LINEAR])
