@@ -1,7 +1,7 @@
 """Derivations for docs/ddim/index.md."""
 import sympy as sp
 
-from derivations import (E, GaussPdf, Model, Pdf, Var, derivation, normal, ordered,
+from derivations import (Cov, E, GaussPdf, Model, Pdf, Var, derivation, normal, ordered,
                          random_variables, times)
 
 x_t, z = random_variables("x_t z")                      # random: E averages over them
@@ -246,3 +246,30 @@ def draw_density(d):
                                       (s_int, -sp.oo, (y - ddim_mean(xt, x0)) / sigma)), y))
     d.eq(GaussPdf((y - ddim_mean(xt, x0)) / sigma, 0, 1) / sigma, "fundamental theorem of calculus, chain rule")
     d.eq(GaussPdf(y, ddim_mean(xt, x0), sigma**2), "write out both densities")
+
+
+# The forward step of q_sigma by Bayes' rule. Given x_0, x_t ~ N(sqrt(ab) x_0, 1 - ab) and
+# x_{t-1} = ddim_mean(x_t, x_0) + sigma z, so (x_{t-1}, x_t) are jointly normal and
+# E[x_t | x_{t-1}, x_0] = sqrt(ab) x_0 + k (x_{t-1} - sqrt(ab_prev) x_0) with
+# k = Cov[x_t, x_{t-1}] / Var[x_{t-1}] = sqrt(1 - ab_prev - sigma^2) sqrt(1 - ab) / (1 - ab_prev).
+k_forward = sp.sqrt(1 - ab_prev - sigma**2) * sp.sqrt(1 - ab) / (1 - ab_prev)
+forward_x0_weight = sp.sqrt(ab) - k_forward * sp.sqrt(ab_prev)   # the weight of x_0 in that mean
+
+@derivation("The forward step's regression on the previous state", models=[MOMENTS])
+def forward_regression(d):
+    d.start(Cov(x_t, x_prev) / Var(x_prev))
+    d.eq(k_forward, "the covariance and variance of the marginal checks")
+
+
+@derivation("With eta = 1 the forward step ignores x_0: Markov, as DDPM", models=[ETA_ONE])
+def eta_one_markov(d):
+    d.start(forward_x0_weight)
+    d.eq(0, "$\\sigma_t^2 = \\tilde\\beta_t$")
+
+
+@derivation("With eta = 0 the forward step depends on x_0: not Markov",
+            models=[FactoredRoots(STEP_TEXT + "; $\\sigma_t = 0$", bind={**STEP_BIND, sigma: 0})])
+def eta_zero_not_markov(d):
+    d.start(forward_x0_weight)
+    d.eq(-delta / (sp.sqrt(rho) * (sp.sqrt(rho) + sp.sqrt(rho + delta)) * sp.sqrt(1 + rho + delta)),
+         "$\\sigma_t = 0$; rationalize: negative for every $\\delta > 0$")
