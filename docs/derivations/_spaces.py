@@ -182,8 +182,31 @@ def normalize_integrals(expr):
             name, variables, given = rest.args
             left = [v for v in variables if v not in over]
             return const * (Pdf(name, left, given) if left else 1)
-        return integral
+        return _one_at_a_time(integral)
     return expr.replace(lambda e: isinstance(e, sp.Integral), rule)
+
+
+def _one_at_a_time(integral):
+    """A multiple integral whose integrand depends on some variable only through one joint density:
+    integrate that variable out of the density and keep the rest (``int int f(y) p(x, y) dx dy ->
+    int f(y) p(y) dy``)."""
+    function, limits = integral.function, list(integral.limits)
+    changed = True
+    while changed and len(limits) > 1:
+        changed = False
+        for lim in limits:
+            v = lim[0]
+            const, rest = function.as_independent(v, as_Add=False)
+            if isinstance(rest, Pdf) and v in rest.variables:
+                name, variables, given = rest.args
+                left = [u for u in variables if u != v]
+                function = const * (Pdf(name, left, given) if left else 1)
+                limits.remove(lim)
+                changed = True
+                break
+    if len(limits) == len(integral.limits):
+        return integral
+    return sp.Integral(function, *limits) if limits else function
 
 
 # ------------------------------------------------------------------ builders

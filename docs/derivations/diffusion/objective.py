@@ -401,3 +401,19 @@ def bayes_step(d):
     d.eq(Pdf("q", xs[t - 1], given=(xs[t], x_0)) * Pdf("q", xs[t], given=x_0)
          / Pdf("q", xs[t - 1], given=x_0),
          "Bayes' rule, with $x_0$ in every condition")
+
+
+# ---- the expectation that turns the log-ratios into KL terms, with T = 3 written out
+x1, x2, x3 = xs[1], xs[2], xs[3]
+
+
+@derivation("Averaging over the forward chain gives KL terms (Ho et al. 2020, eq. 5), T = 3",
+            models=[Model("$T = 3$, any densities")])
+def kl_terms(d):
+    chain = MarkovPdf("q", (x1, x2, x3), given=(x_0,))
+    d.start(E(ordered(sp.log(q(x3, x_0) / p(x3)), sp.log(q(x2, x3, x_0) / p(x2, x3)),
+                      sp.log(q(x1, x2, x_0) / p(x1, x2)), -sp.log(p(x_0, x1))), chain))
+    d.eq(ordered(KL(q(x3, x_0), p(x3)), E(KL(q(x2, x3, x_0), p(x2, x3)), q(x3, x_0)),
+                 E(KL(q(x1, x2, x_0), p(x1, x2)), q(x2, x_0)), -E(sp.log(p(x_0, x1)), q(x1, x_0))),
+         "each term involves at most two of $x_1, x_2, x_3$: integrate the others out of "
+         "$q(x_{1:3} \\mid x_0)$, then average the inner variable given the outer one")
