@@ -183,3 +183,18 @@ def test_gauss_pdf_unfolds_to_the_normal_density():
     v = sp.Symbol("v", positive=True)
     explicit = sp.exp(-(x - m) ** 2 / (2 * v)) / sp.sqrt(2 * sp.pi * v)
     assert sp.simplify(GaussPdf(x, m, v).unfold() - explicit) == 0
+
+
+def test_a_joint_density_integrates_out_only_the_variables_a_term_lacks():
+    """int int f(y) p(x, y | c) dx dy = int f(y) p(y | c) dy, and averaging over the wrong marginal fails."""
+    x, y, c = sp.symbols("x y c", real=True)
+    joint = Pdf("q", (x, y), given=c)
+    right = Derivation("ok", [Model()])
+    right.start(E(sp.log(Pdf("q", y, given=c) / Pdf("p", y)), joint))
+    right.eq(KL(Pdf("q", y, given=c), Pdf("p", y)))
+    right.check()
+    wrong = Derivation("wrong", [Model()])
+    wrong.start(E(sp.log(Pdf("q", y, given=(x, c)) / Pdf("p", y, given=x)), joint))
+    wrong.eq(E(KL(Pdf("q", y, given=(x, c)), Pdf("p", y, given=x)), Pdf("q", y, given=c)))  # should be q(x | c)
+    with pytest.raises(DerivationError):
+        wrong.check()
