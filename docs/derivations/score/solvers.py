@@ -63,7 +63,8 @@ x_s, x0_prev = sp.symbols("x_s xhat_0^prev", real=True)
 alpha_f, sigma_f = sp.Function("alpha", positive=True), sp.Function("sigma", positive=True)
 x0_f = sp.Function("xhat_0", real=True)                 # x0_hat along the ODE's solution, a function of lambda
 alpha_s, alpha_t, sigma_s, sigma_t = sp.symbols("alpha_s alpha_t sigma_s sigma_t", positive=True)
-c0, c1, c2, c3 = sp.symbols("c_0 c_1 c_2 c_3", real=True)
+# Taylor coefficients of xhat_0 along the path: its k-th derivatives in lambda at lambda_s
+c0, c1, c2, c3 = sp.symbols("xhat_0^(0) xhat_0^(1) xhat_0^(2) xhat_0^(3)", real=True)
 
 
 def vp_alpha(l):
@@ -143,8 +144,8 @@ STEP_VP = {alpha_s: vp_alpha(lam_s), sigma_s: vp_sigma(lam_s), alpha_t: vp_alpha
 ONE_STEP = LambdaModel(STEP_TEXT, bind=STEP_VP)
 TWO_M = LambdaModel(STEP_TEXT + "; $r = (\\lambda_s - \\lambda_p)/h$", bind={**STEP_VP, r: (lam_s - lam_p) / (lam_t - lam_s)})
 TAYLOR = LambdaModel(
-    "$\\hat x_0(\\lambda_s + u) = c_0 + c_1 u + c_2 u^2/2 + c_3 u^3/6$ (Taylor's formula; the remainder adds "
-    "$O(h^4)$), any $c_k$, any $r > 0$",
+    "$\\hat x_0(\\lambda_s + u) = \\hat x_0^{(0)} + \\hat x_0^{(1)} u + \\hat x_0^{(2)} u^2/2 + \\hat x_0^{(3)} u^3/6$ "
+    "(Taylor's formula; the remainder adds $O(h^4)$), any $\\hat x_0^{(k)}$, any $r > 0$",
     functions={x0_f: sp.Lambda(u, c0 + c1 * u + c2 * u**2 / 2 + c3 * u**3 / 6)})
 
 
@@ -202,7 +203,7 @@ GAUSS_ODE = LambdaModel(
 
 
 def heun_step(level, step, start):
-    """One step of Heun's method (EDM Algorithm 1, no churn) on d xbar/d sigmabar = gauss_f."""
+    """One step of Heun's method (EDM Algorithm 1, their deterministic sampler) on d xbar/d sigmabar = gauss_f."""
     d0 = gauss_f(level, start)
     euler = start + step * d0
     return start + step * (d0 + gauss_f(level + step, euler)) / 2
