@@ -1,61 +1,66 @@
 """Figures for docs/score/sde.md."""
+from __future__ import annotations
+
+import numpy as np
+
 from figures import figure
+from figures._style import INDIGO, ORANGE, axes
+from figures.score.scores import noisy_mixture
+
+BETA_MIN, BETA_MAX = 0.1, 20.0                     # Song et al.'s VP-SDE, t in [0, 1]
 
 
-@figure(alt="Two panels over time t from 0 to 1 (data on the left, noise on the right), each with the "
-            "density of x_t shaded in grey: two bands that merge into one wide band. Left: jagged sample "
-            "paths of the stochastic differential equation run backwards from noise. Right: smooth paths of "
-            "the probability-flow ODE. Both sets of paths end in the two data bands.",
-        caption="One 1-D data set (two Gaussian bumps), the continuous linear schedule, and its exact score. "
-                "Shaded: the marginal density $p_t(x)$. Left: 30 paths of the reverse-time SDE from "
-                "$t = 1$ to $0$ (Euler–Maruyama, 500 steps). Right: 30 paths of the probability-flow ODE "
-                "(Euler, 500 steps) from the same starting points. The SDE's paths wander and cross; the "
-                "ODE's are smooth and never cross (a deterministic map from noise to data), yet both end "
-                "with the data's two bumps, because both processes have the same marginals.")
-def paths():
-    import numpy as np
+def beta(t):
+    return BETA_MIN + t * (BETA_MAX - BETA_MIN)
 
-    from figures._style import INDIGO, ORANGE, plt
 
-    w, mu, sd = np.array([0.6, 0.4]), np.array([-1.5, 1.6]), np.array([0.3, 0.35])
-    bmin, bmax = 0.1, 20.0
+def alphabar(t):
+    return np.exp(-(BETA_MIN * t + 0.5 * (BETA_MAX - BETA_MIN) * t**2))
 
-    def abar(t):
-        return np.exp(-bmin * t - 0.5 * (bmax - bmin) * t**2)
 
-    def beta(t):
-        return bmin + (bmax - bmin) * t
+def reverse_paths(n_paths=24, steps=400, stochastic=True, seed=0):
+    """Integrate the reverse SDE (Euler-Maruyama) or the probability-flow ODE (Euler) from
+    t = 1 to t = 0 with the exact score of the page's mixture."""
+    rng = np.random.default_rng(seed)
+    ts = np.linspace(1.0, 1e-3, steps + 1)
+    x = rng.standard_normal(n_paths)
+    path = [x.copy()]
+    for t, t_next in zip(ts[:-1], ts[1:]):
+        h = t - t_next
+        score = noisy_mixture(x, alphabar(t))[1]
+        if stochastic:
+            x = x + (0.5 * beta(t) * x + beta(t) * score) * h \
+                + np.sqrt(beta(t) * h) * rng.standard_normal(n_paths)
+        else:
+            x = x + 0.5 * beta(t) * (x + score) * h
+        path.append(x.copy())
+    return ts, np.array(path)
 
-    def density_and_score(x, t):
-        a2 = abar(t)
-        var = a2 * sd**2 + 1 - a2                                  # (K,)
-        z = x[..., None] - np.sqrt(a2) * mu
-        comp = w * np.exp(-z**2 / (2 * var)) / np.sqrt(2 * np.pi * var)
-        dens = comp.sum(-1)
-        return dens, (comp * (-z / var)).sum(-1) / dens
 
-    n_steps, n_paths = 500, 30
-    ts = np.linspace(1, 1e-3, n_steps + 1)
-    rng = np.random.default_rng(0)
-    start = rng.standard_normal(n_paths)
-    sde, ode = [start.copy()], [start.copy()]
-    for k in range(n_steps):
-        t, h = ts[k], ts[k] - ts[k + 1]
-        x = sde[-1]
-        _, sc = density_and_score(x, t)
-        drift = -0.5 * beta(t) * x - beta(t) * sc               # Anderson: f - g^2 score
-        sde.append(x - drift * h + np.sqrt(beta(t) * h) * rng.standard_normal(n_paths))
-        x = ode[-1]
-        _, sc = density_and_score(x, t)
-        ode.append(x + 0.5 * beta(t) * (x + sc) * h)             # dx/dt = -beta/2 (x + score), backwards
-    grid_t, grid_x = np.linspace(1e-3, 1, 200), np.linspace(-3.5, 3.5, 200)
-    dens = np.array([density_and_score(grid_x, t)[0] for t in grid_t]).T
-    fig, axs = plt.subplots(1, 2, figsize=(7.4, 3.0), sharey=True, constrained_layout=True)
-    for ax, paths_, colour, title in ((axs[0], sde, ORANGE, "reverse-time SDE"),
-                                      (axs[1], ode, INDIGO, "probability-flow ODE")):
-        ax.imshow(dens, origin="lower", aspect="auto", cmap="Greys", extent=(1e-3, 1, -3.5, 3.5),
-                  vmax=np.quantile(dens, 0.99))
-        ax.plot(ts, np.array(paths_), color=colour, lw=0.7, alpha=0.8)
-        ax.set_xlim(0, 1), ax.set_ylim(-3.5, 3.5), ax.set_xlabel("$t$"), ax.set_title(title, fontsize=10)
-    axs[0].set_ylabel("$x_t$")
+@figure(alt="Two panels with time on the horizontal axis from 1 on the left to 0 on the right "
+            "and x on the vertical axis, over a grey shading of the density of x at each time. "
+            "The shading is one broad band at time 1 and splits into two bands, near -1 and 1.5, "
+            "as time goes to 0. Left: jagged sample paths of the reverse SDE that start spread "
+            "out and end in the two bands. Right: smooth paths of the probability-flow ODE from "
+            "the same starting points, also ending in the two bands.",
+        caption="Sampling the page's two-component mixture backwards in time with the exact "
+                "score: the reverse SDE (left, Euler-Maruyama) and the probability-flow ODE "
+                "(right, Euler), 400 steps of the VP-SDE with $\\beta(t)$ from 0.1 to 20. The "
+                "shading is the exact marginal $p_t(x)$; both sets of paths follow it, the "
+                "ODE's without noise.")
+def reverse_sde_and_ode():
+    fig, panels = axes(2, sharey=True)
+    grid_t = np.linspace(1e-3, 1.0, 200)
+    grid_x = np.linspace(-3.5, 3.5, 281)
+    density = np.array([noisy_mixture(grid_x, alphabar(t))[0] for t in grid_t]).T
+    for ax, stochastic, colour, title in ((panels[0], True, INDIGO, "reverse SDE"),
+                                          (panels[1], False, ORANGE, "probability-flow ODE")):
+        ax.pcolormesh(grid_t, grid_x, np.sqrt(density), cmap="Greys", shading="auto",
+                      vmax=1.2 * np.sqrt(density).max(), rasterized=True)
+        ts, path = reverse_paths(stochastic=stochastic)
+        ax.plot(ts, path, color=colour, lw=0.8, alpha=0.8)
+        ax.set_xlim(1.0, 0.0)
+        ax.set_xlabel("$t$")
+        ax.set_title(title, fontsize=10)
+    panels[0].set_ylabel("$x$")
     return fig
