@@ -251,7 +251,7 @@ def heun_sample(
     labels: torch.Tensor | None = None,
     clip: Clip | str | None = None,
 ) -> SampleResult:
-    r"""EDM's deterministic sampler (Karras et al. 2022, Algorithm 1 with :math:`S_\mathrm{churn} = 0`):
+    r"""EDM's deterministic sampler (Karras et al. 2022, Algorithm 1; their stochastic Algorithm 2 with :math:`S_\mathrm{churn} = 0` reduces to it):
     Heun's second-order method on the probability-flow ODE, written in EDM's variables.
 
     With :math:`\alpha_t = \sqrt{\bar\alpha_t}` and :math:`\sigma_t = \sqrt{(1-\bar\alpha_t)/\bar\alpha_t}` (EDM's
