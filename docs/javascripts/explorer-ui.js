@@ -76,8 +76,9 @@
     const classes = [...new Set(d.labels)];
     $('[data-k="label"]').innerHTML = `<option value="-1">no guidance</option>` +
       (classes.length > 1 ? classes.map((c) => `<option value="${c}">${c}</option>`).join("") : "");
-    state.label = classes.length > 1 ? 0 : -1;
-    $('[data-k="label"]').value = String(state.label);
+    state.label = -1;                            // unguided first: the whole mixture
+    $('[data-k="label"]').value = "-1";
+    $('[data-k="data"]').value = key;
     host.querySelectorAll(".dc-guide").forEach((el) => { el.hidden = classes.length < 2; });
   }
 
