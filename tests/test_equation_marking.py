@@ -19,8 +19,9 @@ SPEC = importlib.util.spec_from_file_location("equation_hook", ROOT / "docs/hook
 hook = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(hook)
 
-# What the site claims on the home page, at least; raised as equations get checked.
-CHECKED_FLOOR = 0.75
+# The checked share the site had when this was last raised (79.0% on 2026-11-30): a floor against
+# regressions, raised as more displays get checked. The issue's goal is 95%.
+CHECKED_FLOOR = 0.78
 
 
 def wrap(text: str) -> str:
