@@ -179,11 +179,3 @@ def one_step_density(d):
          "fundamental theorem of calculus, chain rule")
     d.eq(GaussPdf(x_t, sp.sqrt(1 - beta) * x_given, beta), "write out both densities")
 
-
-@derivation("The one-jump sample has the closed-form density")
-def closed_form_density(d):
-    d.start(sp.Derivative(sp.Integral(GaussPdf(s, 0, 1),
-                                      (s, -sp.oo, (x_t - sp.sqrt(abar) * x0) / sp.sqrt(1 - abar))), x_t))
-    d.eq(GaussPdf((x_t - sp.sqrt(abar) * x0) / sp.sqrt(1 - abar), 0, 1) / sp.sqrt(1 - abar),
-         "fundamental theorem of calculus, chain rule")
-    d.eq(GaussPdf(x_t, sp.sqrt(abar) * x0, 1 - abar), "write out both densities")
