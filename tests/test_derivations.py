@@ -198,3 +198,19 @@ def test_a_joint_density_integrates_out_only_the_variables_a_term_lacks():
     wrong.eq(E(KL(Pdf("q", y, given=(x, c)), Pdf("p", y, given=x)), Pdf("q", y, given=c)))  # should be q(x | c)
     with pytest.raises(DerivationError):
         wrong.check()
+
+
+def test_derivatives_of_abstract_functions_and_densities_stay_symbolic():
+    """The chain rule through an undefined function or an abstract density is checked, not looped on
+    (a Derivative that doit() leaves unchanged used to be walked again forever)."""
+    x = sp.Symbol("x", real=True)
+    f, q = sp.Function("f"), Pdf("q", x)
+    chain = Derivation("chain", [Model()])
+    chain.start(sp.Derivative(sp.log(q) + f(x) ** 2, x))
+    chain.eq(sp.Derivative(q, x) / q + 2 * f(x) * sp.Derivative(f(x), x))
+    chain.check()
+    wrong = Derivation("wrong", [Model()])
+    wrong.start(sp.Derivative(f(x) ** 2, x))
+    wrong.eq(f(x) * sp.Derivative(f(x), x))
+    with pytest.raises(DerivationError):
+        wrong.check()

@@ -93,7 +93,9 @@ class Model:
             inner = node.args[0]
             return inner.func(*inner.args) if inner.args else inner
         if isinstance(node, (sp.Derivative, sp.Sum, sp.Product)):
-            return self._walk(node.doit())
+            done = node.doit()
+            # a derivative of an abstract density or function stays as it is: walking it again would loop
+            return node if done == node else self._walk(done)
         if isinstance(node, sp.Integral):
             return _integral(node)
         return node
