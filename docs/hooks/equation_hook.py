@@ -163,8 +163,9 @@ def sentence(checked: int, unchecked: int) -> str:
     total = checked + unchecked
     return (f"{checked} of the {total} displayed equations on this site "
             f"({100 * checked / total:.1f}%) are machine-checked by SymPy when the site is built; "
-            f"the other {unchecked} are definitions, notation, algorithms or cited results, each "
-            "marked as such under the equation.")
+            f"the other {unchecked} are marked under the equation with the reason they are not: "
+            "definitions, notation, an algorithm, cited results, results restated in another form, and "
+            "the API reference's formulas quoted from the docstrings.")
 
 
 def on_post_build(config):
