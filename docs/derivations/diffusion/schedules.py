@@ -1,7 +1,7 @@
 """Derivations for docs/diffusion/noise-schedules.md."""
 import sympy as sp
 
-from derivations import Model, derivation, ordered, times
+from derivations import E, Model, Var, derivation, ordered, random_variables, times
 
 t, T = sp.symbols("t T", positive=True)
 k = sp.Symbol("k", integer=True, positive=True)
@@ -137,3 +137,24 @@ def snr_form(d):
          "the noise error is $\\sqrt{\\mathrm{SNR}_t}$ times the error of $\\hat x_0$")
     d.eq(times(sp.Rational(1, 2), (snr_prev - snr) * (x0 - x0_hat) ** 2),
          "the weight above, times $\\mathrm{SNR}_t$")
+
+
+X0, noise = random_variables("x_0 epsilon")
+UNIT_PARTS = Model("$x_0$ and $\\epsilon$ with variance 1 (data scaled to unit variance)",
+                   facts={E(X0): 0, E(X0**2): 1, E(noise): 0, E(noise**2): 1})
+
+
+def linear_schedule(index, table):
+    """One entry of a table of NoiseSchedule.linear(1000) (float64)."""
+    import torch
+    from diffusion_core import NoiseSchedule
+
+    return getattr(NoiseSchedule.linear(1000, dtype=torch.float64), table)[index]
+
+
+@derivation("The signal-to-noise ratio of x_t", models=[UNIT_PARTS])
+def snr_definition(d):
+    d.start(Var(sp.sqrt(abar) * X0) / Var(sp.sqrt(1 - abar) * noise))
+    d.eq(abar / (1 - abar), "variances scale with the square of the factor; both parts have variance 1")
+    d.numeric(lambda: linear_schedule(99, "snr"), at={abar: float(linear_schedule(99, "alphas_cumprod"))},
+              rtol=1e-12, label="`NoiseSchedule.linear(1000).snr` at index 99")
