@@ -19,7 +19,7 @@ SPEC = importlib.util.spec_from_file_location("equation_hook", ROOT / "docs/hook
 hook = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(hook)
 
-# The checked share the site had when this was last raised (79.0% on 2026-11-30): a floor against
+# The checked share the site had when this was last raised (79.6% on 2026-11-30): a floor against
 # regressions, raised as more displays get checked. The issue's goal is 95%.
 CHECKED_FLOOR = 0.78
 
