@@ -19,6 +19,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from mkdocs.exceptions import PluginError
 
@@ -28,8 +29,13 @@ MARKER = re.compile(r'^\{\{\s*derivation\(\s*"([^"]+)"\s*\)\s*\}\}[ \t]*$', re.M
 RESULT = re.compile(r'^\{\{\s*result\(\s*"([^"]+)"\s*\)\s*\}\}[ \t]*$', re.M)
 LOOSE = re.compile(r"\{\{\s*(?:derivation|result)\b")
 
-_rendered: dict[str, str] = {}
-_built: dict[str, tuple] = {}        # ref -> (spec, checked Derivation), for result markers
+class Checked(NamedTuple):
+    markdown: str          # the rendered derivation
+    spec: object           # its DerivationSpec
+    built: object          # the checked Derivation (result markers print its first and last lines)
+
+
+_checked: dict[str, Checked] = {}
 _stats = {"steps": 0, "seconds": 0.0}
 
 
@@ -50,14 +56,13 @@ def on_pre_build(config):
     # fresh modules on every build, so `mkdocs serve` picks up edits
     for name in [m for m in sys.modules if m == "derivations" or m.startswith("derivations.")]:
         del sys.modules[name]
-    _rendered.clear()
-    _built.clear()
+    _checked.clear()
     _stats.update(steps=0, seconds=0.0)
 
 
-def _check(ref: str, where: str) -> str:
-    if ref in _rendered:
-        return _rendered[ref]
+def _check(ref: str, where: str) -> Checked:
+    if ref in _checked:
+        return _checked[ref]
     derivations, render = _framework()
     try:
         spec = derivations.resolve(ref)
@@ -74,22 +79,20 @@ def _check(ref: str, where: str) -> str:
             f"{where}: derivation {ref!r} raised {type(exc).__name__}: {exc}") from exc
     _stats["seconds"] += time.perf_counter() - start
     _stats["steps"] += len(report.steps)
-    _rendered[ref] = render.render_markdown(spec, built, report)
-    _built[ref] = (spec, built)
-    return _rendered[ref]
+    _checked[ref] = Checked(render.render_markdown(spec, built, report), spec, built)
+    return _checked[ref]
 
 
 def _result(ref: str, where: str, here: bool) -> str:
-    _check(ref, where)
+    checked = _check(ref, where)
     _, render = _framework()
-    spec, built = _built[ref]
-    return render.render_result(spec, built, here)
+    return render.render_result(checked.spec, checked.built, here)
 
 
 def on_page_markdown(markdown, page, config, files):
     where = f"page {page.file.src_uri}"
     on_page = set(MARKER.findall(markdown))
-    out = MARKER.sub(lambda m: _check(m.group(1), where), markdown)
+    out = MARKER.sub(lambda m: _check(m.group(1), where).markdown, markdown)
     out = RESULT.sub(lambda m: _result(m.group(1), where, m.group(1) in on_page), out)
     stray = LOOSE.search(out)
     if stray:
@@ -107,8 +110,8 @@ def on_post_build(config):
     except Exception as exc:
         raise PluginError(f"cannot import the derivation modules: {type(exc).__name__}: {exc}") \
             from exc
-    unused = [ref for ref in found if ref not in _rendered]
+    unused = [ref for ref in found if ref not in _checked]
     for ref in unused:
         _check(ref, "no page (derivation not embedded anywhere)")
     log.info("derivations: %d checked (%d not embedded), %d steps, %.1f s of SymPy",
-             len(_rendered), len(unused), _stats["steps"], _stats["seconds"])
+             len(_checked), len(unused), _stats["steps"], _stats["seconds"])
