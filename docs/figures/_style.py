@@ -23,18 +23,13 @@ def node(ax, x, y, text, *, shaded=False, r=0.32):
     ax.text(x, y, text, ha="center", va="center", fontsize=12)
 
 
-def arrow(ax, start, end, *, colour="black", rad=0.0, label=None, label_at=None, r=0.34, style="-|>"):
+def arrow(ax, start, end, *, colour="black", rad=0.0, label=None, label_at=None, style="-|>"):
+    """An arrow between two node centres, stopping 16 points short of each (the node's edge)."""
     (x0, y0), (x1, y1) = start, end
     a = FancyArrowPatch((x0, y0), (x1, y1), arrowstyle=style, mutation_scale=14, color=colour, lw=1.4,
-                        connectionstyle=f"arc3,rad={rad}", shrinkA=r * 72 / 1.0 * 0 + 16, shrinkB=16)
+                        connectionstyle=f"arc3,rad={rad}", shrinkA=16, shrinkB=16)
     ax.add_patch(a)
     if label:
         lx, ly = label_at if label_at else ((x0 + x1) / 2, (y0 + y1) / 2)
         ax.text(lx, ly, label, ha="center", va="center", fontsize=10, color=colour)
 
-
-def diagram(size=(7.2, 2.4)):
-    fig, ax = plt.subplots(figsize=size)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    return fig, ax

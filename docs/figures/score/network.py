@@ -62,8 +62,8 @@ def architecture():
                                         edgecolor=ORANGE if attention else INDIGO, lw=1))
             ax.text(x, y, str(width), ha="center", va="center", fontsize=6.5, rotation=90)
         else:
-            ax.annotate("", xy=(x, y + (0.35 if kind == "up" else -0.35) * 0),
-                        xytext=(x, y + (1 if kind == "down" else -1) * 0.9),
+            # from the previous level (one row up for a downsample, one row down for an upsample)
+            ax.annotate("", xy=(x, y), xytext=(x, y + (0.9 if kind == "down" else -0.9)),
                         arrowprops=dict(arrowstyle="-|>", color="#757575", lw=1))
         x += 1.0
     for k, r in enumerate(levels):
