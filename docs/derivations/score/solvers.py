@@ -2,8 +2,6 @@
 import sympy as sp
 
 from derivations import Check, Model, StepFailure, derivation, ordered, times
-from derivations._checks import are_equal
-
 
 
 def time_function(name, latex, **assumptions):
