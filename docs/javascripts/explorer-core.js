@@ -81,23 +81,24 @@
   // E[eps | x_t, k] = s (x_t - a mu_k) / v_k; E[eps | x_t] averages over k with the posterior weights.
   function mixtureEps(mixture, abar, x, out, only) {
     const a = Math.sqrt(abar), s = Math.sqrt(1 - abar), K = mixture.weights.length;
+    const v = mixture.stds.map((sd) => a * a * sd ** 2 + s * s);           // the same for every point
+    const logPrior = mixture.weights.map((w, k) => Math.log(w) - Math.log(v[k]));
     const logr = new Float64Array(K);
     for (let p = 0; p < x.length; p += 2) {
       let top = -Infinity;
       for (let k = 0; k < K; k++) {
         if (only !== undefined && mixture.labels[k] !== only) { logr[k] = -Infinity; continue; }
-        const v = a * a * mixture.stds[k] ** 2 + s * s;
         const dx = x[p] - a * mixture.means[2 * k], dy = x[p + 1] - a * mixture.means[2 * k + 1];
-        logr[k] = Math.log(mixture.weights[k]) - Math.log(v) - (dx * dx + dy * dy) / (2 * v);
+        logr[k] = logPrior[k] - (dx * dx + dy * dy) / (2 * v[k]);
         if (logr[k] > top) top = logr[k];
       }
       let z = 0, ex = 0, ey = 0;
       for (let k = 0; k < K; k++) {
         if (logr[k] === -Infinity) continue;
-        const r = Math.exp(logr[k] - top), v = a * a * mixture.stds[k] ** 2 + s * s;
+        const r = Math.exp(logr[k] - top);
         z += r;
-        ex += r * s * (x[p] - a * mixture.means[2 * k]) / v;
-        ey += r * s * (x[p + 1] - a * mixture.means[2 * k + 1]) / v;
+        ex += r * s * (x[p] - a * mixture.means[2 * k]) / v[k];
+        ey += r * s * (x[p + 1] - a * mixture.means[2 * k + 1]) / v[k];
       }
       out[p] = ex / z;
       out[p + 1] = ey / z;
