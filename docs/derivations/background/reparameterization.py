@@ -1,8 +1,9 @@
 """Derivations for docs/background/reparameterization.md."""
 import sympy as sp
 
-from derivations import (E, GaussPdf, Model, Var, derivation, normal, ordered, random_variables,
-                         times)
+from derivations import (E, GaussPdf, Model, Pdf, Var, derivation, normal, ordered,
+                         random_variables, times)
+from derivations.background._probability import Pr  # Pr[a + b eps <= t], checked by the CDF of eps
 
 eps = random_variables("epsilon")
 mu = sp.Symbol("mu", real=True)
@@ -18,6 +19,29 @@ STANDARDIZED = Model("any $\\epsilon$ with $\\mathbb{E}[\\epsilon] = 0$ and "
                      facts={E(eps): 0, E(eps**2): 1})
 
 
+# The objective L(phi) = E_{z ~ q_phi}[f(z)], checked for two concrete families and functions.
+phi = sp.Symbol("phi", positive=True)
+w, k = sp.Symbol("z", real=True), sp.Symbol("k", real=True)  # w: the sample z as a plain variable
+L, f = sp.Function("L"), sp.Function("f")
+q_phi = Pdf("q_\\phi", w)
+
+
+class Differentiating(Model):
+    """Also differentiates normal densities: inside a derivative their formula is written out."""
+
+    def _visit(self, node):
+        if isinstance(node, sp.Derivative):
+            node = node.replace(lambda e: isinstance(e, GaussPdf), lambda e: e.unfold())
+        return super()._visit(node)
+
+
+SHIFT = Differentiating("$q_\\phi = \\mathcal{N}(\\phi, 1)$, $f(z) = z^2$",
+                        bind={L(phi): E(f(w), q_phi), q_phi: GaussPdf(w, phi, 1), f(w): w**2})
+SCALE = Differentiating("$q_\\phi = \\mathcal{N}(0, \\phi^2)$, $f(z) = e^{kz}$ for any real $k$",
+                        bind={L(phi): E(f(w), q_phi), q_phi: GaussPdf(w, 0, phi**2),
+                              f(w): sp.exp(k * w)})
+
+
 def autograd_gradient():
     """Autograd Monte Carlo estimate of d/d sigma E[(mu + sigma eps)^2] at mu=0.5, sigma=1.5."""
     import torch
@@ -28,6 +52,18 @@ def autograd_gradient():
     noise = torch.randn(400_000, generator=generator, dtype=torch.float64)
     ((mu_t + sigma_t * noise) ** 2).mean().backward()
     return sigma_t.grad
+
+
+@derivation("The gradient of an expectation acts on the density", models=[SHIFT, SCALE])
+def objective_gradient(d):
+    d.start(sp.Derivative(L(phi), phi))
+    d.eq(sp.Derivative(E(f(w), q_phi), phi), "definition of the objective")
+    d.eq(sp.Derivative(sp.Integral(q_phi * f(w), (w, -sp.oo, sp.oo)), phi),
+         "an expectation under $q_\\phi$ is an integral against $q_\\phi$")
+    d.eq(sp.Integral(f(w) * sp.Derivative(q_phi, phi), (w, -sp.oo, sp.oo)),
+         "differentiate under the integral: $\\phi$ sits in the density, not in $f$")
+    d.eq(E(f(w) * sp.Derivative(sp.log(q_phi), phi), q_phi),
+         "$\\partial_\\phi q_\\phi = q_\\phi\\, \\partial_\\phi \\log q_\\phi$")
 
 
 @derivation("Mean of the reparameterized sample", models=[STANDARDIZED, STANDARD_NORMAL])
@@ -45,10 +81,15 @@ def variance(d):
     d.eq(sigma**2, "$\\mathbb{E}[\\epsilon^2] = \\operatorname{Var}[\\epsilon] = 1$")
 
 
-@derivation("Density of the reparameterized sample")
+@derivation("Density of the reparameterized sample",
+            models=[Model("$\\epsilon \\sim \\mathcal{N}(0, 1)$; $\\Pr$ from its distribution function")])
 def density(d):
-    # P(z <= t) = P(eps <= (t - mu)/sigma): differentiate the CDF of z
-    d.start(sp.Derivative(sp.Integral(GaussPdf(s, 0, 1), (s, -sp.oo, (t - mu) / sigma)), t))
+    # the distribution function of z = mu + sigma eps at t, differentiated in t
+    d.start(sp.Derivative(Pr(z, t, eps), t))
+    d.eq(sp.Derivative(Pr(eps, (t - mu) / sigma, eps), t),
+         "subtract $\\mu$, divide by $\\sigma > 0$")
+    d.eq(sp.Derivative(sp.Integral(GaussPdf(s, 0, 1), (s, -sp.oo, (t - mu) / sigma)), t),
+         "$\\epsilon \\sim \\mathcal{N}(0, 1)$")
     d.eq(GaussPdf((t - mu) / sigma, 0, 1) / sigma, "fundamental theorem of calculus, chain rule")
     d.eq(GaussPdf(t, mu, sigma**2), "write out both densities")
 
