@@ -3,6 +3,7 @@ import sympy as sp
 
 from derivations import (Cov, E, GaussPdf, Model, Pdf, Var, derivation, normal, ordered,
                          random_variables, times)
+from derivations.background._probability import Pr  # Pr[a + b z <= y], checked by the CDF of z
 
 x_t, z = random_variables("x_t z")                      # random: E averages over them
 x0, y = sp.symbols("x_0 x_t-1", real=True)
@@ -239,13 +240,21 @@ def update(d):
 s_int = sp.Symbol("s", real=True)
 
 
-@derivation("The draw has the density q_sigma")
+m_draw = sp.Symbol("m", real=True)                      # short for the mean of the draw
+
+
+@derivation("The draw has the density q_sigma",
+            models=[Model("$z \\sim \\mathcal{N}(0, 1)$; $\\Pr$ from its distribution function; "
+                          "$m$ the mean of the draw", bind={m_draw: ddim_mean(xt, x0)})])
 def draw_density(d):
-    # P(x_{t-1} <= y) = P(z <= (y - mean) / sigma_t): differentiate that CDF in y
-    d.start(sp.Derivative(sp.Integral(GaussPdf(s_int, 0, 1),
-                                      (s_int, -sp.oo, (y - ddim_mean(xt, x0)) / sigma)), y))
-    d.eq(GaussPdf((y - ddim_mean(xt, x0)) / sigma, 0, 1) / sigma, "fundamental theorem of calculus, chain rule")
-    d.eq(GaussPdf(y, ddim_mean(xt, x0), sigma**2), "write out both densities")
+    # P(x_{t-1} <= y) for the draw x_{t-1} = mean + sigma_t z, differentiated in y
+    d.start(sp.Derivative(Pr(ordered(ddim_mean(xt, x0), sigma * z), y, z), y))
+    d.eq(sp.Derivative(Pr(z, (y - m_draw) / sigma, z), y),
+         "write $m$ for the first two terms; subtract $m$, divide by $\\sigma_t > 0$")
+    d.eq(sp.Derivative(sp.Integral(GaussPdf(s_int, 0, 1), (s_int, -sp.oo, (y - m_draw) / sigma)), y),
+         "$z \\sim \\mathcal{N}(0, 1)$")
+    d.eq(GaussPdf((y - m_draw) / sigma, 0, 1) / sigma, "fundamental theorem of calculus, chain rule")
+    d.eq(GaussPdf(y, ddim_mean(xt, x0), sigma**2), "write out both densities; put $m$ back")
 
 
 # The forward step of q_sigma by Bayes' rule. Given x_0, x_t ~ N(sqrt(ab) x_0, 1 - ab) and
