@@ -1,7 +1,7 @@
 """Derivations for docs/background/elbo.md."""
 import sympy as sp
 
-from derivations import ELBO, KL, E, GaussPdf, Model, Pdf, derivation, jensen, ordered
+from derivations import ELBO, KL, E, GaussPdf, Model, Pdf, derivation, jensen, ordered, times
 
 x, z, m = sp.symbols("x z m", real=True)
 s, v, u = sp.symbols("s v u", positive=True)
@@ -23,6 +23,9 @@ GAUSSIAN = Model(
     bind={p_xz: prior * likelihood, p_x: marginal, p_z_x: posterior, q: q_gauss,
           p_z: prior, p_x_z: likelihood})
 EXPLICIT = Model("exact integrals over the normal densities")
+EXAMPLE = Model("the Gaussian example: $p(z) = \\mathcal{N}(0, 1)$, "
+                "$p(x \\mid z) = \\mathcal{N}(z, s^2)$, exact integrals",
+                bind={p_z: prior, p_x_z: likelihood})
 
 
 def monte_carlo_elbo():
@@ -38,9 +41,18 @@ def monte_carlo_elbo():
     return (log_joint - q_t.log_prob(z_t)).mean()
 
 
-@derivation("The Gaussian example: the evidence", models=[EXPLICIT])
+@derivation("The evidence is the likelihood averaged over the prior", models=[ANY, GAUSSIAN])
+def evidence(d):
+    d.start(p_x)
+    d.eq(sp.Integral(p_xz, (z, -sp.oo, sp.oo)), "definition: integrate the latent out")
+    d.eq(sp.Integral(times(p_z, p_x_z), (z, -sp.oo, sp.oo)), "$p(x, z) = p(z)\\,p(x \\mid z)$")
+    d.eq(E(p_x_z, p_z), "an integral against $p(z)$ is an expectation under $p(z)$")
+
+
+@derivation("The Gaussian example: the evidence", models=[EXAMPLE])
 def gaussian_evidence(d):
-    d.start(sp.Integral(prior * likelihood, (z, -sp.oo, sp.oo)))
+    d.start(sp.Integral(times(p_z, p_x_z), (z, -sp.oo, sp.oo)))
+    d.eq(sp.Integral(times(prior, likelihood), (z, -sp.oo, sp.oo)), "the example's prior and likelihood")
     d.eq(marginal, "a Gaussian integral: $x = z + s\\,\\epsilon$ has variance $1 + s^2$")
 
 
