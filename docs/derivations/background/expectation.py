@@ -2,7 +2,7 @@
 import sympy as sp
 import sympy.stats as stats
 
-from derivations import (E, Cov, Model, Var, density, derivation, discrete, from_stats, normal,
+from derivations import (E, Cov, Model, Pdf, Var, density, derivation, discrete, from_stats, normal,
                          ordered, random_variables, times)
 
 X, Y = random_variables("X Y")
@@ -29,6 +29,66 @@ PRODUCT = Model(bind={(X, Y): discrete({(x1, y1): p1 * r1, (x1, y2): p1 * (1 - r
                                         (x2, y1): (1 - p1) * r1, (x2, y2): (1 - p1) * (1 - r1)})})
 INDEPENDENT = Model(independent=[(X, Y)])
 INDEPENDENT_NORMALS = Model(bind={X: normal(mu_x, sigma_x**2), Y: normal(mu_y, sigma_y**2)})
+
+
+# The definition, written out. X takes the values x_1, ..., x_n with probabilities p_1, ..., p_n
+# (checked for n = 3, probabilities adding up to one), or has a density p(x).
+n, i = sp.symbols("n i", integer=True, positive=True)
+xs, ps = sp.IndexedBase("x", real=True), sp.IndexedBase("p", positive=True)
+x = sp.Symbol("x", real=True)
+p = Pdf("p", x)
+
+
+class ThreePoints(Model):
+    """n = 3 outcomes; the last probability is what the first two leave."""
+
+    def __init__(self):
+        super().__init__("$n = 3$: $X$ takes $x_1, x_2, x_3$ with probabilities $p_1, p_2$, "
+                         "$p_3 = 1 - p_1 - p_2$",
+                         bind={n: 3, X: discrete({xs[1]: ps[1], xs[2]: ps[2],
+                                                  xs[3]: 1 - ps[1] - ps[2]})})
+
+    def evaluate(self, expr):
+        return super().evaluate(expr).xreplace({ps[3]: 1 - ps[1] - ps[2]})
+
+
+class LinearIntegrals(Model):
+    """Any density: integrals of sums are split and constants taken out (linearity)."""
+
+    def evaluate(self, expr):
+        def split(integral):
+            terms = sp.Add.make_args(sp.expand(integral.function))
+            return sp.Add(*(c * sp.Integral(rest, *integral.limits) if rest != 1 else
+                            c * sp.Integral(1, *integral.limits)
+                            for c, rest in (t.as_independent(*integral.variables, as_Add=False)
+                                            for t in terms)))
+        out = super().evaluate(expr)
+        return super().evaluate(out.replace(lambda e: isinstance(e, sp.Integral), split))
+
+
+ANY_PDF = LinearIntegrals("$X$ with any density $p(x)$", bind={X: density(lambda v: p, x)})
+
+
+@derivation("Deviations from the mean average to zero: discrete X", models=[ThreePoints()])
+def centred_discrete(d):
+    d.start(E(X - E(X)))
+    d.eq(sp.Sum(times(ordered(xs[i], -E(X)), ps[i]), (i, 1, n)),
+         "definition: each value times its probability")
+    d.eq(ordered(sp.Sum(times(xs[i], ps[i]), (i, 1, n)), -times(E(X), sp.Sum(ps[i], (i, 1, n)))),
+         "split the sum")
+    d.eq(ordered(E(X), -E(X)), "$\\sum_i x_i p_i$ is $\\mathbb{E}[X]$; the probabilities add up to one")
+    d.eq(0)
+
+
+@derivation("Deviations from the mean average to zero: continuous X", models=[ANY_PDF])
+def centred_continuous(d):
+    d.start(E(X - E(X)))
+    d.eq(sp.Integral(times(ordered(x, -E(X)), p), (x, -sp.oo, sp.oo)),
+         "definition: weight by the density")
+    d.eq(ordered(sp.Integral(x * p, (x, -sp.oo, sp.oo)),
+                 -times(E(X), sp.Integral(p, (x, -sp.oo, sp.oo)))), "split the integral")
+    d.eq(ordered(E(X), -E(X)), "$\\int x\\,p(x)\\,dx$ is $\\mathbb{E}[X]$; a density integrates to one")
+    d.eq(0)
 
 
 @derivation("Linearity of expectation", models=[THREE_POINTS, ANY_DENSITY, NORMAL])
