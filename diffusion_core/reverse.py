@@ -51,9 +51,27 @@ class Clip(str, Enum):
 def q_posterior(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> Gaussian:
     r"""Moments of :math:`q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t I)` (Ho et al. eq. 6-7).
 
-    .. math:: \tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\beta_t}{1-\bar\alpha_t} x_0
-              + \frac{\sqrt{\alpha_t}(1-\bar\alpha_{t-1})}{1-\bar\alpha_t} x_t,\qquad
-              \tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\beta_t
+    Completing the square in :math:`x_{t-1}` gives the precision
+    :math:`\alpha_t/\beta_t + 1/(1 - \bar\alpha_{t-1})`; the mean :math:`\tilde\mu_t` is the linear
+    coefficient over the precision,
+
+    .. math::
+        :checked-by: diffusion.reverse:posterior_mean
+
+        \frac{\frac{\sqrt{\alpha_{t}} x_{t}}{\beta_{t}} + \frac{\sqrt{\bar{\alpha}_{t-1}} x_{0}}{1 - \bar{\alpha}_{t-1}}}
+              {\frac{\alpha_{t}}{\beta_{t}} + \frac{1}{1 - \bar{\alpha}_{t-1}}}
+        = \frac{\sqrt{\bar{\alpha}_{t-1}} \beta_{t}}{1 - \bar{\alpha}_{t}} x_{0}
+          + \frac{\sqrt{\alpha_{t}} \left(1 - \bar{\alpha}_{t-1}\right)}{1 - \bar{\alpha}_{t}} x_{t}
+
+    and the variance :math:`\tilde\beta_t` is one over the precision,
+
+    .. math::
+        :checked-by: diffusion.reverse:posterior_variance
+
+        \frac{1}{\frac{\alpha_{t}}{\beta_{t}} + \frac{1}{1 - \bar{\alpha}_{t-1}}}
+        = \frac{1 - \bar{\alpha}_{t-1}}{1 - \bar{\alpha}_{t}} \beta_{t}
+
+    (both checked by SymPy on the reverse-process page, ``docs/derivations/diffusion/reverse.py``).
     """
     check_same_shape("x0", x0, "x_t", x_t)
     check_timesteps(t, schedule.num_timesteps, x_t.shape[0])

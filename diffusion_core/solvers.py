@@ -182,11 +182,18 @@ def dpmpp_2m_sample(
               \hat x_\theta(\hat x_\lambda, \lambda)\,d\lambda .
 
     Over visited timesteps :math:`t_0 > t_1 > \dots` (``steps`` of the schedule's indices, then clean data),
-    with :math:`h_i = \lambda_{t_i} - \lambda_{t_{i-1}}`, the first-order step (DPM-Solver++1, which is DDIM)
-    is
+    with :math:`h_i = \lambda_{t_i} - \lambda_{t_{i-1}}`, the first-order step (DPM-Solver++1) from
+    :math:`s = t_{i-1}` to :math:`t = t_i` holds :math:`\hat x_0 = x_\theta(\tilde x_{t_{i-1}}, t_{i-1})` fixed in
+    the integral, which makes it DDIM:
 
-    .. math:: \tilde x_{t_i} = \frac{\sigma_{t_i}}{\sigma_{t_{i-1}}}\tilde x_{t_{i-1}}
-              - \alpha_{t_i}(e^{-h_i} - 1)\,x_\theta(\tilde x_{t_{i-1}}, t_{i-1}),
+    .. math::
+        :checked-by: score.solvers:first_order_is_ddim
+
+        x_{s} \dfrac{\sigma_{t}}{\sigma_{s}} + \sigma_{t} \int\limits_{\lambda_{s}}^{\lambda_{t}} \hat{x}_{0} e^{u}\, du
+        = \alpha_{t} \hat{x}_{0} + \sigma_{t} \dfrac{x_{s} - \alpha_{s} \hat{x}_{0}}{\sigma_{s}}
+
+    (checked on the solvers page, ``docs/derivations/score/solvers.py``); the code's form is
+    :math:`\tilde x_{t_i} = \frac{\sigma_{t_i}}{\sigma_{t_{i-1}}}\tilde x_{t_{i-1}} - \alpha_{t_i}(e^{-h_i} - 1)\,\hat x_0`,
 
     and the 2M step (Algorithm 2) replaces :math:`x_\theta` by
     :math:`D_i = (1 + \frac{1}{2r_i})\,x_\theta(\tilde x_{t_{i-1}}, t_{i-1}) - \frac{1}{2r_i}\,x_\theta(\tilde x_{t_{i-2}}, t_{i-2})`,
@@ -256,12 +263,17 @@ def heun_sample(
 
     With :math:`\alpha_t = \sqrt{\bar\alpha_t}` and :math:`\sigma_t = \sqrt{(1-\bar\alpha_t)/\bar\alpha_t}` (EDM's
     noise level of the scaled state :math:`\bar x = x/\alpha`), the ODE (EDM eq. 1 with :math:`\sigma(t) = t`
-    and the score of eq. 3) is
+    and the score of eq. 3) is :math:`d\bar x/d\sigma = (\bar x - D(\bar x; \sigma))/\sigma` with the denoiser
+    :math:`D(\bar x; \sigma_t) = \hat x_0(\alpha_t \bar x,\ t)`, the network's :math:`\hat x_0` at the VP input
+    :math:`x_t = \alpha_t \bar x`. Written out in :math:`x` and :math:`\bar\alpha`, that is the probability-flow ODE:
 
-    .. math:: \frac{d\bar x}{d\sigma} = \frac{\bar x - D(\bar x; \sigma)}{\sigma}, \qquad
-              D(\bar x; \sigma_t) = \hat x_0(\alpha_t \bar x,\ t),
+    .. math::
+        :checked-by: api.solvers:edm_ode
 
-    the denoiser being the network's :math:`\hat x_0` at the VP input :math:`x_t = \alpha_t \bar x`. DDIM
+        \dfrac{\frac{d}{d t} \frac{x}{\sqrt{\bar\alpha}}}{\frac{d}{d t} \frac{\sqrt{1 - \bar\alpha}}{\sqrt{\bar\alpha}}}
+        = \dfrac{\frac{x}{\sqrt{\bar\alpha}} - \hat{x}_{0}}{\frac{\sqrt{1 - \bar\alpha}}{\sqrt{\bar\alpha}}}
+
+    (checked in ``docs/derivations/api/solvers.py``). DDIM
     (:math:`\eta = 0`) is exactly Euler's method on this ODE (Song et al. 2021, sec. 4.3). Over visited
     timesteps with noise levels :math:`\sigma_0 > \dots > \sigma_{N-1} > \sigma_N = 0`, each step is
 

@@ -18,7 +18,8 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 sys.path.insert(0, str(DOCS))
 
 from derivations import (E, KL, Derivation, DerivationError, GaussPdf, Model, Pdf,  # noqa: E402
-                         Var, derivation, discover, jensen, normal, random_variables, uses)
+                         Var, antiderivative, derivation, discover, jensen, normal, random_variables,
+                         uses)
 from derivations._render import render_markdown  # noqa: E402
 from derivations._spaces import gaussian_integral  # noqa: E402
 
@@ -95,6 +96,18 @@ def test_uses_rejects_a_gap_that_does_not_match():
     d.start(2 * KL(q, p)).ge(0, by=uses("background.kl:nonnegativity"))
     with pytest.raises(DerivationError, match="is not the gap"):
         d.check()
+
+
+def test_antiderivative_checks_the_derivative_and_both_limits():
+    y = sp.Symbol("y", real=True)
+    ok = Derivation("ok").start(sp.Integral(y**2, (y, a, b))).eq(b**3 / 3 - a**3 / 3, by=antiderivative(y**3 / 3))
+    assert ok.check().steps[0].verified.startswith("the fundamental theorem of calculus")
+    wrong_f = Derivation("f").start(sp.Integral(y**2, (y, a, b))).eq(b**3 / 2 - a**3 / 2, by=antiderivative(y**3 / 2))
+    with pytest.raises(DerivationError, match="not y\\*\\*2"):
+        wrong_f.check()
+    wrong_limits = Derivation("limits").start(sp.Integral(y**2, (y, a, b))).eq(b**3 / 3, by=antiderivative(y**3 / 3))
+    with pytest.raises(DerivationError, match="not F"):
+        wrong_limits.check()
 
 
 def test_numeric_check_failure_is_reported():

@@ -6,6 +6,8 @@
 * ``under(*models)``: the same, under other models than the derivation's.
 * ``jensen(f, u)``: the step is ``E[f(Y)]`` vs ``f(E[Y])``; checks that shape and
   the sign of ``f''`` on the domain (concave for ``E f <= f E``, convex the other way).
+* ``antiderivative(F)``: the step is a definite integral against ``F(b) - F(a)``; checks
+  ``F' = f`` and the evaluation at the limits.
 * ``uses("module:name")``: the step's gap is exactly the gap of an already
   checked derivation (e.g. ``KL >= 0``), evaluated under this derivation's models.
 
@@ -17,7 +19,7 @@ import importlib
 
 import sympy as sp
 
-from ._notation import Expectation
+from ._notation import Expectation, GaussPdf
 from ._printing import tex
 
 
@@ -177,6 +179,31 @@ POSITIVE_REALS = sp.Interval.open(0, sp.oo)
 def jensen(f, u, domain=POSITIVE_REALS) -> Check:
     """Jensen's inequality for the function ``f`` of the symbol ``u`` on ``domain``."""
     return Jensen(f, u, domain)
+
+
+class Antiderivative(Check):
+    def __init__(self, F):
+        self.F = sp.sympify(F)
+
+    def verify(self, step, derivation):
+        integral = step.lhs
+        if step.relation != "=" or not isinstance(integral, sp.Integral) or len(integral.limits) != 1 \
+                or len(integral.limits[0]) != 3:
+            raise StepFailure("an antiderivative justifies `integral from a to b = F(b) - F(a)`, "
+                              "with the definite integral on the left")
+        var, a, b = integral.limits[0]
+        f = integral.function.replace(lambda e: isinstance(e, GaussPdf), lambda e: e.unfold())
+        if not is_zero(sp.diff(self.F, var) - f):
+            raise StepFailure(f"d/d{var} of {self.F} is {simplify(sp.diff(self.F, var))}, not {f}")
+        if not is_zero(step.rhs - (self.F.subs(var, b) - self.F.subs(var, a))):
+            raise StepFailure(f"the right side is not F({b}) - F({a}) with F = {self.F}")
+        return (f"the fundamental theorem of calculus: ${tex(self.F)}$ has derivative "
+                f"${tex(integral.function)}$ in ${tex(var)}$, evaluated at both limits")
+
+
+def antiderivative(F) -> Check:
+    """Justify ``Integral(f, (y, a, b)) = F(b) - F(a)`` by ``F' = f`` (checked)."""
+    return Antiderivative(F)
 
 
 _CHECKED: dict = {}

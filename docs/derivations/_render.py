@@ -29,6 +29,16 @@ def render_markdown(spec: DerivationSpec, derivation: Derivation, report: Report
     return "\n".join(parts)
 
 
+def result_latex(derivation: Derivation) -> str:
+    """``first REL last`` of a derivation, as LaTeX: what a result display shows."""
+    return f"{tex(derivation.lines[0])} {REL_WORD[derivation.relation]} {tex(derivation.lines[-1])}"
+
+
+def same_latex(written: str, derivation: Derivation) -> bool:
+    """Whether ``written`` (a docstring's formula) is the derivation's result display, up to whitespace."""
+    return "".join(written.split()) == "".join(result_latex(derivation).split())
+
+
 def render_result(spec: DerivationSpec, derivation: Derivation, here: bool) -> str:
     """The first line, the overall relation and the last line of a checked derivation, as one display.
 
@@ -36,11 +46,9 @@ def render_result(spec: DerivationSpec, derivation: Derivation, here: bool) -> s
     checked because every step of the derivation it summarizes is.  ``here``: the derivation is
     on the same page, so the note links to it.
     """
-    first, last = derivation.lines[0], derivation.lines[-1]
-    rel = REL_WORD[derivation.relation]
     title = f"[{spec.title}](#{anchor(spec.ref)})" if here else f"*{spec.title}*"
     return "\n".join([
-        '<div class="derivation-result" markdown>', "", "$$", f"{tex(first)} {rel} {tex(last)}",
+        '<div class="derivation-result" markdown>', "", "$$", result_latex(derivation),
         "$$", "", f'<p class="derivation-result-note" markdown="span">Checked by SymPy: the result '
         f"of the derivation {title} (`docs/derivations/{spec.ref.split(':')[0].replace('.', '/')}.py`).</p>",
         "", "</div>"])

@@ -89,6 +89,17 @@ def _result(ref: str, where: str, here: bool) -> str:
     return render.render_result(checked.spec, checked.built, here)
 
 
+def docstring_result(ref: str, written: str, where: str) -> str:
+    """A docstring formula tied to a derivation (``:checked-by: ref``, see ``rst_docstrings.py``): the
+    derivation is checked, the formula must be its result display, and the display comes from it."""
+    checked = _check(ref, where)
+    _, render = _framework()
+    if not render.same_latex(written, checked.built):
+        raise PluginError(f"{where}: the formula is not the result of {ref!r}; it says\n    {written}\n"
+                          f"and the checked derivation prints\n    {render.result_latex(checked.built)}")
+    return render.render_result(checked.spec, checked.built, here=False)
+
+
 def on_page_markdown(markdown, page, config, files):
     where = f"page {page.file.src_uri}"
     on_page = set(MARKER.findall(markdown))

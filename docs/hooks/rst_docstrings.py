@@ -6,8 +6,11 @@ Markdown, where those show as literal text. This extension rewrites each docstri
 loads it (the source files are not touched, so ``help()`` is unchanged):
 
 * ``:math:`x```  becomes inline math ``$x$``;
-* a ``.. math::`` block becomes a display, marked as not machine-checked on this page (the displays of
-  the theory pages are; see ``docs/hooks/equation_hook.py``), so the site's count stays true;
+* a ``.. math::`` block with the option ``:checked-by: part.page:name`` becomes the result display of
+  that checked derivation (``docs/derivations/api/``); the docstring's formula must be exactly that
+  display's LaTeX (up to whitespace), or the build stops (``derivation_hook.docstring_result``);
+* any other ``.. math::`` block becomes a display marked as not machine-checked, so the site's count
+  of checked displays stays true (see ``docs/hooks/equation_hook.py``);
 * a simple table becomes a Markdown table;
 * Sphinx cross-references (``:class:`Denoiser```) become code.
 
@@ -16,11 +19,13 @@ Registered in ``mkdocs.yml`` under the python handler's ``extensions``.
 from __future__ import annotations
 
 import re
+import sys
 
 import griffe
 
 ROLE = re.compile(r":math:`([^`]+)`")
 XREF = re.compile(r":(?:class|func|meth|attr|mod|data|exc|obj):`~?([^`]+)`")
+CHECKED_BY = re.compile(r"^:checked-by:\s*(\S+)$")
 RULE = re.compile(r"^(\s*)(=+)(\s+=+)+\s*$")
 NOTE = ('<p class="unchecked-note">A formula the code implements, quoted from its docstring; '
         "not machine-checked on this page (the theory pages derive it).</p>")
@@ -43,10 +48,23 @@ def _math_blocks(lines: list[str]) -> list[str]:
             i += 1
         while body and not body[-1]:
             body.pop()
+        option = CHECKED_BY.match(next((b for b in body if b), ""))
+        if option:
+            formula = "\n".join(b for b in body if b and not CHECKED_BY.match(b))
+            out += [f"{indent}{row}" for row in _checked(option.group(1), formula).split("\n")] + [""]
+            continue
         out += [f'{indent}<div class="unchecked" markdown>', "", f"{indent}$$",
                 *[f"{indent}{b}" for b in body if b], f"{indent}$$", "", f"{indent}{NOTE}", "",
                 f"{indent}</div>", ""]
     return out
+
+
+def _checked(ref: str, formula: str) -> str:
+    hook = sys.modules.get("derivation_hook")
+    if hook is None:
+        raise RuntimeError(f"the docstring formula checked by {ref!r} needs docs/hooks/derivation_hook.py "
+                           "in mkdocs.yml's hooks")
+    return hook.docstring_result(ref, formula, f"API reference, docstring formula checked by {ref!r}")
 
 
 def _tables(lines: list[str]) -> list[str]:

@@ -1,0 +1,1 @@
+"""Derivations behind the formulas in the library's docstrings (docs/api.md)."""
