@@ -213,10 +213,20 @@ def ddim_sample(
     labels: torch.Tensor | None = None,
     clip: Clip | str | None = None,
 ) -> SampleResult:
-    r"""DDIM (Song et al. 2021, eq. 12) over ``steps`` of the schedule's indices:
+    r"""DDIM (Song et al. 2021, eq. 12) over ``steps`` of the schedule's indices: :math:`x_{t-1}` is drawn from
+    :math:`q_\sigma(x_{t-1} \mid x_t, \hat x_0)`, the network's :math:`\hat x_0` in place of the data, which in terms
+    of its :math:`\hat\epsilon = (x_t - \sqrt{\bar\alpha_t}\,\hat x_0)/\sqrt{1-\bar\alpha_t}` is the update
 
-    .. math:: x_{t-1} = \sqrt{\bar\alpha_{t-1}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t-1}-\sigma_t^2}\,\hat\epsilon + \sigma_t z,
-              \quad \sigma_t = \eta\sqrt{\frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}}\sqrt{1-\frac{\bar\alpha_t}{\bar\alpha_{t-1}}}
+    .. math::
+        :checked-by: ddim.index:update
+
+        \sqrt{\bar{\alpha}_{t-1}} \hat{x}_{0}
+        + \sqrt{1 - \bar{\alpha}_{t-1} - \sigma_{t}^{2}} \frac{x_{t} - \sqrt{\bar{\alpha}_{t}} \hat{x}_{0}}{\sqrt{1 - \bar{\alpha}_{t}}}
+        + \sigma_{t} z
+        = \sqrt{\bar{\alpha}_{t-1}} \hat{x}_{0} + \sqrt{1 - \bar{\alpha}_{t-1} - \sigma_{t}^{2}} \hat{\epsilon} + \sigma_{t} z
+
+    (checked on the DDIM page, ``docs/derivations/ddim/index.py``), with
+    :math:`\sigma_t = \eta\sqrt{(1-\bar\alpha_{t-1})/(1-\bar\alpha_t)}\sqrt{1-\bar\alpha_t/\bar\alpha_{t-1}}`.
 
     :math:`\eta = 0` is deterministic (no noise is drawn); :math:`\eta = 1` gives :math:`\sigma_t^2 = \tilde\beta_t`,
     DDPM's posterior variance. With :math:`\eta > 0`, ``z`` is drawn from ``generator`` before each step but the
