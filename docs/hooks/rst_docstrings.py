@@ -60,7 +60,9 @@ def _math_blocks(lines: list[str]) -> list[str]:
 
 
 def _checked(ref: str, formula: str) -> str:
-    hook = sys.modules.get("derivation_hook")
+    # MkDocs registers a hook module under its path as written in mkdocs.yml's `hooks:`
+    hook = next((module for name, module in list(sys.modules.items())
+                 if name.replace("\\", "/").rsplit("/", 1)[-1] == "derivation_hook.py"), None)
     if hook is None:
         raise RuntimeError(f"the docstring formula checked by {ref!r} needs docs/hooks/derivation_hook.py "
                            "in mkdocs.yml's hooks")
