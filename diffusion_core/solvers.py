@@ -177,9 +177,22 @@ def dpmpp_2m_sample(
 
     With :math:`\lambda_t = \log(\alpha_t/\sigma_t)`, the exact solution from :math:`s` to :math:`t` in data
     prediction (their sec. 4.1) is
+    :math:`x_t = \frac{\sigma_t}{\sigma_s} x_s + \sigma_t \int_{\lambda_s}^{\lambda_t} e^{\lambda}
+    \hat x_0(\lambda)\,d\lambda`, with :math:`\hat x_0(\lambda) = x_\theta(\hat x_\lambda, \lambda)` along the
+    solution: it equals :math:`x_s` at :math:`\lambda_s`, and it solves the ODE
+    :math:`dx/d\lambda = -\alpha^2 x + \alpha\,\hat x_0` (variance preserving, so
+    :math:`d\sigma/d\lambda = -\alpha^2\sigma`):
 
-    .. math:: x_t = \frac{\sigma_t}{\sigma_s} x_s + \sigma_t \int_{\lambda_s}^{\lambda_t} e^{\lambda}
-              \hat x_\theta(\hat x_\lambda, \lambda)\,d\lambda .
+    .. math::
+        :checked-by: score.solvers:exact_solution
+
+        \frac{d}{d\lambda}\Big[\sigma{\left(\lambda \right)} \left(\dfrac{x_{s}}{\sigma{\left(\lambda_{s} \right)}}
+            + \int\limits_{\lambda_{s}}^{\lambda} \hat{x}_{0}{\left(u \right)} e^{u}\, du\right)\Big]
+        = - \alpha^{2}{\left(\lambda \right)} \sigma{\left(\lambda \right)} \left(\dfrac{x_{s}}{\sigma{\left(\lambda_{s} \right)}}
+            + \int\limits_{\lambda_{s}}^{\lambda} \hat{x}_{0}{\left(u \right)} e^{u}\, du\right)
+          + \alpha{\left(\lambda \right)} \hat{x}_{0}{\left(\lambda \right)}
+
+    (checked on the solvers page, ``docs/derivations/score/solvers.py``).
 
     Over visited timesteps :math:`t_0 > t_1 > \dots` (``steps`` of the schedule's indices, then clean data),
     with :math:`h_i = \lambda_{t_i} - \lambda_{t_{i-1}}`, the first-order step (DPM-Solver++1) from
