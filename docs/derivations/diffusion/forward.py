@@ -4,8 +4,9 @@ import math
 
 import sympy as sp
 
-from derivations import (E, GaussPdf, Model, Var, derivation, normal, ordered, random_variables,
-                         times)
+from derivations import (E, GaussPdf, Model, Pdf, Var, derivation, normal, ordered,
+                         random_variables, times, under)
+from derivations.diffusion.objective import Normalized
 
 # Random quantities: the previous state and the fresh, independent noise of each step.
 x_prev, eps, eps1, eps2, eps_bar = random_variables("x_t-1 epsilon epsilon_1 epsilon_2 epsilonbar")
@@ -168,14 +169,77 @@ def two_steps_expanded(d):
 
 x_t = sp.Symbol("x_t", real=True)
 x_given = sp.Symbol("x_t-1", real=True)               # x_{t-1} as a given number
+kernel = Pdf("q", x_t, given=x_given)
+# The kernel is defined as the density of the draw x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps:
+# the derivative of P(x_t <= u) = P(eps <= (u - sqrt(1 - beta_t) x_{t-1}) / sqrt(beta_t)) at u = x_t.
+DRAW_CDF = sp.Derivative(sp.Integral(GaussPdf(s, 0, 1),
+                                     (s, -sp.oo, (x_t - sp.sqrt(1 - beta) * x_given) / sp.sqrt(beta))), x_t)
+ONE_DRAW = Model("$q(x_t \\mid x_{t-1})$ is the density of the draw "
+                 "$x_t = \\sqrt{1-\\beta_t}\\,x_{t-1} + \\sqrt{\\beta_t}\\,\\epsilon$, "
+                 "$\\epsilon \\sim \\mathcal{N}(0, 1)$: the derivative of its distribution function",
+                 bind={kernel: DRAW_CDF})
 
 
-@derivation("The one-step sample has the one-step density")
+@derivation("The one-step sample has the one-step density", models=[ONE_DRAW])
 def one_step_density(d):
-    # P(x_t <= x) = P(eps <= (x - sqrt(1 - beta) x_{t-1}) / sqrt(beta)): differentiate that CDF in x_t
-    d.start(sp.Derivative(sp.Integral(GaussPdf(s, 0, 1),
-                                      (s, -sp.oo, (x_t - sp.sqrt(1 - beta) * x_given) / sp.sqrt(beta))), x_t))
+    d.start(kernel)
+    d.eq(DRAW_CDF, "the density of the draw: differentiate "
+                   "$P(\\epsilon \\le (x_t - \\sqrt{1-\\beta_t}\\,x_{t-1})/\\sqrt{\\beta_t})$")
     d.eq(GaussPdf((x_t - sp.sqrt(1 - beta) * x_given) / sp.sqrt(beta), 0, 1) / sp.sqrt(beta),
          "fundamental theorem of calculus, chain rule")
     d.eq(GaussPdf(x_t, sp.sqrt(1 - beta) * x_given, beta), "write out both densities")
 
+
+# ---- alpha-bar as a product, for concrete t (SymPy cannot split a product of symbolic length)
+n = sp.Symbol("t", integer=True, positive=True)
+k = sp.Symbol("s", integer=True, positive=True)
+alphas, abars = sp.IndexedBase("alpha", positive=True), sp.IndexedBase(r"\bar{\alpha}", positive=True)
+
+
+def first_steps(count):
+    return Model(f"$t = {count}$; $\\bar\\alpha_t = \\prod_{{s=1}}^{{t}} \\alpha_s$ for every $t$ "
+                 "(so $\\bar\\alpha_0 = 1$, the empty product); any $\\alpha_s$",
+                 bind={n: count, abars[n]: sp.Product(alphas[k], (k, 1, n)),
+                       abars[n - 1]: sp.Product(alphas[k], (k, 1, n - 1))})
+
+
+@derivation("The cumulative product, one step at a time",
+            models=[first_steps(1), first_steps(2), first_steps(3), first_steps(4)])
+def abar_recursion(d):
+    d.start(abars[n])
+    d.eq(sp.Product(alphas[k], (k, 1, n)), "definition")
+    d.eq(times(alphas[n], sp.Product(alphas[k], (k, 1, n - 1))), "split off the last factor")
+    d.eq(times(alphas[n], abars[n - 1]), "definition at $t - 1$")
+
+
+# ---- the induction step on densities: q(x_t | x_0) from the kernel and q(x_{t-1} | x_0)
+y = sp.Symbol("x_t-1", real=True)
+r, k_ = sp.symbols("r k", positive=True)
+jump, jump_prev = Pdf("q", x_t, given=x0), Pdf("q", y, given=x0)
+step_x0, step_y = Pdf("q", x_t, given=(y, x0)), Pdf("q", x_t, given=y)
+CHAIN = Model("any joint density $q$ of $x_0, x_{t-1}, x_t$")
+MARKOV = Model("the Markov property: $q(x_t \\mid x_{t-1}, x_0) = q(x_t \\mid x_{t-1})$",
+               bind={step_x0: step_y})
+HYPOTHESIS = Model("the kernel above and the claim for $t - 1$: "
+                   "$q(x_{t-1} \\mid x_0) = \\mathcal{N}(\\sqrt{\\bar\\alpha_{t-1}}\\,x_0, "
+                   "1 - \\bar\\alpha_{t-1})$; $\\beta_t = 1 - \\alpha_t$, "
+                   "$\\bar\\alpha_t = \\alpha_t \\bar\\alpha_{t-1}$, with every $\\alpha_t$ and "
+                   "$\\bar\\alpha_{t-1}$ in $(0, 1)$ written as $1/(1+r)$ and $1/(1+k)$, $r, k > 0$",
+                   bind={step_y: GaussPdf(x_t, sp.sqrt(alpha) * y, beta),
+                         jump_prev: GaussPdf(y, sp.sqrt(abar_prev) * x0, 1 - abar_prev),
+                         alpha: 1 / (1 + r), beta: r / (1 + r), abar_prev: 1 / (1 + k_),
+                         abar: 1 / ((1 + r) * (1 + k_))})
+
+
+@derivation("Induction step: the density", models=[HYPOTHESIS])
+def induction_density(d):
+    d.start(jump)
+    d.eq(sp.Integral(step_x0 * jump_prev, (y, -sp.oo, sp.oo)),
+         "average over the state before: $x_{t-1}$ integrates out of the joint", by=under(CHAIN))
+    d.eq(sp.Integral(step_y * jump_prev, (y, -sp.oo, sp.oo)), "the Markov property", by=under(MARKOV))
+    d.eq(sp.Integral(GaussPdf(x_t, sp.sqrt(alpha) * y, beta)
+                     * GaussPdf(y, sp.sqrt(abar_prev) * x0, 1 - abar_prev), (y, -sp.oo, sp.oo)),
+         "the kernel ($\\alpha_t = 1 - \\beta_t$) and the claim for $t - 1$")
+    d.eq(GaussPdf(x_t, sp.sqrt(abar) * x0, 1 - abar),
+         "complete the square in $x_{t-1}$ and integrate; "
+         "$\\bar\\alpha_t = \\alpha_t \\bar\\alpha_{t-1}$", by=Normalized())
