@@ -232,3 +232,40 @@ FORWARD_DRAW = Model("$x_t = \\sqrt{\\bar\\alpha_t}\\,x_0 + \\sqrt{1-\\bar\\alph
 def x0_from_noise(d):
     d.start(ordered(xt, -times(sp.sqrt(1 - abar), noise)) / sp.sqrt(abar))
     d.eq(x0, "insert $x_t$: the noise cancels")
+
+
+# ---- the learned step and the sampling rule
+mu_theta, z = sp.Symbol("mu_theta", real=True), sp.Symbol("z", real=True)
+sigma = sp.Symbol("sigma_t", positive=True)
+learned = Pdf("p_\\theta", y, given=xt)
+LEARNED_CDF = sp.Derivative(sp.Integral(GaussPdf(k, 0, 1), (k, -sp.oo, (y - mu_theta) / sigma)), y)
+LEARNED_DRAW = Model("$p_\\theta(x_{t-1} \\mid x_t)$ is the density of the draw "
+                     "$x_{t-1} = \\mu_\\theta + \\sigma_t z$, $z \\sim \\mathcal{N}(0, 1)$: "
+                     "the derivative of its distribution function", bind={learned: LEARNED_CDF})
+
+
+@derivation("The learned step is Gaussian", models=[LEARNED_DRAW])
+def learned_step(d):
+    d.start(learned)
+    d.eq(LEARNED_CDF, "the density of the draw: differentiate "
+                      "$P(z \\le (x_{t-1} - \\mu_\\theta)/\\sigma_t)$")
+    d.eq(GaussPdf((y - mu_theta) / sigma, 0, 1) / sigma, "fundamental theorem of calculus, chain rule")
+    d.eq(GaussPdf(y, mu_theta, sigma**2), "write out both densities")
+
+
+x0_hat = ordered(xt, -times(sp.sqrt(1 - abar), eps)) / sp.sqrt(abar)
+SAMPLE = Model("$x_{t-1} = \\mu_\\theta + \\sigma_t z$ with $\\mu_\\theta = \\tilde\\mu_t(x_t, \\hat x_0)$, "
+               "$\\hat x_0 = (x_t - \\sqrt{1-\\bar\\alpha_t}\\,\\epsilon_\\theta)/\\sqrt{\\bar\\alpha_t}$; "
+               "$\\alpha_t = 1 - \\beta_t$ and $\\bar\\alpha_t = \\alpha_t \\bar\\alpha_{t-1}$",
+               bind={y: coef1 * x0_hat + coef2 * xt + sigma * z,
+                     alpha: 1 - beta, abar: (1 - beta) * abar_prev})
+
+
+@derivation("One step of DDPM sampling (Ho et al. algorithm 2)", models=[SAMPLE])
+def sampling_step(d):
+    d.start(y)
+    d.eq(ordered(times(coef1, x0_hat), times(coef2, xt), sigma * z),
+         "a draw from $p_\\theta$, whose mean is the posterior mean with $\\hat x_0$ for $x_0$")
+    d.eq(ordered(times(sp.UnevaluatedExpr(1 / sp.sqrt(alpha)),
+                       ordered(xt, -times(beta / sp.sqrt(1 - abar), eps))), sigma * z),
+         "collect $x_t$ and $\\epsilon_\\theta$ as in eq. 11 above")
