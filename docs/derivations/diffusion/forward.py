@@ -187,7 +187,7 @@ def one_step_density(d):
                    "$P(\\epsilon \\le (x_t - \\sqrt{1-\\beta_t}\\,x_{t-1})/\\sqrt{\\beta_t})$")
     d.eq(GaussPdf((x_t - sp.sqrt(1 - beta) * x_given) / sp.sqrt(beta), 0, 1) / sp.sqrt(beta),
          "fundamental theorem of calculus, chain rule")
-    d.eq(GaussPdf(x_t, sp.sqrt(1 - beta) * x_given, beta), "write out both densities")
+    d.eq(GaussPdf(x_t, times(sp.sqrt(1 - beta), x_given), beta), "write out both densities")
 
 
 # ---- alpha-bar as a product, for concrete t (SymPy cannot split a product of symbolic length)
