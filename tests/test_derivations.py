@@ -19,7 +19,7 @@ sys.path.insert(0, str(DOCS))
 
 from derivations import (E, KL, Derivation, DerivationError, GaussPdf, Model, Pdf,  # noqa: E402
                          Var, antiderivative, derivation, discover, jensen, normal, random_variables,
-                         uses)
+                         ratio_is_one, uses)
 from derivations._render import render_markdown  # noqa: E402
 from derivations._spaces import gaussian_integral  # noqa: E402
 
@@ -108,6 +108,22 @@ def test_antiderivative_checks_the_derivative_and_both_limits():
     wrong_limits = Derivation("limits").start(sp.Integral(y**2, (y, a, b))).eq(b**3 / 3, by=antiderivative(y**3 / 3))
     with pytest.raises(DerivationError, match="not F"):
         wrong_limits.check()
+
+
+def test_ratio_is_one_accepts_equal_densities_and_rejects_a_wrong_variance():
+    y = sp.Symbol("y", real=True)
+    v = sp.Symbol("v", positive=True)
+    # N(y; 0, v) N(y; 0, v) / N(y; 0, v/2) is the constant 1/sqrt(4 pi v): a density times that constant
+    same = Derivation("same").start(GaussPdf(y, 0, v) ** 2).eq(
+        GaussPdf(y, 0, v / 2) / (2 * sp.sqrt(sp.pi * v)), by=ratio_is_one())
+    assert "simplifies to 1" in same.check().steps[0].verified
+    wrong = Derivation("wrong").start(GaussPdf(y, 0, v) ** 2).eq(
+        GaussPdf(y, 0, v) / (2 * sp.sqrt(sp.pi * v)), by=ratio_is_one())
+    with pytest.raises(DerivationError, match="not 1"):
+        wrong.check()
+    unsigned = Derivation("sign").start(a).eq(a, by=ratio_is_one())
+    with pytest.raises(DerivationError, match="positive"):
+        unsigned.check()
 
 
 def test_numeric_check_failure_is_reported():

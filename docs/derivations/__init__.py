@@ -4,7 +4,8 @@ Page modules import everything they need from here::
 
     from derivations import Derivation, E, Var, Model, derivation, normal
 """
-from ._checks import Check, StepFailure, antiderivative, are_equal, is_zero, jensen, resolve, under, uses
+from ._checks import (Check, StepFailure, antiderivative, are_equal, is_zero, jensen, ratio_is_one, resolve,
+                      under, uses)
 from ._discover import discover
 from ._evaluate import Model, free_random
 from ._framework import Derivation, DerivationError, DerivationSpec, Report, derivation
@@ -18,7 +19,7 @@ __all__ = [
     "Expectation", "GaussPdf", "H", "KL", "Model", "Pdf", "RandomVariable", "Report",
     "StepFailure", "Var", "density", "ordered", "derivation", "discover", "discrete", "free_random",
     "from_stats", "antiderivative", "are_equal", "is_zero", "jensen", "normal", "random_variables",
-    "resolve", "tex",
+    "ratio_is_one", "resolve", "tex",
     "times", "under",
     "uses",
 ]

@@ -8,6 +8,7 @@
   the sign of ``f''`` on the domain (concave for ``E f <= f E``, convex the other way).
 * ``antiderivative(F)``: the step is a definite integral against ``F(b) - F(a)``; checks
   ``F' = f`` and the evaluation at the limits.
+* ``ratio_is_one()``: for positive sides (densities): their ratio simplifies to 1 under each model.
 * ``uses("module:name")``: the step's gap is exactly the gap of an already
   checked derivation (e.g. ``KL >= 0``), evaluated under this derivation's models.
 
@@ -204,6 +205,42 @@ class Antiderivative(Check):
 def antiderivative(F) -> Check:
     """Justify ``Integral(f, (y, a, b)) = F(b) - F(a)`` by ``F' = f`` (checked)."""
     return Antiderivative(F)
+
+
+def _factor_bases(expr):
+    """Bring the base of every power (square roots included) over one denominator and factor it."""
+    return expr.replace(lambda e: e.is_Pow and not e.exp.is_Integer,
+                        lambda e: sp.Pow(sp.factor(sp.together(e.base)), e.exp))
+
+
+def _is_positive(expr) -> bool:
+    for form in (lambda e: e, _factor_bases, simplify):
+        try:
+            if all(factor.is_positive for factor in sp.Mul.make_args(form(expr))):
+                return True
+        except Exception:
+            continue
+    return False
+
+
+class RatioIsOne(Check):
+    def verify(self, step, derivation):
+        if step.relation != "=":
+            raise StepFailure("a ratio of 1 justifies =, not an inequality")
+        for model in derivation.models:
+            lhs, rhs = (evaluate(derivation, model, e) for e in (step.lhs, step.rhs))
+            if not _is_positive(rhs):
+                raise StepFailure(f"under model {model.label!r}, SymPy cannot confirm that {rhs} is positive")
+            ratio = simplify(lhs / rhs)
+            if ratio != 1 and not (isinstance(ratio, sp.exp) and is_zero(ratio.args[0])):
+                raise StepFailure(f"under model {model.label!r} the ratio of the sides is {ratio}, not 1")
+        return "the right side is positive and the ratio of the sides simplifies to 1 under: " + \
+            "; ".join(m.label for m in derivation.models)
+
+
+def ratio_is_one() -> Check:
+    """Justify ``=`` between positive expressions (densities) by a ratio that simplifies to 1."""
+    return RatioIsOne()
 
 
 _CHECKED: dict = {}

@@ -1,8 +1,8 @@
 """Derivations for docs/diffusion/reverse-process.md."""
 import sympy as sp
 
-from derivations import (Check, GaussPdf, Model, Pdf, StepFailure, derivation, ordered, times,
-                         under)
+from derivations import (Check, GaussPdf, Model, Pdf, StepFailure, derivation, ordered, ratio_is_one, times,
+                         under, uses)
 
 alpha, beta = sp.symbols("alpha_t beta_t", positive=True)
 abar, abar_prev = sp.symbols("alphabar_t alphabar_t-1", positive=True)
@@ -269,3 +269,13 @@ def sampling_step(d):
     d.eq(ordered(times(sp.UnevaluatedExpr(1 / sp.sqrt(alpha)),
                        ordered(xt, -times(beta / sp.sqrt(1 - abar), eps))), sigma * z),
          "collect $x_t$ and $\\epsilon_\\theta$ as in eq. 11 above")
+
+
+@derivation("The posterior is normal, with the mean and variance derived above", models=[ANY_SCHEDULE])
+def posterior_normal(d):
+    d.start(posterior)
+    d.eq(step_gauss * prev_gauss / marginal_gauss, "Bayes' rule, the Markov property, the forward densities",
+         by=uses("diffusion.reverse:bayes"))
+    d.eq(GaussPdf(y, ordered(times(coef1, x0), times(coef2, xt)), times((1 - abar_prev) / (1 - abar), beta)),
+         "complete the square in $x_{t-1}$",
+         by=ratio_is_one())
