@@ -19,9 +19,10 @@ SPEC = importlib.util.spec_from_file_location("equation_hook", ROOT / "docs/hook
 hook = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(hook)
 
-# The checked share the site had when this was last raised (79.6% on 2026-11-30): a floor against
-# regressions, raised as more displays get checked. The issue's goal is 95%.
-CHECKED_FLOOR = 0.78
+# The issue's goal: at least 95% of the displays checked (151 of 156, 96.8%, on 2026-11-30). A floor
+# against regressions: a new display either comes from a checked derivation or must not push the share
+# below it.
+CHECKED_FLOOR = 0.95
 
 
 def wrap(text: str) -> str:
