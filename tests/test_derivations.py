@@ -121,6 +121,13 @@ def test_ratio_is_one_accepts_equal_densities_and_rejects_a_wrong_variance():
         GaussPdf(y, 0, v) / (2 * sp.sqrt(sp.pi * v)), by=ratio_is_one())
     with pytest.raises(DerivationError, match="not 1"):
         wrong.check()
+    # the sign of exp(u) and of a square root, with a variance SymPy cannot sign before bringing it over
+    # one denominator: 1 - 1/(1 + r)^2 for r > 0
+    r = sp.Symbol("r", positive=True)
+    v = 1 - 1 / (1 + r) ** 2
+    written_out = sp.exp(-y**2 / (2 * v)) / sp.sqrt(2 * sp.pi * v)
+    assert "simplifies to 1" in Derivation("signs").start(GaussPdf(y, 0, v)).eq(
+        written_out, by=ratio_is_one()).check().steps[0].verified
     unsigned = Derivation("sign").start(a).eq(a, by=ratio_is_one())
     with pytest.raises(DerivationError, match="positive"):
         unsigned.check()

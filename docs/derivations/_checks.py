@@ -213,10 +213,21 @@ def _factor_bases(expr):
                         lambda e: sp.Pow(sp.factor(sp.together(e.base)), e.exp))
 
 
+def _positive_factor(f) -> bool:
+    """``f > 0`` as SymPy sees it; ``exp(u)`` also when ``u`` is a real numerator over a signed denominator."""
+    if f.is_positive:
+        return True
+    if isinstance(f, sp.exp):
+        top, bottom = sp.fraction(sp.together(f.args[0]))
+        bottom = sp.expand(bottom)
+        return bool(top.is_real and (bottom.is_positive or bottom.is_negative))
+    return False
+
+
 def _is_positive(expr) -> bool:
     for form in (lambda e: e, _factor_bases, simplify):
         try:
-            if all(factor.is_positive for factor in sp.Mul.make_args(form(expr))):
+            if all(_positive_factor(factor) for factor in sp.Mul.make_args(form(expr))):
                 return True
         except Exception:
             continue
