@@ -19,7 +19,7 @@ SPEC = importlib.util.spec_from_file_location("equation_hook", ROOT / "docs/hook
 hook = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(hook)
 
-# The issue's goal: at least 95% of the displays checked (151 of 156, 96.8%, on 2026-11-30). A floor
+# The issue's goal: at least 95% of the displays checked (153 of 156, 98.1%, on 2026-11-30). A floor
 # against regressions: a new display either comes from a checked derivation or must not push the share
 # below it.
 CHECKED_FLOOR = 0.95
