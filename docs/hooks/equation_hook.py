@@ -163,9 +163,8 @@ def sentence(checked: int, unchecked: int) -> str:
     total = checked + unchecked
     return (f"{checked} of the {total} displayed equations on this site "
             f"({100 * checked / total:.1f}%) are machine-checked by SymPy when the site is built; "
-            f"the other {unchecked} are marked under the equation with the reason they are not: "
-            "definitions, notation, an algorithm, cited results, results restated in another form, and "
-            "the API reference's formulas quoted from the docstrings.")
+            f"the other {unchecked} are marked under the equation, each with the reason it is not "
+            "(such as an algorithm, a cited theorem or a result restated in another form).")
 
 
 def on_post_build(config):
