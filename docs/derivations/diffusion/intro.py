@@ -6,6 +6,7 @@ import sympy as sp
 from derivations import KL, GaussPdf, Model, Pdf, derivation, ordered, ratio_is_one, times, uses
 from derivations._notation import Notation
 from derivations.background.kl import mu1, mu2, sigma1, sigma2
+from derivations.score.solvers import FactoredRoots  # also factors inside square roots
 
 x_T, x0 = sp.symbols("x_T x_0", real=True)
 abar_T = sp.Symbol("alphabar_T", positive=True)
@@ -49,20 +50,11 @@ reverse_kernel = GaussPdf(xs[t - 1], mu_theta(xs[t], t), sigmas[t] ** 2)
 r = sp.IndexedBase("r", positive=True)   # every beta in (0, 1) is 1 - 1/(1 + r)^2 for some r > 0
 
 
-class FactoredRoots(Model):
-    """Also factors inside square roots, so sqrt(r (r + 2) / (r + 1)^2) splits into its factors."""
-
-    def evaluate(self, expr):
-        return super().evaluate(expr).replace(
-            lambda e: e.is_Pow and e.exp.is_Rational and e.exp.q == 2,
-            lambda e: sp.factor(e.base) ** e.exp)
-
-
 def forward_steps(n):
     return FactoredRoots(f"$T = {n}$, any $\\beta_t$ in $(0, 1)$, written $1 - 1/(1 + r_t)^2$ with "
-                 "$r_t > 0$, exact integrals",
-                 bind={T: n, q_chain: sp.Product(q_step, (t, 1, T)), q_step: forward_kernel,
-                       betas[t]: 1 - 1 / (1 + r[t]) ** 2})
+                         "$r_t > 0$, exact integrals",
+                         bind={T: n, q_chain: sp.Product(q_step, (t, 1, T)), q_step: forward_kernel,
+                               betas[t]: 1 - 1 / (1 + r[t]) ** 2})
 
 
 class AnyNetwork(Model):
@@ -70,21 +62,16 @@ class AnyNetwork(Model):
     mu_theta(x_j, j) with j != k is a constant (a placeholder symbol); one that depends on x_k must be
     gone by then (integrated out with x_{k-1}), or the check refuses."""
 
-    def evaluate(self, expr):
-        expr = sp.sympify(expr)
-        for _ in range(8):
-            expr = expr.xreplace(self.subs)
-        expr = expr.doit().replace(lambda e: isinstance(e, IntegrateOut), self._integrate_out)
-        return super().evaluate(expr)
-
-    def _integrate_out(self, node):
+    def _visit(self, node):
+        if not isinstance(node, IntegrateOut):
+            return super()._visit(node)
         body, a, b = node.args
         for k in range(int(a), int(b) + 1):
             calls = [c for c in body.atoms(sp.core.function.AppliedUndef) if c.func == mu_theta]
             if any(c.has(xs[k]) for c in calls):
                 raise ValueError(f"cannot integrate over {xs[k]}: the network's output still depends on it")
             constants = {c: sp.Symbol(f"m_{i}", real=True) for i, c in enumerate(calls)}
-            body = super().evaluate(sp.Integral(body.xreplace(constants), (xs[k], -sp.oo, sp.oo)))
+            body = self.evaluate(sp.Integral(body.xreplace(constants), (xs[k], -sp.oo, sp.oo)))
             body = body.xreplace({v: c for c, v in constants.items()})
         return body
 
