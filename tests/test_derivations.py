@@ -17,7 +17,7 @@ import sympy as sp
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 sys.path.insert(0, str(DOCS))
 
-from derivations import (E, KL, Derivation, DerivationError, GaussPdf, Model, Pdf,  # noqa: E402
+from derivations import (E, KL, Derivation, DerivationError, GaussPdf, Model, Pdf, Pr,  # noqa: E402
                          Var, antiderivative, derivation, discover, jensen, normal, random_variables,
                          ratio_is_one, uses)
 from derivations._render import render_markdown  # noqa: E402
@@ -131,6 +131,20 @@ def test_ratio_is_one_accepts_equal_densities_and_rejects_a_wrong_variance():
     unsigned = Derivation("sign").start(a).eq(a, by=ratio_is_one())
     with pytest.raises(DerivationError, match="positive"):
         unsigned.check()
+
+
+def test_pr_solves_for_the_noise_and_refuses_an_unknown_sign():
+    eps = sp.Symbol("epsilon", real=True)
+    t, c = sp.Symbol("t", real=True), sp.Symbol("c", real=True)
+    s_ = sp.Symbol("s", real=True)
+    # Pr[1 - 2 eps <= t] = Pr[eps >= (1 - t)/2]: a negative coefficient flips the event
+    upper = Pr(1 - 2 * eps, t, eps).unfold()
+    assert upper == sp.Integral(GaussPdf(s_, 0, 1), (s_, (1 - t) / 2, sp.oo))
+    flipped_wrong = Derivation("flip").start(Pr(1 - 2 * eps, t, eps)).eq(Pr(eps, (t - 1) / -2, eps))
+    with pytest.raises(DerivationError):
+        flipped_wrong.check()
+    with pytest.raises(ValueError, match="sign of c is unknown"):
+        Pr(c * eps, t, eps).unfold()
 
 
 def test_numeric_check_failure_is_reported():

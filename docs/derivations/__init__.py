@@ -9,14 +9,14 @@ from ._checks import (Check, StepFailure, antiderivative, are_equal, is_zero, je
 from ._discover import discover
 from ._evaluate import Model, free_random
 from ._framework import Derivation, DerivationError, DerivationSpec, Report, derivation
-from ._notation import (ELBO, KL, Cov, E, Expectation, GaussPdf, H, Pdf, RandomVariable, Var,
+from ._notation import (ELBO, KL, Cov, E, Expectation, GaussPdf, H, Pdf, Pr, RandomVariable, Var,
                         random_variables)
 from ._printing import ordered, tex, times
 from ._spaces import density, discrete, from_stats, normal
 
 __all__ = [
     "Check", "Cov", "Derivation", "DerivationError", "DerivationSpec", "E", "ELBO",
-    "Expectation", "GaussPdf", "H", "KL", "Model", "Pdf", "RandomVariable", "Report",
+    "Expectation", "GaussPdf", "H", "KL", "Model", "Pdf", "Pr", "RandomVariable", "Report",
     "StepFailure", "Var", "density", "ordered", "derivation", "discover", "discrete", "free_random",
     "from_stats", "antiderivative", "are_equal", "is_zero", "jensen", "normal", "random_variables",
     "ratio_is_one", "resolve", "tex",

@@ -12,6 +12,7 @@ own (so ``E(a*X + b)`` stays ``E(a*X + b)`` for display); the checker in
 * ``ELBO(p(x, z), q(z))`` evidence lower bound of the joint ``p(x, z)`` under ``q(z)``
 * ``Pdf("p", z, given=x)`` an abstract density, printed ``p(z \\mid x)``
 * ``GaussPdf(x, mean, var)`` the normal density, printed ``\\mathcal{N}(x; mean, var)``
+* ``Pr(lhs, rhs, eps)``   the probability that ``lhs <= rhs`` for standard normal noise ``eps``
 """
 from __future__ import annotations
 
@@ -116,6 +117,40 @@ class GaussPdf(Density):
     def _tex(self, printer):
         x, mean, var = (printer._print(a) for a in self.args)
         return rf"\mathcal{{N}}({x}; {mean}, {var})"
+
+
+class Pr(Notation):
+    """``Pr(lhs, rhs, eps)``: the probability that ``lhs <= rhs``, an inequality linear in the noise
+    ``eps ~ N(0, 1)``, printed ``\\Pr[lhs \\le rhs]``.
+
+    Unfolds to the noise's distribution function: the event is solved for the noise (a positive
+    coefficient keeps the direction, a negative one flips it, an unknown sign is refused), then the
+    normal density is integrated over the solution. So a step that moves the noise to one side of
+    the inequality is checked, not assumed.
+    """
+
+    nargs = 3
+
+    def unfold(self):
+        lhs, rhs, eps = self.args
+        side = sp.expand(lhs - rhs)  # the event is side <= 0
+        slope = side.coeff(eps)
+        rest = sp.expand(side - slope * eps)
+        if slope == 0 or rest.has(eps):
+            raise ValueError(f"{lhs} <= {rhs} is not linear in {eps}")
+        bound = -rest / slope
+        if slope.is_positive:       # eps <= bound
+            return sp.Integral(GaussPdf(_S, 0, 1), (_S, -sp.oo, bound))
+        if slope.is_negative:       # eps >= bound
+            return sp.Integral(GaussPdf(_S, 0, 1), (_S, bound, sp.oo))
+        raise ValueError(f"the sign of {slope} is unknown: cannot solve {lhs} <= {rhs} for {eps}")
+
+    def _tex(self, printer):
+        lhs, rhs = (printer._print(a) for a in self.args[:2])
+        return rf"\Pr\left[{lhs} \le {rhs}\right]"
+
+
+_S = sp.Symbol("s", real=True)  # Pr's integration variable, as in the density derivations
 
 
 def density_variables(dens) -> tuple:

@@ -1,9 +1,8 @@
 """Derivations for docs/background/reparameterization.md."""
 import sympy as sp
 
-from derivations import (E, GaussPdf, Model, Pdf, Var, derivation, normal, ordered,
+from derivations import (E, GaussPdf, Model, Pdf, Pr, Var, derivation, normal, ordered,
                          random_variables, times)
-from derivations.background._probability import Pr  # Pr[a + b eps <= t], checked by the CDF of eps
 
 eps = random_variables("epsilon")
 mu = sp.Symbol("mu", real=True)

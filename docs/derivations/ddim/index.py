@@ -1,9 +1,8 @@
 """Derivations for docs/ddim/index.md."""
 import sympy as sp
 
-from derivations import (Cov, E, GaussPdf, Model, Pdf, Var, derivation, normal, ordered,
+from derivations import (Cov, E, GaussPdf, Model, Pdf, Pr, Var, derivation, normal, ordered,
                          random_variables, times)
-from derivations.background._probability import Pr  # Pr[a + b z <= y], checked by the CDF of z
 
 x_t, z = random_variables("x_t z")                      # random: E averages over them
 x0, y = sp.symbols("x_0 x_t-1", real=True)
