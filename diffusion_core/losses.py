@@ -81,14 +81,14 @@ def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
     r"""Elementwise :math:`D_{KL}(\mathcal N(\mu_1,\sigma_1^2)\,\|\,\mathcal N(\mu_2,\sigma_2^2))` in nats:
 
     .. math::
-        :checked-by: api.losses:normal_kl
+        :checked-by: background.kl:gaussian
 
         D_{\mathrm{KL}}\left(\mathcal{N}(\mu_{1}, \sigma_{1}^{2}) \,\middle\|\, \mathcal{N}(\mu_{2}, \sigma_{2}^{2})\right)
-        = \frac{\log\left(\frac{\sigma_{2}^{2}}{\sigma_{1}^{2}}\right)
-                 + \frac{\sigma_{1}^{2} + \left(\mu_{1} - \mu_{2}\right)^{2}}{\sigma_{2}^{2}} - 1}{2}
+        = \log\left(\frac{\sigma_{2}}{\sigma_{1}}\right)
+          + \frac{\sigma_{1}^{2} + \left(\mu_{1} - \mu_{2}\right)^{2}}{2 \sigma_{2}^{2}} - \frac{1}{2}
 
-    (checked by SymPy against the Gaussian integral, and against this function, in
-    ``docs/derivations/api/losses.py``).
+    (checked by SymPy on the KL-divergence page, ``docs/derivations/background/kl.py``; the training-objective
+    page ties this function to it).
     """
     mean1, logvar1, mean2, logvar2 = (torch.as_tensor(v) for v in (mean1, logvar1, mean2, logvar2))
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
