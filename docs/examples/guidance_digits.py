@@ -26,7 +26,6 @@ import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, without ipywidgets; no bars here
@@ -34,6 +33,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, withou
 from diffusion_core import ClassifierFreeGuidance, dpmpp_2m_sample
 from diffusion_core.metrics import DigitsClassifier
 from diffusion_core.train import TrainConfig, load_checkpoint, load_model
+from diffusion_core.train.images import image_grid
 
 start_time = time.perf_counter()
 # One thread: the 8x8 network is small, and on a busy 2-core machine two contending threads made sampling 15 to 30
@@ -66,21 +66,12 @@ for scale in scales:
                                      progress=False).sample.clamp(-1, 1)
 
 
-def tile(images, ncols):
-    """(N, 1, 8, 8) images in [-1, 1] as one array, ncols per row, one-pixel gaps."""
-    imgs = images[:, 0].numpy()
-    rows = -(-len(imgs) // ncols)
-    canvas = np.full((rows * 9 - 1, ncols * 9 - 1), -1.0)
-    for i, img in enumerate(imgs):
-        r, c = divmod(i, ncols)
-        canvas[r * 9: r * 9 + 8, c * 9: c * 9 + 8] = img
-    return canvas
-
 
 show = torch.cat([torch.arange(c * per_class, c * per_class + 6) for c in range(len(classes))])  # 6 per class
 fig, axes = plt.subplots(1, 3, figsize=(11, 4.2))
 for ax, scale in zip(axes, scales):
-    ax.imshow(tile(samples[scale][show], 6), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
+    ax.imshow(image_grid(samples[scale][show], nrow=6)[..., 0], cmap="gray_r", vmin=0, vmax=255,
+              interpolation="nearest")
     ax.set_title(f"scale $s = {scale:g}$" + (" (no guidance)" if scale == 1 else f" ($w = {scale - 1:g}$)"))
     ax.axis("off")
 fig.suptitle("rows: classes 0 to 9; the same starting noise in every panel")

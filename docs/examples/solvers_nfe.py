@@ -35,6 +35,7 @@ from scipy.stats import norm
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, without ipywidgets; no bars here
 
 from diffusion_core import Diffusion, NoiseSchedule, ddim_sample, dpmpp_2m_sample, heun_sample
+from diffusion_core.train.images import image_grid
 
 start_time = time.perf_counter()
 # One thread: the tensors here and the 8x8 network below are small, and on a busy 2-core machine two threads
@@ -141,16 +142,6 @@ digits_diffusion = TrainConfig.from_dict(ckpt.train_config).diffusion()
 noise = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
 
 
-def tile(images, ncols=8):
-    """(N, 1, 8, 8) images in [-1, 1] as one array, ncols per row, one-pixel gaps."""
-    imgs = images.clamp(-1, 1)[:, 0].numpy()
-    rows = -(-len(imgs) // ncols)
-    canvas = np.full((rows * 9 - 1, ncols * 9 - 1), -1.0)
-    for i, img in enumerate(imgs):
-        r, c = divmod(i, ncols)
-        canvas[r * 9: r * 9 + 8, c * 9: c * 9 + 8] = img
-    return canvas
-
 
 samplers = {"DDIM": lambda n: ddim_sample(model, digits_diffusion, noise, steps=n, progress=False),
             "DPM-Solver++(2M)": lambda n: dpmpp_2m_sample(model, digits_diffusion, noise, steps=n, progress=False),
@@ -160,7 +151,8 @@ with torch.no_grad():
     for row, (name, run) in enumerate(samplers.items()):
         for col, nfe in enumerate((5, 10, 20)):
             ax = axes[row, col]
-            ax.imshow(tile(run(nfe).sample), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
+            ax.imshow(image_grid(run(nfe).sample, nrow=8)[..., 0], cmap="gray_r", vmin=0, vmax=255,
+                      interpolation="nearest")
             used = 2 * ((nfe + 1) // 2) - 1 if name == "Heun" else nfe
             ax.set_title(f"{name}, NFE {used}", fontsize=9)
             ax.axis("off")
