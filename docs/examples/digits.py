@@ -24,7 +24,6 @@ import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, without ipywidgets; no bars here
@@ -32,6 +31,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, withou
 from diffusion_core import ddim_sample, ddpm_sample
 from diffusion_core.metrics import DigitsClassifier, frechet_distance
 from diffusion_core.train import TrainConfig, digits, load_checkpoint, load_model
+from diffusion_core.train.images import image_grid
 
 # The site build runs this page in docs/examples/; the fallback is for running it from the repository root.
 checkpoints = Path("checkpoints") if Path("checkpoints").is_dir() else Path("docs/examples/checkpoints")
@@ -48,15 +48,8 @@ print(diffusion)
 
 
 def show_grid(ax, images, ncols, title):
-    """Tile (N, 1, H, W) images in [-1, 1] into rows of ``ncols`` with one-pixel gaps."""
-    imgs = images.clamp(-1, 1)[:, 0].numpy()
-    n, h, w = imgs.shape
-    nrows = -(-n // ncols)
-    canvas = np.full((nrows * (h + 1) - 1, ncols * (w + 1) - 1), -1.0)
-    for i, img in enumerate(imgs):
-        r, c = divmod(i, ncols)
-        canvas[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = img
-    ax.imshow(canvas, cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
+    """(N, 1, H, W) images in [-1, 1] in rows of ``ncols``, one-pixel gaps (the library's ``image_grid``)."""
+    ax.imshow(image_grid(images, nrow=ncols)[..., 0], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
     ax.set_title(title)
     ax.axis("off")
 
