@@ -81,7 +81,10 @@ def _arg_type(tp):
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
 
+    from . import __version__
+
     parser = _Parser(prog="diffusion-core", description="Train and sample DDPM/DDIM models.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     tr = sub.add_parser("train", help="train a model (default: the 8x8 digits model on the CPU)",

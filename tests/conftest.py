@@ -154,3 +154,33 @@ def browser(chromium_executable, tmp_path_factory):
         pytest.fail(f"{chromium_executable} did not start: {exc}\n{tail}")
     yield chrome
     chrome.close()
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """The distribution as a user gets it: a wheel built from this checkout (``pip wheel --no-deps``; without
+    build isolation, so the setuptools of the test extra builds it and nothing is downloaded)."""
+    out = tmp_path_factory.mktemp("wheel")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, "pip wheel failed:\n" + result.stdout[-3000:] + result.stderr[-3000:]
+    (built,) = out.glob("*.whl")
+    return built
+
+
+@pytest.fixture(scope="session")
+def wheel_python(wheel, tmp_path_factory) -> Path:
+    """A Python whose ``diffusion_core`` is the installed wheel (not this checkout): a fresh venv that sees this
+    environment's packages (torch, numpy, ...) but gets the library only from the wheel."""
+    venv = tmp_path_factory.mktemp("wheel-venv")
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    result = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, "installing the wheel failed:\n" + result.stderr[-3000:]
+    where = subprocess.run([str(python), "-c", "import diffusion_core; print(diffusion_core.__file__)"],
+                           cwd=venv, capture_output=True, text=True, timeout=300)
+    assert where.returncode == 0, where.stderr
+    assert Path(where.stdout.strip()).is_relative_to(venv), f"diffusion_core came from {where.stdout.strip()}"
+    return python

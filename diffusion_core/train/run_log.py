@@ -87,7 +87,7 @@ class RunLog:
 def _tensorboard_writer(out_dir: str | Path, purge_step: int | None):
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is an optional extra: pip install "diffusion-core[tensorboard]"
+    except ImportError:  # tensorboard is an optional extra: pip install "diffusion-core-torch[tensorboard]"
         return None
     # purge_step: on resume TensorBoard hides the earlier events from that step on, as metrics.jsonl drops them
     return SummaryWriter(log_dir=str(out_dir), purge_step=purge_step)
