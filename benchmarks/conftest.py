@@ -28,7 +28,10 @@ _ROWS = Rows()
 _START_LOAD = hardware.load_average()
 # Environment variables that change CPU timings; recorded with the results.
 _ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "KMP_AFFINITY", "GOMP_SPINCOUNT",
-        "CUDA_VISIBLE_DEVICES", "TORCHINDUCTOR_CACHE_DIR")
+        "CUDA_VISIBLE_DEVICES", "TORCHINDUCTOR_CACHE_DIR", "DIFFUSION_CORE_ADAPT_THREADS")
+# Every row, ours and the peers', runs on the same fixed thread count: our samplers' adaptive thread count
+# (diffusion_core.cpu_threads) is off unless the caller sets the variable.
+os.environ.setdefault("DIFFUSION_CORE_ADAPT_THREADS", "0")
 
 
 def pytest_addoption(parser):

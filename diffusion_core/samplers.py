@@ -27,6 +27,7 @@ from .diffusion import Diffusion
 from .forward import extract
 from .reverse import Clip
 from .schedule import TimestepSpacing
+from .cpu_threads import AdaptiveThreads
 from .errors import InvalidInput, InvalidInputType
 
 __all__ = ["SampleResult", "ddpm_sample", "ddim_sample", "compile_for_sampling"]
@@ -104,21 +105,23 @@ def _run(step: Step, d: Diffusion, x_T: torch.Tensor, *, noisy: bool, generator:
     own = (lambda y: torch.empty_like(x_T).copy_(y)) if compiled else (lambda y: y)
     x = own(x_T)
     states, preds = ([x_T], []) if return_trajectory else (None, None)
-    for i in tqdm(range(n - 1, -1, -1), disable=not progress, desc=desc, leave=False):
-        t = torch.full((B,), i, dtype=torch.long, device=x.device)
-        z = None
-        if noisy:
-            z = (torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if i > 0
-                 else torch.zeros(x.shape, device=x.device, dtype=x.dtype))
-        if compiled:
-            torch.compiler.cudagraph_mark_step_begin()
-        x_prev, x0 = step(x, t, z)
-        x = own(x_prev)
-        if return_trajectory:
-            states.append(x)
-            # x0 can be the network's own output (x0 parameterization), or a compiled graph's output buffer,
-            # which the next replay overwrites: keep a copy.
-            preds.append(x0.clone())
+    with AdaptiveThreads.for_device(x.device) as threads:  # on the CPU: the cores others leave free
+        for i in tqdm(range(n - 1, -1, -1), disable=not progress, desc=desc, leave=False):
+            threads.update()
+            t = torch.full((B,), i, dtype=torch.long, device=x.device)
+            z = None
+            if noisy:
+                z = (torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if i > 0
+                     else torch.zeros(x.shape, device=x.device, dtype=x.dtype))
+            if compiled:
+                torch.compiler.cudagraph_mark_step_begin()
+            x_prev, x0 = step(x, t, z)
+            x = own(x_prev)
+            if return_trajectory:
+                states.append(x)
+                # x0 can be the network's own output (x0 parameterization), or a compiled graph's output buffer,
+                # which the next replay overwrites: keep a copy.
+                preds.append(x0.clone())
     if not return_trajectory:
         return SampleResult(x, None, None)
     return SampleResult(x, torch.stack(states), torch.stack(preds))

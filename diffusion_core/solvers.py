@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from ._validation import check_choice
 from .diffusion import Diffusion
+from .cpu_threads import AdaptiveThreads
 from .errors import InvalidInput, InvalidInputType
 from .forward import extract
 from .denoiser import as_denoiser
@@ -104,15 +105,17 @@ def _walk(step, last, d: Diffusion, x_T: torch.Tensor, *, compiled: bool, progre
     own = (lambda y: torch.empty_like(x_T).copy_(y)) if compiled else (lambda y: y)
     x, prev = own(x_T), torch.zeros_like(x_T)
     states, preds = ([x_T], []) if return_trajectory else (None, None)
-    for i in tqdm(range(n - 1, -1, -1), disable=not progress, desc=desc, leave=False):
-        t = torch.full((B,), i, dtype=torch.long, device=x.device)
-        if compiled:
-            torch.compiler.cudagraph_mark_step_begin()
-        x_next, x0 = (step if i > 0 else last)(x, t, prev)
-        x, prev = own(x_next), own(x0)
-        if return_trajectory:
-            states.append(x)
-            preds.append(x0.clone())
+    with AdaptiveThreads.for_device(x.device) as threads:  # on the CPU: the cores others leave free
+        for i in tqdm(range(n - 1, -1, -1), disable=not progress, desc=desc, leave=False):
+            threads.update()
+            t = torch.full((B,), i, dtype=torch.long, device=x.device)
+            if compiled:
+                torch.compiler.cudagraph_mark_step_begin()
+            x_next, x0 = (step if i > 0 else last)(x, t, prev)
+            x, prev = own(x_next), own(x0)
+            if return_trajectory:
+                states.append(x)
+                preds.append(x0.clone())
     if not return_trajectory:
         return SampleResult(x, None, None)
     return SampleResult(x, torch.stack(states), torch.stack(preds))

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..cpu_threads import AdaptiveThreads
 from ..errors import InvalidInput, NonFiniteError
 from ..samplers import ddim_sample
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -233,35 +234,39 @@ def _loop(config, model_config, model, diffusion, step_fn, source, gen, info, de
                total=config.steps)
     model.train()
     done = start
-    try:
-        for step in bar:
-            # The global batch is drawn identically on every rank; each keeps its slice, so N ranks
-            # see exactly the batch one process would.
-            x0, labels = next(batches)
-            t = torch.randint(0, T, (B,), generator=gen, device=device)[local]
-            noise = torch.randn((B, *source.sample_shape), generator=gen, device=device)[local]
-            if labels is not None:  # Ho & Salimans' label dropout (guidance.drop_labels), drawn for the global batch
-                coin = torch.rand((B,), generator=gen, device=device)[local]
-                labels = torch.where(coin < config.p_uncond, torch.full_like(labels, source.num_classes), labels)
-            loss, grad_norm = step_fn(x0, t, noise, step, labels)
-            window.add(loss, grad_norm)
-            done = step + 1
-            at_log = done % config.log_every == 0 or done == config.steps
-            if at_log:
-                check_window(done)
-                write_log(done)
-            if _agree(stop.requested, info, at_log):
-                save(done)
-                raise TrainingInterrupted(done, last_saved if info.is_main else None)
-            due = done % config.checkpoint_every == 0 or done == config.steps
-            if at_log and config.checkpoint_minutes and not due:
-                due = _agree(time.perf_counter() - saved_at >= 60 * config.checkpoint_minutes, info, True)
-            if due:
-                save(done)
-            if info.is_main and config.preview_every and done % config.preview_every == 0:
-                preview(step_fn.ema.model, diffusion, source.sample_shape, device, run_dir.path / f"preview_{done:06d}.png")
-    finally:
-        bar.close()
+    # On the CPU: as many threads as other programs leave cores free (a spinning thread pool sharing cores
+    # with another busy process runs several times slower).
+    with AdaptiveThreads.for_device(device) as threads:
+        try:
+            for step in bar:
+                threads.update()
+                # The global batch is drawn identically on every rank; each keeps its slice, so N ranks
+                # see exactly the batch one process would.
+                x0, labels = next(batches)
+                t = torch.randint(0, T, (B,), generator=gen, device=device)[local]
+                noise = torch.randn((B, *source.sample_shape), generator=gen, device=device)[local]
+                if labels is not None:  # Ho & Salimans' label dropout (guidance.drop_labels), drawn for the global batch
+                    coin = torch.rand((B,), generator=gen, device=device)[local]
+                    labels = torch.where(coin < config.p_uncond, torch.full_like(labels, source.num_classes), labels)
+                loss, grad_norm = step_fn(x0, t, noise, step, labels)
+                window.add(loss, grad_norm)
+                done = step + 1
+                at_log = done % config.log_every == 0 or done == config.steps
+                if at_log:
+                    check_window(done)
+                    write_log(done)
+                if _agree(stop.requested, info, at_log):
+                    save(done)
+                    raise TrainingInterrupted(done, last_saved if info.is_main else None)
+                due = done % config.checkpoint_every == 0 or done == config.steps
+                if at_log and config.checkpoint_minutes and not due:
+                    due = _agree(time.perf_counter() - saved_at >= 60 * config.checkpoint_minutes, info, True)
+                if due:
+                    save(done)
+                if info.is_main and config.preview_every and done % config.preview_every == 0:
+                    preview(step_fn.ema.model, diffusion, source.sample_shape, device, run_dir.path / f"preview_{done:06d}.png")
+        finally:
+            bar.close()
     if info.is_main and config.steps > start:
         preview(step_fn.ema.model, diffusion, source.sample_shape, device, run_dir.path / "preview_final.png")
     losses = torch.cat(history)[-HISTORY_STEPS:] if history else torch.empty(0)
