@@ -1,0 +1,33 @@
+"""Every sampler and loss setting gives what it gave before the continuous-time redesign: the outputs stored in
+``tests/data/reference_outputs.safetensors`` (made by ``tests/reference_outputs.py``; its metadata names the
+commit). float64 cases must agree to 1e-12; the float32 cases pin the dtype handling (a wrong cast differs by
+1e-4 or more), to 1e-6 relative, leaving room for a reordered float32 operation."""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from reference_outputs import STORE, all_cases
+
+CASES = all_cases()
+
+
+@pytest.fixture(scope="module")
+def stored():
+    with safe_open(STORE, "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def test_every_stored_output_has_a_case(stored):
+    assert {k.split("/")[0] for k in stored} == set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_same_output_as_before(name, stored, one_thread):
+    runner, settings = CASES[name]
+    for key, value in runner(settings).items():
+        want = stored[f"{name}/{key}"]
+        assert value.dtype == want.dtype and value.shape == want.shape, key
+        tol = 1e-12 if want.dtype == torch.float64 else 1e-6
+        torch.testing.assert_close(value, want, rtol=tol, atol=tol, msg=lambda m: f"{name}/{key}: {m}")
