@@ -143,3 +143,52 @@ def test_score_of_the_exact_denoiser_is_the_marginal_score():
     eps = s * (x - a * m) / total
     pred = Prediction((x - s * eps) / a, eps, Coefficients(a, s))
     torch.testing.assert_close(pred.score(), -(x - a * m) / total, rtol=1e-12, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------------- time grids
+from diffusion_core.grids import time_grid  # noqa: E402
+
+
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing", "log-snr", "karras"])
+def test_discrete_grids_are_the_schedules_spaced_steps(spacing):
+    schedule = dc.NoiseSchedule.cosine(100)
+    grid = time_grid(DiscreteVP(schedule), 8, spacing)
+    idx = dc.spaced_timesteps(100, 8, spacing, alphas_cumprod=schedule.alphas_cumprod.double())
+    assert torch.equal(grid, torch.cat([(idx + 1).flip(0).double(), torch.zeros(1, dtype=F64)]))
+
+
+def test_karras_grid_is_eq5_in_edm_sigma():
+    n, lo, hi, rho = 6, 0.002, 80.0, 7.0
+    want = [(hi ** (1 / rho) + i / (n - 1) * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho for i in range(n)] + [0.0]
+    torch.testing.assert_close(time_grid(VarianceExploding(), n, "karras"), torch.tensor(want, dtype=F64),
+                               rtol=1e-12, atol=0)
+    rf = time_grid(RectifiedFlow(), n, "karras", sigma_max=80.0)  # the same noise levels as sigma/alpha = t/(1-t)
+    torch.testing.assert_close(rf / (1 - rf), torch.tensor(want, dtype=F64), rtol=1e-10, atol=0)
+
+
+def test_log_snr_grid_is_even_in_lambda_and_uniform_is_flow_match_eulers():
+    grid = time_grid(ContinuousVP.cosine(), 9, "log-snr")
+    lam = ContinuousVP.cosine().log_snr(grid[:-1])
+    torch.testing.assert_close(lam.diff(), torch.full((8,), (lam[-1] - lam[0]).item() / 8, dtype=F64), rtol=1e-9,
+                               atol=0)
+    # diffusers' FlowMatchEulerDiscreteScheduler without shift: sigmas = linspace(1, 1/N, N), then 0.
+    assert torch.allclose(time_grid(RectifiedFlow(), 4), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0], dtype=F64))
+
+
+def test_sigma_max_starts_where_the_noise_level_is_reached():
+    path = DiscreteVP(dc.NoiseSchedule.cosine(1000))
+    grid = time_grid(path, 10, "karras", sigma_max=80.0)
+    start = int(grid[0])
+    assert path.edm_sigma(torch.tensor([start])).item() <= 80.0 < path.edm_sigma(torch.tensor([start + 1])).item()
+    assert time_grid(VarianceExploding(1000.0), 3, sigma_max=80.0)[0].item() == pytest.approx(80.0, rel=1e-12)
+
+
+def test_grid_arguments_are_checked():
+    with pytest.raises(InvalidInput, match="spacing must be one of 'uniform', 'log-snr', 'karras'"):
+        time_grid(RectifiedFlow(), 4, "trailing")
+    with pytest.raises(InvalidInput, match="spacing must be one of"):
+        time_grid(DiscreteVP(dc.NoiseSchedule.cosine(10)), 4, "uniform")
+    with pytest.raises(InvalidInput, match="steps must be at most 10"):
+        time_grid(DiscreteVP(dc.NoiseSchedule.cosine(10)), 11)
+    with pytest.raises(InvalidInput, match="t_max or sigma_max"):
+        time_grid(RectifiedFlow(), 4, t_max=0.5, sigma_max=3.0)
