@@ -95,19 +95,23 @@ class GaussianPath(ABC):
 
 class DiscreteVP(GaussianPath):
     """A DDPM schedule as a path: :math:`\\alpha_t = \\sqrt{\\bar\\alpha_t}`, :math:`\\sigma_t = \\sqrt{1-\\bar\\alpha_t}`
-    at the integer steps :math:`t = 0..T` (:math:`\\bar\\alpha_0 = 1`), from the schedule's float64 betas, so every
-    value is the one the schedule's own tables hold. A respaced schedule keeps its steps' original times in
-    ``schedule.timesteps``, which is what the network gets."""
+    at the integer steps :math:`t = 0..T` (:math:`\\bar\\alpha_0 = 1`): the values the schedule's own tables hold,
+    in its dtype (build the schedule with ``dtype=torch.float64`` for float64 values). A respaced schedule keeps
+    its steps' original times in ``schedule.timesteps``, which is what the network gets."""
 
     def __init__(self, schedule: NoiseSchedule) -> None:
         if not isinstance(schedule, NoiseSchedule):
             raise InvalidInputType(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
         self.schedule = schedule
-        ac = torch.cumprod(1 - schedule._betas64, 0)  # noqa: SLF001 - the float64 source of every table
-        self.alphas_cumprod = torch.cat([ac.new_ones(1), ac])  # at step t; 1 at t = 0
-        self._alpha, self._sigma = self.alphas_cumprod.sqrt(), (1 - self.alphas_cumprod).sqrt()
+        # The schedule's own tables, promoted: a float32 schedule gives the float32 values every DDPM sampler has
+        # always used, a float64 one the float64 values.
+        one = torch.ones(1, dtype=_F64)
+        ac = schedule.alphas_cumprod.detach().cpu().to(_F64)
+        self.alphas_cumprod = torch.cat([one, ac])  # at step t; 1 at t = 0
+        self._alpha = torch.cat([one, schedule.sqrt_alphas_cumprod.detach().cpu().to(_F64)])
+        self._sigma = torch.cat([0 * one, schedule.sqrt_one_minus_alphas_cumprod.detach().cpu().to(_F64)])
         # log(sigma/alpha) at steps 1..T, increasing: what noise-level spacings interpolate in
-        self._log_edm_sigma = 0.5 * (torch.log1p(-ac) - torch.log(ac))
+        self._log_edm_sigma = torch.log(self._sigma[1:]) - torch.log(self._alpha[1:])
         self.T = schedule.num_timesteps
         self.t_max = float(self.T)
 
