@@ -213,12 +213,11 @@ def _sample(ns: argparse.Namespace) -> None:
     options = {"eta": ns.eta} if ns.sampler == "ddim" else {}
     if ns.spacing is not None:
         options["spacing"] = ns.spacing
-    x = _samplers()[ns.sampler](model, diffusion, x_T, steps=ns.steps, generator=g, progress=not ns.no_progress,
-                                compile=compile, labels=labels, **options).sample
-    bad = (~torch.isfinite(x.reshape(len(x), -1))).any(1)
-    if bad.any():
-        raise NonFiniteError(f"{int(bad.sum())} of {len(x)} samples hold NaN or Inf; nothing was written "
-                             "(is the checkpoint from a diverged run?)")
+    try:
+        x = _samplers()[ns.sampler](model, diffusion, x_T, steps=ns.steps, generator=g, progress=not ns.no_progress,
+                                    compile=compile, labels=labels, **options).sample
+    except NonFiniteError as e:  # the sampler checks its result once, at the end
+        raise NonFiniteError(f"{e}; nothing was written (is the checkpoint from a diverged run?)") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     npy, tmp_npy, tmp_png = out.with_suffix(".npy"), out.with_name(f".{out.stem}.tmp.npy"), out.with_name(f".{out.stem}.tmp.png")
     try:  # both files appear whole, or neither changes

@@ -34,15 +34,16 @@ graph, one CUDA graph replay per step on CUDA, exactly as for :func:`ddim_sample
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
 
+from ._progress import progress_bar
 from ._validation import check_choice
 from .diffusion import Diffusion
 from .errors import InvalidInput, InvalidInputType
 from .forward import extract
 from .denoiser import as_denoiser
 from .reverse import Clip
-from .samplers import Model, SampleResult, _check_compile, _check_start, _compiled, _labels_for, _schedule_for
+from .samplers import (Model, SampleResult, _check_compile, _check_start, _compiled, _labels_for, _schedule_for,
+                       check_result)
 from .schedule import TimestepSpacing
 
 __all__ = ["dpmpp_2m_sample", "heun_sample"]
@@ -104,7 +105,7 @@ def _walk(step, last, d: Diffusion, x_T: torch.Tensor, *, compiled: bool, progre
     own = (lambda y: torch.empty_like(x_T).copy_(y)) if compiled else (lambda y: y)
     x, prev = own(x_T), torch.zeros_like(x_T)
     states, preds = ([x_T], []) if return_trajectory else (None, None)
-    for i in tqdm(range(n - 1, -1, -1), disable=not progress, desc=desc, leave=False):
+    for i in progress_bar(range(n - 1, -1, -1), disable=not progress, desc=desc, leave=False):
         t = torch.full((B,), i, dtype=torch.long, device=x.device)
         if compiled:
             torch.compiler.cudagraph_mark_step_begin()
@@ -252,8 +253,9 @@ def dpmpp_2m_sample(
         x0 = x0_hat(x, t)  # sigma_next = 0, alpha_next = 1: the update is exactly x0
         return x0, x0
 
-    return _walk(_compiled(step, x_T, compile), _compiled(last, x_T, compile), d, x_T, compiled=compile,
-                 progress=progress, return_trajectory=return_trajectory, desc=f"DPM++2M-{d.num_timesteps}")
+    return check_result(_walk(_compiled(step, x_T, compile), _compiled(last, x_T, compile), d, x_T, compiled=compile,
+                              progress=progress, return_trajectory=return_trajectory,
+                              desc=f"DPM++2M-{d.num_timesteps}"), x_T, "dpmpp_2m_sample")
 
 
 @torch.no_grad()
@@ -337,5 +339,6 @@ def heun_sample(
         x0 = x0_hat(x, t)  # Euler to sigma = 0: xb + (0 - s)(xb - D)/s = D, and alpha = 1 there
         return x0, x0
 
-    return _walk(_compiled(step, x_T, compile), _compiled(last, x_T, compile), d, x_T, compiled=compile,
-                 progress=progress, return_trajectory=return_trajectory, desc=f"Heun-{d.num_timesteps}")
+    return check_result(_walk(_compiled(step, x_T, compile), _compiled(last, x_T, compile), d, x_T, compiled=compile,
+                              progress=progress, return_trajectory=return_trajectory,
+                              desc=f"Heun-{d.num_timesteps}"), x_T, "heun_sample")
