@@ -268,7 +268,7 @@ def test_resolve_device():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="model must be 'mlp'"):
+    with pytest.raises(ValueError, match="the 2-D toy sets train model='mlp', got model='tiny'"):
         TrainConfig(dataset="swiss-roll", model="tiny")
     with pytest.raises(ValueError, match="needs data_dir"):
         TrainConfig(dataset="folder", model="tiny")
