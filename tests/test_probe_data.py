@@ -76,6 +76,61 @@ def test_a_damaged_cache_is_rebuilt_not_trained_on(tmp_path, caplog):
     assert "is damaged" in caplog.text
 
 
+def test_a_run_inside_its_data_folder_does_not_train_on_its_own_pngs(tmp_path):
+    data = _images(tmp_path / "data")
+    train(_config(data, data / "run"), progress=False)
+    assert (data / "run" / "loss.png").exists()
+    assert len(prepare_image_folder(data, 8, 3)) == 4
+    with pytest.raises(InvalidInput, match="out_dir is data_dir"):
+        train(_config(data, data), progress=False)
+
+
+def test_resume_refuses_images_added_removed_or_changed(tmp_path):
+    data = _images(tmp_path / "data")
+    first = train(_config(data, tmp_path / "run"), progress=False).checkpoint
+    _images(tmp_path / "data", n=5)  # a fifth image
+    with pytest.raises(InvalidInput, match=r"cannot resume: the images in data_dir .* differ .* \(4 images then, 5 now"):
+        train(_config(data, None, steps=2), resume=first, progress=False)
+    (data / "4.png").unlink()
+    assert train(_config(data, None, steps=2), resume=first, progress=False).step == 2
+
+
+def test_the_cache_is_built_only_once_the_run_holds_its_folder(tmp_path):
+    data = _images(tmp_path / "data")
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import time
+            from diffusion_core.train.run_dir import RunDir
+            with RunDir({str(run)!r}):
+                print("locked", flush=True)
+                time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(InvalidInput, match="is in use by another training run"):
+            train(_config(data, run), progress=False)
+        assert not (data / CACHE_DIR_NAME).exists()  # nothing written for a run that could not start
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_failed_first_preparation_leaves_no_cache_folder(tmp_path, capsys):
+    data = _images(tmp_path / "data")
+    (data / "zz.png").write_bytes(b"not a png")
+    code, _, err = run_cli(["train", "--dataset", "folder", "--data-dir", data, "--model", "tiny", "--steps", 1,
+                            "--out-dir", tmp_path / "run", "--no-progress"], capsys)
+    one_line(code, err, "cannot read image")
+    assert not (data / CACHE_DIR_NAME).exists() and not (tmp_path / "run").exists()
+    # and a run refused before it starts prepares nothing
+    (data / "zz.png").unlink()
+    code, _, err = run_cli(["train", "--dataset", "folder", "--data-dir", data, "--model", "tiny", "--class-cond",
+                            "--out-dir", tmp_path / "run", "--no-progress"], capsys)
+    one_line(code, err, "class-cond needs labelled data")
+    assert not (data / CACHE_DIR_NAME).exists() and not (tmp_path / "run").exists()
+
+
 def test_a_full_disk_while_preparing_is_an_error_not_sigbus(tmp_path, monkeypatch):
     def full(fd, offset, length):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

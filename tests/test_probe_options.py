@@ -110,6 +110,54 @@ def test_empty_out_dir_is_refused_not_runs_default(tmp_path, capsys, monkeypatch
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_28x28_preset_is_refused_on_the_8x8_digits_and_any_8x8_preset_fits(tmp_path):
+    with pytest.raises(InvalidInput, match=r"'mnist-28' is a U-Net for 28x28 images, but the digits are 8x8 .*"
+                                           r"use digits-8 or tiny"):
+        train(TrainConfig(model="mnist-28", steps=1, batch_size=4, num_timesteps=20, out_dir=str(tmp_path / "m")),
+              progress=False)
+    assert not (tmp_path / "m").exists()
+    # tiny (an RGB preset) takes the digits' one channel
+    r = train(TrainConfig(model="tiny", steps=1, batch_size=4, num_timesteps=20, precision="fp32",
+                          out_dir=str(tmp_path / "t")), progress=False)
+    assert load_checkpoint(r.checkpoint).model_config["in_channels"] == 1
+
+
+def test_the_default_warmup_ends_within_a_short_run_and_a_longer_one_is_announced(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="diffusion_core.train")
+    r = train(_toy(tmp_path, steps=50, log_every=10), progress=False)
+    saved = load_checkpoint(r.checkpoint).train_config
+    assert saved["warmup_steps"] == 10  # a fifth of 50 steps, not 200
+    assert "learning-rate warmup: 10 steps, a fifth of this 50-step run" in caplog.text
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["lr"] == TrainConfig.lr  # the warmup ended
+    assert TrainConfig(steps=5000).resolved_warmup().warmup_steps == 200
+    # a resumed run keeps the checkpoint's warmup, whatever its new length
+    more = train(_toy(tmp_path, steps=60, log_every=10, out_dir=None), resume=r.checkpoint, progress=False)
+    assert load_checkpoint(more.checkpoint).train_config["warmup_steps"] == 10
+    caplog.clear()
+    train(_toy(tmp_path, "long", steps=4, warmup_steps=8), progress=False)
+    assert "warmup_steps=8 is longer than the run (steps=4): the learning rate ends at 50% of lr" in caplog.text
+
+
+def test_sizes_no_machine_holds_are_refused_in_words(tmp_path, capsys):
+    with pytest.raises(InvalidInput, match=r"T=10,000,000,000,000 needs 1\.6 PB for the schedule's tables"):
+        NoiseSchedule.cosine(10**13)
+    with pytest.raises(InvalidInput, match=r"batch_size=1,000,000,000,000 needs .* for a batch"):
+        train(_toy(tmp_path, "big", batch_size=10**12), progress=False)
+    assert not (tmp_path / "big").exists()
+    r = train(_toy(tmp_path, log_every=10**15), progress=False)  # the log window holds at most the run's steps
+    assert r.step == 2
+    code, _, err = run_cli(["sample", "--checkpoint", r.checkpoint, "--num", 10**15, "--out", tmp_path / "s.png",
+                            "--no-progress"], capsys)
+    one_line(code, err, "--num=1,000,000,000,000,000 needs")
+    # a checkpoint that claims such a T
+    c = load_checkpoint(r.checkpoint)
+    forged = save_checkpoint(tmp_path / "forged.safetensors", step=2, model_config=c.model_config, model=c.model,
+                             train_config={**c.train_config, "num_timesteps": 10**13})
+    code, _, err = run_cli(["sample", "--checkpoint", forged, "--out", tmp_path / "f.png", "--no-progress"], capsys)
+    one_line(code, err, "num_timesteps=10,000,000,000,000 needs")
+
+
 def test_an_allocation_failure_is_one_line(tmp_path, capsys, monkeypatch):
     ckpt = train(_toy(tmp_path), progress=False).checkpoint
 
