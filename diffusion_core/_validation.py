@@ -1,6 +1,8 @@
 """Argument checks shared by the public functions: each error names the argument and what is allowed."""
 from __future__ import annotations
 
+import math
+import os
 from enum import Enum
 from typing import TypeVar
 
@@ -20,6 +22,93 @@ def check_choice(name: str, value, enum: type[E]) -> E:
     except ValueError:
         allowed = ", ".join(repr(m.value) for m in enum)
         raise InvalidInput(f"{name} must be one of {allowed}, got {value!r}") from None
+
+
+def check_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None, optional: bool = False):
+    """``value`` must be an int (not a bool) in ``[minimum, maximum]``; ``None`` too when ``optional``."""
+    if optional and value is None:
+        return None
+    if minimum == 1:
+        kind = "a positive int"
+    elif minimum is not None:
+        kind = f"an int >= {minimum}"
+    else:
+        kind = "an int"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputType(f"{name} must be {kind}{' or None' if optional else ''}, got {value!r}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if maximum is not None:
+            kind = f"an int in [{minimum if minimum is not None else '-inf'}, {maximum}]"
+        raise InvalidInput(f"{name} must be {kind}, got {value!r}")
+    return value
+
+
+def check_seed(name: str, value) -> int:
+    """A seed: an int in ``[0, 2**64)``, the range of torch's and NumPy's generators."""
+    return check_int(name, value, minimum=0, maximum=2**64 - 1)
+
+
+def check_bool(name: str, value, *, optional: bool = False):
+    """``value`` must be True or False (or ``None`` when ``optional``): ``'yes'`` or ``1`` are mistakes."""
+    if (optional and value is None) or isinstance(value, bool):
+        return value
+    raise InvalidInputType(f"{name} must be True or False{' or None' if optional else ''}, got {value!r}")
+
+
+def check_number(name: str, value, *, optional: bool = False, finite: bool = True):
+    """``value`` must be an int or float (not a bool), finite unless ``finite=False`` (then the caller's range
+    check refuses NaN); ``None`` too when ``optional``."""
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputType(f"{name} must be a number, got {value!r}")
+    if finite and not math.isfinite(value):
+        raise InvalidInput(f"{name} must be a finite number, got {value!r}")
+    return value
+
+
+def check_path(name: str, value, *, optional: bool = False) -> str | None:
+    """A file or folder name: a non-empty ``str`` or ``os.PathLike``, returned as ``str``."""
+    if optional and value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise InvalidInputType(f"{name} must be a path (str or os.PathLike), got {value!r}")
+    if not value:
+        raise InvalidInput(f"{name} must name a file or folder, got ''")
+    return value
+
+
+def memory_limit(device: torch.device | str | None = None) -> int:
+    """Bytes of memory that ``device`` has: a CUDA device's total memory, else the machine's physical RAM."""
+    if device is not None and torch.device(device).type == "cuda":
+        return torch.cuda.get_device_properties(torch.device(device)).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no bound
+        return 2**62
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError  # unreachable
+
+
+def check_fits_memory(name: str, value: int, bytes_each: float, what: str,
+                      device: torch.device | str | None = None) -> int:
+    """Refuse a size that no machine of this kind can hold: ``value * bytes_each`` bytes (for ``what``) more than
+    the memory of ``device`` (:func:`memory_limit`). A clear error up front instead of the allocator's."""
+    need = value * bytes_each
+    have = memory_limit(device)
+    if need > have:
+        where = "this GPU" if device is not None and torch.device(device).type == "cuda" else "this machine"
+        raise InvalidInput(f"{name}={value:,} needs {_bytes(need)} for {what}, more than the {_bytes(have)} of "
+                           f"memory {where} has")
+    return value
 
 
 def check_positive_int(name: str, value) -> int:
@@ -96,3 +185,25 @@ def check_device_name(name) -> str:
                                                    (device.type == "cpu" and device.index is not None))):
         raise InvalidInput(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
     return name
+
+
+def check_finite_values(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Refuse NaN or Inf in ``x``. Like :func:`check_timesteps`, it reads values back, so it runs only for CPU
+    tensors and outside ``torch.compile``: on an accelerator it would force a sync at every call (the trainer
+    checks its loss once per log window instead, and the samplers check their result once)."""
+    if x.device.type == "cpu" and not torch.compiler.is_compiling() and x.is_floating_point() \
+            and not bool(torch.isfinite(x).all()):
+        raise InvalidInput(f"{name} holds NaN or Inf")
+    return x
+
+
+def check_diffusion(value, name: str = "diffusion"):
+    """``value`` must be a :class:`~diffusion_core.diffusion.Diffusion` (a schedule alone lacks the
+    parameterization and variance)."""
+    from .diffusion import Diffusion
+    from .schedule import NoiseSchedule
+
+    if not isinstance(value, Diffusion):
+        hint = " (wrap it: Diffusion(schedule, parameterization, variance))" if isinstance(value, NoiseSchedule) else ""
+        raise InvalidInputType(f"{name} must be a Diffusion, got {type(value).__name__}{hint}")
+    return value

@@ -28,7 +28,7 @@ from typing import Any, Callable, NamedTuple
 
 import torch
 
-from ._validation import check_labels, check_timesteps
+from ._validation import check_diffusion, check_labels, check_timesteps
 from .diffusion import Diffusion
 from .errors import InvalidInput, InvalidInputType
 from .parameterization import to_eps_x0
@@ -108,8 +108,9 @@ class Denoiser(BaseDenoiser):
     keywords, where ``t_input = diffusion.schedule.timesteps[t]`` is the step of the original schedule (the
     network is trained on those; a respaced schedule keeps them in its ``timesteps``). Its output must have
     ``diffusion.output_channels(C)`` channels: the mean channels in the diffusion's parameterization, then the
-    variance channels when learned. The output is cast to :math:`x_t`'s dtype (under autocast the network may
-    return bf16/fp16) before it is split and converted.
+    variance channels when learned. An ``nn.Module`` gets :math:`x_t` in its weights' dtype (outside autocast),
+    and the output is cast to :math:`x_t`'s dtype (under autocast the network may return bf16/fp16) before it is
+    split and converted. A class-conditional network (``config.num_classes`` > 0) must be given ``labels``.
 
     A plain class, not an ``nn.Module``: the network stays the module you train, move and save; the denoiser
     holds no state of its own.
@@ -140,18 +141,31 @@ class Denoiser(BaseDenoiser):
         """One network call: its mean channels (in the parameterization's own space, e.g. the :math:`v` the
         simple loss compares with its target) and its variance channels (``None`` unless learned), in
         :math:`x_t`'s dtype."""
-        if not isinstance(diffusion, Diffusion):
-            raise InvalidInputType(f"diffusion must be a Diffusion, got {type(diffusion).__name__}")
+        check_diffusion(diffusion)
         check_timesteps(t, diffusion.num_timesteps, x_t.shape[0])
         t_input = self.time_input(t, diffusion)
+        x_in = self._as_network_dtype(x_t)
         if labels is None:
-            out = self.model(x_t, t_input, **cond)
+            if self.num_classes:
+                raise InvalidInput(f"labels is required: the network is class-conditional (num_classes="
+                                   f"{self.num_classes}); pass class indices, or {self.num_classes} (the null label) "
+                                   "for unconditional predictions")
+            out = self.model(x_in, t_input, **cond)
         else:
             check_labels(labels, x_t.shape[0])  # the network checks the range: it knows its classes
-            out = self.model(x_t, t_input, labels, **cond)
+            out = self.model(x_in, t_input, labels, **cond)
         if not isinstance(out, torch.Tensor):
             raise InvalidInputType(f"model must return a torch.Tensor, got {type(out).__name__}")
         return split_output(diffusion, out.to(x_t.dtype), x_t)
+
+    def _as_network_dtype(self, x_t: torch.Tensor) -> torch.Tensor:
+        """``x_t`` in the dtype of the network's weights (a float64 or float16 state for a float32 network); the
+        output comes back in ``x_t``'s dtype. A plain callable gets ``x_t`` as it is."""
+        params = getattr(self.model, "parameters", None)
+        p = next(iter(params()), None) if callable(params) else None
+        if p is None or not p.is_floating_point() or p.dtype == x_t.dtype or torch.is_autocast_enabled(x_t.device.type):
+            return x_t
+        return x_t.to(p.dtype)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, diffusion: Diffusion, *,
                  labels: torch.Tensor | None = None, **cond: Any) -> Prediction:

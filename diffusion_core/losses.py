@@ -21,9 +21,9 @@ from typing import Callable, NamedTuple, Union
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from ._validation import check_choice, check_same_shape, check_timesteps
+from ._progress import progress_bar
+from ._validation import check_choice, check_diffusion, check_finite_values, check_same_shape, check_timesteps
 from .denoiser import BaseDenoiser, Denoiser, Prediction, as_denoiser, prediction_from_output
 from .diffusion import Diffusion
 from .forward import q_mean_variance
@@ -185,7 +185,11 @@ def min_snr_weight(diffusion: Diffusion, t: torch.Tensor, gamma: float) -> torch
     return clipped / (snr + 1)
 
 
-def _check_data(x0: torch.Tensor) -> None:
+def _check_data(x0: torch.Tensor, diffusion: Diffusion) -> None:
+    check_diffusion(diffusion)
+    if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
+        raise InvalidInputType(f"x0 must be a floating-point torch.Tensor, got {type(x0).__name__}")
+    check_finite_values("x0", x0)  # on the CPU only: no host sync on a GPU (the trainer checks its loss)
     if x0.ndim < 2:
         raise InvalidInput(f"x0 must be batch-first with a channel dimension, (B, C, ...), got shape {tuple(x0.shape)}")
 
@@ -226,6 +230,7 @@ def training_losses(
     :math:`\hat x_0` is never clipped here: :math:`L_t` is the bound of the unclipped prediction, whatever
     ``diffusion.clip`` (a sampling rule) says.
     """
+    check_diffusion(diffusion)
     denoiser = as_denoiser(model)
     if not isinstance(denoiser, Denoiser):
         raise InvalidInputType(f"model must be a network or a Denoiser to train, got a {type(denoiser).__name__} "
@@ -235,7 +240,7 @@ def training_losses(
         raise InvalidInput(f"vlb_weight must be >= 0, got {vlb_weight}")
     if diffusion.learned_variance and vlb_weight == 0:
         raise InvalidInput("variance=learned_range needs vlb_weight > 0 (improved DDPM uses 0.001): only the VLB trains the variance")
-    _check_data(x0)
+    _check_data(x0, diffusion)
     B, T = x0.shape[0], diffusion.num_timesteps
     if t is None:
         t = torch.randint(0, T, (B,), device=x0.device, generator=generator)
@@ -269,11 +274,11 @@ def bits_per_dim(
     one network call per step: :math:`L_T + \sum_{t} L_{t-1}`, each term with fresh noise (as in improved DDPM).
     ``model`` is a denoiser or a plain network, called with ``labels`` when given; ``clip`` as in :func:`vlb_term`
     (default ``diffusion.clip``: the bound of the model as it is sampled)."""
-    _check_data(x0)
+    _check_data(x0, diffusion)
     denoiser = as_denoiser(model)
     B, T = x0.shape[0], diffusion.num_timesteps
     terms = x0.new_zeros((B, T), dtype=torch.float32)
-    for i in tqdm(range(T - 1, -1, -1), disable=not progress, desc="bits/dim"):
+    for i in progress_bar(range(T - 1, -1, -1), disable=not progress, desc="bits/dim"):
         t = torch.full((B,), i, dtype=torch.long, device=x0.device)
         x_t = diffusion.q_sample(x0, t, generator=generator)
         pred = Prediction(*(None if v is None else v.float() for v in denoiser(x_t, t, diffusion, labels=labels)))

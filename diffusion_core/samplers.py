@@ -19,16 +19,17 @@ from __future__ import annotations
 from typing import Callable, NamedTuple, Union
 
 import torch
-from tqdm.auto import tqdm
 
-from ._validation import check_labels
+from ._progress import progress_bar
+from ._sync import host_sync_point
+from ._validation import check_choice, check_diffusion, check_labels, check_number
 from .denoiser import BaseDenoiser, as_denoiser
 from .diffusion import Diffusion
 from .forward import extract
 from .reverse import Clip
 from .schedule import TimestepSpacing
 from .cpu_threads import AdaptiveThreads
-from .errors import InvalidInput, InvalidInputType
+from .errors import InvalidInput, InvalidInputType, NonFiniteError
 
 __all__ = ["SampleResult", "ddpm_sample", "ddim_sample", "compile_for_sampling"]
 
@@ -62,6 +63,8 @@ def _labels_for(labels: torch.Tensor | None, x_T: torch.Tensor) -> torch.Tensor 
 
 
 def _schedule_for(diffusion: Diffusion, steps: int | None, spacing: TimestepSpacing | str, device) -> Diffusion:
+    check_diffusion(diffusion)
+    spacing = check_choice("spacing", spacing, TimestepSpacing)  # checked even when steps == T uses every index
     d = diffusion if steps is None or steps == diffusion.num_timesteps else diffusion.respaced(steps, spacing)
     return d if d.schedule.device == torch.device(device) else d.to(device)
 
@@ -70,6 +73,20 @@ def _check_compile(compile) -> bool:
     if not isinstance(compile, bool):
         raise InvalidInputType(f"compile must be a bool, got {type(compile).__name__}")
     return compile
+
+
+def check_result(result: SampleResult, x_T: torch.Tensor, fn: str) -> SampleResult:
+    """Raise :class:`NonFiniteError` when a sample holds NaN or Inf: one read-back after the loop (a named
+    ``host_sync_point``), none in it. A NaN in ``x_T`` or in the network's output reaches every later state, so
+    checking the result catches both."""
+    x = result.sample
+    with host_sync_point("non-finite check"):
+        bad = int((~torch.isfinite(x.reshape(len(x), -1))).any(1).sum()) if x.numel() else 0
+        if bad:
+            cause = ("x_T holds NaN or Inf" if not bool(torch.isfinite(x_T).all())
+                     else "the network's predictions became NaN or Inf")
+            raise NonFiniteError(f"{fn}: {cause}: {bad} of {len(x)} samples hold NaN or Inf")
+    return result
 
 
 def _noise_mask(t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -106,7 +123,7 @@ def _run(step: Step, d: Diffusion, x_T: torch.Tensor, *, noisy: bool, generator:
     x = own(x_T)
     states, preds = ([x_T], []) if return_trajectory else (None, None)
     with AdaptiveThreads.for_device(x.device) as threads:  # on the CPU: the cores others leave free
-        for i in tqdm(range(n - 1, -1, -1), disable=not progress, desc=desc, leave=False):
+        for i in progress_bar(range(n - 1, -1, -1), disable=not progress, desc=desc, leave=False):
             threads.update()
             t = torch.full((B,), i, dtype=torch.long, device=x.device)
             z = None
@@ -196,8 +213,8 @@ def ddpm_sample(
         noisy = p.mean + torch.exp(0.5 * p.log_variance).to(x.dtype) * noise
         return torch.where(_noise_mask(t, x.ndim), noisy, p.mean), p.pred_x0
 
-    return _run(_compiled(step, x_T, compile), d, x_T, noisy=True, generator=generator, compiled=compile,
-                progress=progress, return_trajectory=return_trajectory, desc="DDPM")
+    return check_result(_run(_compiled(step, x_T, compile), d, x_T, noisy=True, generator=generator, compiled=compile,
+                             progress=progress, return_trajectory=return_trajectory, desc="DDPM"), x_T, "ddpm_sample")
 
 
 @torch.no_grad()
@@ -239,9 +256,11 @@ def ddim_sample(
 
     Raises:
         ValueError: if ``eta`` is outside [0, 1] or ``steps`` is outside [1, T].
+        NonFiniteError: a sample holds NaN or Inf (from ``x_T`` or the network); checked once, after the loop.
     """
     _check_start(x_T)
     compile = _check_compile(compile)
+    eta = check_number("eta", eta, finite=False)  # True is not 1.0; NaN fails the range below
     if not 0.0 <= eta <= 1.0:
         raise InvalidInput(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM's variance), got {eta}")
     d = _schedule_for(diffusion, steps, spacing, x_T.device)
@@ -260,5 +279,6 @@ def ddim_sample(
             x_prev = torch.where(_noise_mask(t, x.ndim), x_prev + sigma * noise, x_prev)
         return x_prev, x0
 
-    return _run(_compiled(step, x_T, compile), d, x_T, noisy=eta > 0, generator=generator, compiled=compile,
-                progress=progress, return_trajectory=return_trajectory, desc=f"DDIM-{d.num_timesteps}")
+    return check_result(_run(_compiled(step, x_T, compile), d, x_T, noisy=eta > 0, generator=generator,
+                             compiled=compile, progress=progress, return_trajectory=return_trajectory,
+                             desc=f"DDIM-{d.num_timesteps}"), x_T, "ddim_sample")

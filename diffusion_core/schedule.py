@@ -15,10 +15,19 @@ from typing import Sequence
 
 import torch
 
-from ._validation import check_choice, check_positive_int
+from ._validation import check_choice, check_fits_memory, check_positive_int
 from .errors import InvalidInput, InvalidInputType
 
-__all__ = ["NoiseSchedule", "ScheduleKind", "TimestepSpacing", "spaced_timesteps"]
+__all__ = ["NoiseSchedule", "ScheduleKind", "TimestepSpacing", "spaced_timesteps", "SCHEDULE_BYTES_PER_STEP"]
+
+# Memory a schedule needs per step, about: a dozen float64 tables while deriving, their float32 copies and the
+# timesteps. T beyond the machine's memory is refused with that reason, not left to the allocator.
+SCHEDULE_BYTES_PER_STEP = 160
+
+
+def _check_T(T) -> int:
+    T = check_positive_int("T", T)
+    return check_fits_memory("T", T, SCHEDULE_BYTES_PER_STEP, "the schedule's tables")
 
 
 class ScheduleKind(str, Enum):
@@ -274,7 +283,7 @@ class NoiseSchedule:
     @classmethod
     def linear(cls, T: int = 1000, beta_start: float | None = None, beta_end: float | None = None, **kw) -> "NoiseSchedule":
         r"""Linear betas (Ho et al. 2020): :math:`\beta_t` from ``1e-4`` to ``0.02`` at ``T = 1000``, scaled by ``1000/T``."""
-        T = check_positive_int("T", T)
+        T = _check_T(T)
         lo, hi = _default_range(T)
         return cls(_linear_betas(T, lo if beta_start is None else beta_start, hi if beta_end is None else beta_end), **kw)
 
@@ -282,7 +291,7 @@ class NoiseSchedule:
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999, **kw) -> "NoiseSchedule":
         r"""Cosine schedule (Nichol & Dhariwal 2021, eq. 17): :math:`\bar\alpha_t = f(t)/f(0)`,
         :math:`f(t) = \cos^2\!\big(\frac{t/T + s}{1+s}\cdot\frac{\pi}{2}\big)`, betas clipped at ``max_beta``."""
-        T = check_positive_int("T", T)
+        T = _check_T(T)
         if not s > 0:
             raise InvalidInput(f"s must be > 0, got {s}")
         return cls(_cosine_betas(T, s, max_beta), **kw)
@@ -290,14 +299,14 @@ class NoiseSchedule:
     @classmethod
     def quadratic(cls, T: int = 1000, beta_start: float | None = None, beta_end: float | None = None, **kw) -> "NoiseSchedule":
         r"""Quadratic schedule: :math:`\sqrt{\beta_t}` linear between the linear schedule's end points."""
-        T = check_positive_int("T", T)
+        T = _check_T(T)
         lo, hi = _default_range(T)
         return cls(_quadratic_betas(T, lo if beta_start is None else beta_start, hi if beta_end is None else beta_end), **kw)
 
     @classmethod
     def sigmoid(cls, T: int = 1000, beta_start: float | None = None, beta_end: float | None = None, **kw) -> "NoiseSchedule":
         r"""Sigmoid schedule: :math:`\beta_t = \beta_{\min} + (\beta_{\max}-\beta_{\min})\,\sigma(-6 + 12\tfrac{t}{T-1})`."""
-        T = check_positive_int("T", T)
+        T = _check_T(T)
         lo, hi = _default_range(T)
         return cls(_sigmoid_betas(T, lo if beta_start is None else beta_start, hi if beta_end is None else beta_end), **kw)
 

@@ -34,8 +34,8 @@ graph, one CUDA graph replay per step on CUDA, exactly as for :func:`ddim_sample
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
 
+from ._progress import progress_bar
 from ._validation import check_choice
 from .diffusion import Diffusion
 from .cpu_threads import AdaptiveThreads
@@ -43,7 +43,8 @@ from .errors import InvalidInput, InvalidInputType
 from .forward import extract
 from .denoiser import as_denoiser
 from .reverse import Clip
-from .samplers import Model, SampleResult, _check_compile, _check_start, _compiled, _labels_for, _schedule_for
+from .samplers import (Model, SampleResult, _check_compile, _check_start, _compiled, _labels_for, _schedule_for,
+                       check_result)
 from .schedule import TimestepSpacing
 
 __all__ = ["dpmpp_2m_sample", "heun_sample"]
@@ -106,7 +107,7 @@ def _walk(step, last, d: Diffusion, x_T: torch.Tensor, *, compiled: bool, progre
     x, prev = own(x_T), torch.zeros_like(x_T)
     states, preds = ([x_T], []) if return_trajectory else (None, None)
     with AdaptiveThreads.for_device(x.device) as threads:  # on the CPU: the cores others leave free
-        for i in tqdm(range(n - 1, -1, -1), disable=not progress, desc=desc, leave=False):
+        for i in progress_bar(range(n - 1, -1, -1), disable=not progress, desc=desc, leave=False):
             threads.update()
             t = torch.full((B,), i, dtype=torch.long, device=x.device)
             if compiled:
@@ -255,8 +256,9 @@ def dpmpp_2m_sample(
         x0 = x0_hat(x, t)  # sigma_next = 0, alpha_next = 1: the update is exactly x0
         return x0, x0
 
-    return _walk(_compiled(step, x_T, compile), _compiled(last, x_T, compile), d, x_T, compiled=compile,
-                 progress=progress, return_trajectory=return_trajectory, desc=f"DPM++2M-{d.num_timesteps}")
+    return check_result(_walk(_compiled(step, x_T, compile), _compiled(last, x_T, compile), d, x_T, compiled=compile,
+                              progress=progress, return_trajectory=return_trajectory,
+                              desc=f"DPM++2M-{d.num_timesteps}"), x_T, "dpmpp_2m_sample")
 
 
 @torch.no_grad()
@@ -340,5 +342,6 @@ def heun_sample(
         x0 = x0_hat(x, t)  # Euler to sigma = 0: xb + (0 - s)(xb - D)/s = D, and alpha = 1 there
         return x0, x0
 
-    return _walk(_compiled(step, x_T, compile), _compiled(last, x_T, compile), d, x_T, compiled=compile,
-                 progress=progress, return_trajectory=return_trajectory, desc=f"Heun-{d.num_timesteps}")
+    return check_result(_walk(_compiled(step, x_T, compile), _compiled(last, x_T, compile), d, x_T, compiled=compile,
+                              progress=progress, return_trajectory=return_trajectory,
+                              desc=f"Heun-{d.num_timesteps}"), x_T, "heun_sample")

@@ -53,3 +53,28 @@ def fake_cuda_graphs(monkeypatch, module) -> tuple[list[StaticOutputs], list[int
     monkeypatch.setattr(module, "_compiled", fake_compiled)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
     return fakes, marks
+
+
+def run_on_tiny_disk(disk, code: str, size_kb: int):
+    """``python -c code`` with ``disk`` (a new folder) a tmpfs of ``size_kb`` kB, mounted in a private mount
+    namespace (``unshare -rm``, so nothing outside sees it): a full disk, for real, without root on the host.
+    Skips the test where user namespaces or tmpfs mounts are not allowed. Returns the CompletedProcess."""
+    import os
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) to mount a tiny file system")
+    disk.mkdir(parents=True, exist_ok=True)
+    mount = f"mount -t tmpfs -o size={size_kb}k none {shlex.quote(str(disk))}"
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", mount], capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {probe.stderr.strip()[-200:]}")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(["unshare", "-rm", "sh", "-c", f"{mount} && exec {shlex.quote(sys.executable)} -c "
+                           f"{shlex.quote(code)}"], env=env, capture_output=True, text=True, timeout=600)

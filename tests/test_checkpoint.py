@@ -215,8 +215,8 @@ def test_garbage_and_missing_files(tmp_path):
         load_checkpoint(junk)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.safetensors")
-    with pytest.raises(FileNotFoundError):
-        load_checkpoint(tmp_path)  # a folder is not a checkpoint file
+    with pytest.raises(ValueError, match="is a folder"):
+        load_checkpoint(tmp_path)  # a folder is not a checkpoint file, and says so (it exists)
 
 
 def test_metadata_is_json_not_pickle(tmp_path):

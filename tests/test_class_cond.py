@@ -21,7 +21,10 @@ def _config(tmp_path, **kw) -> TrainConfig:
     base = dict(dataset="8-gaussians", model="mlp", num_timesteps=50, steps=3, batch_size=400, lr=1e-3,
                 precision="fp32", class_cond=True, p_uncond=0.25, log_every=1, checkpoint_every=100,
                 out_dir=str(tmp_path / "run"))
-    return TrainConfig(**{**base, **kw})
+    config = {**base, **kw}
+    if not config["class_cond"]:
+        del config["p_uncond"]  # the label dropout of a class-conditional run only (refused without class_cond)
+    return TrainConfig(**config)
 
 
 
@@ -65,12 +68,12 @@ def test_unconditional_runs_are_unchanged_and_class_cond_needs_classes(tmp_path)
 
 def test_cli_samples_classes_with_guidance_and_every_sampler(tmp_path, capsys):
     ckpt = train(_config(tmp_path, steps=20), progress=False).checkpoint
-    out = tmp_path / "s.png"
     for sampler in ("ddim", "ddpm", "dpmpp-2m", "heun"):
+        out = tmp_path / f"s-{sampler}.png"  # an existing --out is refused without --overwrite
         code, _, err = cli(["sample", "--checkpoint", ckpt, "--out", out, "--num", 16, "--steps", 5, "--sampler",
                             sampler, "--label", "90 deg", "--guidance", 2, "--no-progress"], capsys)
         assert code == 0, (sampler, err)
-        x = np.load(tmp_path / "s.npy")
+        x = np.load(out.with_suffix(".npy"))
         assert x.shape == (16, 2) and np.isfinite(x).all()
     # a label by index is the same class as by name
     code, _, err = cli(["sample", "--checkpoint", ckpt, "--out", tmp_path / "i.png", "--num", 16, "--steps", 5,
@@ -82,7 +85,7 @@ def test_cli_samples_classes_with_guidance_and_every_sampler(tmp_path, capsys):
     for bad, message in ((["--label", "9"], "--label must be a class index 0..7 or one of"),
                          (["--label", "north"], "--label must be a class index 0..7"),
                          (["--sampler", "heun", "--eta", "0.5"], "--eta is for --sampler ddim only"),
-                         (["--spacing", "cubic"], "spacing must be one of")):
+                         (["--spacing", "cubic"], "argument --spacing: invalid choice: 'cubic'")):
         code, _, err = cli(["sample", "--checkpoint", ckpt, "--out", tmp_path / "bad.png", "--steps", 5, *bad,
                             "--no-progress"], capsys)
         assert code == 2 and len(err.splitlines()) == 1 and message in err, (bad, err)

@@ -82,10 +82,10 @@ BAD_ARGS = {
     "zero steps": (["train", "--steps", "0"], "steps must be a positive int"),
     "non-int steps": (["train", "--steps", "abc"], "invalid int value: 'abc'"),
     "unknown precision": (["train", "--precision", "fp8"], "invalid choice: 'fp8'"),
-    "mlp on images": (["train", "--model", "mlp"], "model must be 'mlp' exactly for the 2-D toy sets"),
+    "mlp on images": (["train", "--model", "mlp"], "model='mlp' is for the 2-D toy sets; dataset='digits' needs a U-Net"),
     "unknown preset": (["train", "--dataset", "folder", "--data-dir", "imgs", "--model", "nope"],
-                       "unknown preset 'nope'"),
-    "bad ema": (["train", "--ema-decay", "1.5"], "ema_decay must lie in [0, 1)"),
+                       "unknown model 'nope'"),
+    "bad ema": (["train", "--ema-decay", "1.5"], "--ema-decay must lie in [0, 1)"),  # the option, not the field
     "unknown flag": (["train", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     "no command": ([], "required: command"),
     "unknown command": (["fly"], "invalid choice: 'fly'"),

@@ -70,8 +70,8 @@ def test_two_cpu_ranks_match_each_other_and_one_process(tmp_path, monkeypatch):
     # Rank 0 wrote the checkpoint and config.json; rank 1 wrote nothing but its own weights dump.
     # (plus TensorBoard's event file when tensorboard is installed, rank 0's only)
     names = sorted(p.name for p in ddp.iterdir() if not p.name.startswith("events.out.tfevents."))
-    assert names == [".lock", "checkpoint.safetensors", "config.json", "loss.png", "metrics.jsonl",
-                     "rank0.safetensors", "rank1.safetensors"]
+    assert names == [".diffusion-core-run.json", ".lock", "checkpoint.safetensors", "config.json", "loss.png",
+                     "metrics.jsonl", "rank0.safetensors", "rank1.safetensors"]
     assert len(list(ddp.glob("events.out.tfevents.*"))) == (importlib.util.find_spec("tensorboard") is not None)
     m0, e0, info0 = _read_rank(ddp / "rank0.safetensors")
     m1, e1, info1 = _read_rank(ddp / "rank1.safetensors")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 
 import numpy as np
@@ -143,7 +144,10 @@ def test_checkpoints_and_outputs(tmp_path, monkeypatch):
     r = train(cfg, progress=False)
     out = tmp_path / "run"
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("events.out.tfevents."))
-    assert names == [".lock", "checkpoint.safetensors", "config.json", "loss.png", "metrics.jsonl", "preview_final.png"]
+    assert names == [".diffusion-core-run.json", ".lock", "checkpoint.safetensors", "config.json", "loss.png",
+                     "metrics.jsonl", "preview_final.png"]
+    manifest = json.loads((out / ".diffusion-core-run.json").read_text())["files"]  # every file the run wrote
+    assert set(manifest) == set(names[2:]) | {p.name for p in out.glob("events.out.tfevents.*")}
     assert any(out.glob("events.out.tfevents.*")) == (importlib.util.find_spec("tensorboard") is not None)
     c = load_checkpoint(r.checkpoint)
     assert c.step == 5 and TrainConfig.from_dict(c.train_config) == cfg
@@ -268,7 +272,7 @@ def test_resolve_device():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="model must be 'mlp'"):
+    with pytest.raises(ValueError, match="the 2-D toy sets train model='mlp', got model='tiny'"):
         TrainConfig(dataset="swiss-roll", model="tiny")
     with pytest.raises(ValueError, match="needs data_dir"):
         TrainConfig(dataset="folder", model="tiny")

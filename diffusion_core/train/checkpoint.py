@@ -1,11 +1,14 @@
 """Checkpoints: one safetensors file holding weights, EMA, optimizer and RNG state, with the configs as JSON.
 
 * Loading never unpickles: tensors come from safetensors, everything else from JSON in its header.
-* Writing is atomic: the file is written beside the target, flushed to disk, then renamed over it,
-  so a crash mid-write leaves the previous checkpoint whole.
+* Writing is atomic: the file is written in a temp folder beside the target (``.checkpoint.safetensors.*.tmp/``,
+  which also holds safetensors' own temp file), flushed to disk, then renamed over the target, so a crash
+  mid-write leaves the previous checkpoint whole, and the next run removes what a killed write left.
 * Nothing wrong is kept: a NaN or Inf in any tensor is refused at save and at load, naming the tensor.
-* Integrity: the SHA-256 of every tensor's name, dtype, shape and bytes is stored in the header and checked at
-  load, so a flipped bit or a truncated copy is reported instead of trained on.
+* Integrity: the SHA-256 of every tensor's name, dtype, shape and bytes and of every other header entry (the
+  configs, the step, the optimizer's settings) is stored in the header and checked at load, so a flipped bit, a
+  truncated copy or an edited configuration is reported instead of sampled or trained on. Format-2 files (whose
+  hash covers the tensors only) still load.
 * The header is validated (keys, types, JSON depth) before anything it describes is used.
 * No schedule table is stored: the schedule is rebuilt from the config.
 """
@@ -15,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +28,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..errors import InvalidInput, NonFiniteError
+from .._validation import check_int
+from ..errors import InvalidInput, InvalidInputType, NonFiniteError
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "check_finite", "tensors_sha256", "FORMAT"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "check_finite", "tensors_sha256", "checkpoint_sha256",
+           "FORMAT"]
 
-FORMAT = "diffusion-core/2"  # 2: adds the tensors' SHA-256
+FORMAT = "diffusion-core/3"  # 2: adds the tensors' SHA-256; 3: the SHA-256 covers the header's entries too
+FORMAT_2 = "diffusion-core/2"
 _META_KEYS = ("format", "step", "train_config", "model_config", "optimizer", "scaler", "extra", "sha256")
 
 
@@ -93,6 +100,10 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically to ``path`` and return it."""
+    check_int("step", step, minimum=0)
+    for name, value in (("train_config", train_config), ("model_config", model_config), ("model", model)):
+        if not isinstance(value, dict):
+            raise InvalidInputType(f"{name} must be a dict, got {type(value).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
@@ -113,19 +124,19 @@ def save_checkpoint(
         "optimizer": json.dumps(plain_optim),
         "scaler": json.dumps(scaler),
         "extra": json.dumps(extra or {}),
-        "sha256": tensors_sha256(tensors),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    metadata["sha256"] = checkpoint_sha256(tensors, metadata)
+    # A temp folder of our own: safetensors writes its own temp file (.tmpXXXXXX) beside the file it is given and
+    # renames it; in here, what a killed write leaves is one folder that the next run removes (run_dir.py).
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = tmp_dir / path.name
     try:
-        _save_file(tensors, tmp, metadata, path)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a checkpoint is an ordinary output file
+        _save_file(tensors, str(tmp), metadata, path)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # make the rename itself durable
@@ -145,6 +156,16 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def checkpoint_sha256(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """The format-3 hash: :func:`tensors_sha256`'s, then every header entry but ``sha256`` in name order (name,
+    length and text), so an edited configuration or step is as corrupt as a flipped bit."""
+    h = hashlib.sha256(tensors_sha256(tensors).encode())
+    for key in sorted(k for k in metadata if k != "sha256"):
+        value = metadata[key].encode("utf-8", "surrogatepass")
+        h.update(f"|{key}|{len(value)}|".encode() + value)
+    return h.hexdigest()
+
+
 def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
     """Raise :class:`NonFiniteError` naming the first floating-point tensor that holds NaN or Inf."""
     for name, t in tensors.items():
@@ -155,8 +176,8 @@ def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
 def _metadata(path: Path, meta: dict[str, str]) -> dict[str, Any]:
     """The header's values, parsed and type-checked; a one-line error for anything missing or malformed."""
     where = f"checkpoint {str(path)!r}"
-    if meta.get("format") != FORMAT:
-        raise InvalidInput(f"{where} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("format") not in (FORMAT, FORMAT_2):
+        raise InvalidInput(f"{where} has format {meta.get('format')!r}, expected {FORMAT!r} (or {FORMAT_2!r})")
     missing = [k for k in _META_KEYS if k not in meta]
     if missing:
         raise InvalidInput(f"{where} lacks the header entries {missing}")
@@ -173,6 +194,9 @@ def _metadata(path: Path, meta: dict[str, str]) -> dict[str, Any]:
     if not meta["step"].isdigit():
         raise InvalidInput(f"{where} has step {meta['step'][:40]!r}, expected an int >= 0")
     parsed["step"] = int(meta["step"])
+    names = parsed["extra"].get("class_names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InvalidInput(f"{where} has class names that are not a list of strings: {str(names)[:80]}")
     optim = parsed["optimizer"]
     if optim is not None and not (isinstance(optim.get("state"), dict) and isinstance(optim.get("param_groups"), list)):
         raise InvalidInput(f"{where} has an optimizer entry without 'state' and 'param_groups'")
@@ -188,8 +212,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         NonFiniteError: a tensor in it holds NaN or Inf.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if path.is_dir():
+        raise InvalidInput(f"checkpoint {str(path)!r} is a folder; give the {path.name or 'run'} folder's "
+                           "checkpoint.safetensors")
+    if not path.is_file():
+        raise InvalidInput(f"checkpoint {str(path)!r} is not a file (a device or a pipe)")
+    with open(path, "rb"):  # a permission error as itself: safetensors reports it as "No such file or directory"
+        pass
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
@@ -197,9 +228,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as e:  # safetensors raises its own error types for foreign or truncated files
         raise InvalidInput(f"checkpoint {str(path)!r} is not a safetensors file: {e}") from None
     header = _metadata(path, meta)
-    if tensors_sha256(tensors) != meta["sha256"]:
-        raise InvalidInput(f"checkpoint {str(path)!r} is corrupt: its tensors do not match the SHA-256 in its header "
-                           "(a flipped bit or a damaged copy)")
+    expected = tensors_sha256(tensors) if meta["format"] == FORMAT_2 else checkpoint_sha256(tensors, meta)
+    if expected != meta["sha256"]:
+        raise InvalidInput(f"checkpoint {str(path)!r} is corrupt: its tensors or header entries do not match the "
+                           "SHA-256 in its header (a flipped bit, a damaged copy or an edited header)")
     check_finite(tensors, f"checkpoint {str(path)!r} is unusable")
     tensors = {k: v.to(map_location) for k, v in tensors.items()}
 

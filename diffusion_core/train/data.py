@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInput
+from ._fs import RUN_MARKERS
 from .config import Dataset
 
 __all__ = ["load_dataset", "toy_data", "digits", "image_folder", "decode_image", "list_images",
@@ -85,12 +87,27 @@ def digits_labels() -> torch.Tensor:
     return torch.from_numpy(load_digits().target)
 
 
+def _raise(error: OSError) -> None:
+    raise error
+
+
 def list_images(root: str | Path) -> list[Path]:
     """The PNG/JPEG files under ``root`` (recursively), sorted; hidden files and folders (a name starting
-    with ".", such as the ``.diffusion-core-cache`` folder or macOS ``._x.jpg`` files) are skipped."""
+    with ".", such as the ``.diffusion-core-cache`` folder or macOS ``._x.jpg`` files) are skipped, and so is
+    any subfolder that holds a training run (``RUN_MARKERS``): a run kept inside its data folder does not
+    train on its own loss plot and previews. A folder that cannot be read is an error (``PermissionError``),
+    not an empty folder."""
     root = Path(root)
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(root).parts) and p.is_file())
+    found = []
+    for folder, dirs, names in os.walk(root, onerror=_raise):
+        here = Path(folder)
+        if here != root and any(m in names for m in RUN_MARKERS):
+            dirs[:] = []
+            continue
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [here / n for n in names
+                  if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES and (here / n).is_file()]
+    return sorted(found)
 
 
 def class_folders(data_dir: str | Path) -> tuple[list[Path], np.ndarray, list[str]]:
@@ -127,13 +144,13 @@ def _check_settings(image_size: int, channels: int) -> str:
     return "L" if channels == 1 else "RGB"
 
 
-def _bomb_error(path: Path, error: Exception) -> ValueError:
+def _bomb_error(path: Path, error: Exception) -> InvalidInput:
     """One line for PIL's decompression-bomb error (or warning): the file and its pixel count."""
     from PIL import Image
 
     found = re.search(r"\((\d+) pixels\)", str(error))
     pixels = f"{int(found.group(1)):,} pixels" if found else f"too many pixels ({error})"
-    return ValueError(f"image {str(path)!r} has {pixels}, more than PIL.Image.MAX_IMAGE_PIXELS "
+    return InvalidInput(f"image {str(path)!r} has {pixels}, more than PIL.Image.MAX_IMAGE_PIXELS "
                       f"({Image.MAX_IMAGE_PIXELS:,}) allows (a decompression-bomb guard); shrink it first")
 
 

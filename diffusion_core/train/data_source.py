@@ -16,7 +16,7 @@ import torch
 from ..errors import InvalidInput
 from ..nn import get_preset
 from .config import Dataset, TrainConfig
-from .data import load_builtin
+from .data import class_folders, load_builtin
 from .distributed import DistInfo
 from .folder_data import folder_batches, prepare_image_folder
 
@@ -24,19 +24,23 @@ __all__ = ["DataSource"]
 
 
 class DataSource:
-    def __init__(self, config: TrainConfig, device: torch.device, info: DistInfo, *, cache_fallback: Path) -> None:
+    """The run's data, checked at construction, which writes nothing; an image folder's cache is built (or
+    reused) by :meth:`prepare`, once the run holds its folder."""
+
+    def __init__(self, config: TrainConfig, device: torch.device, info: DistInfo) -> None:
         self.config, self.device, self.info = config, device, info
         self.local = slice(info.rank * (config.batch_size // info.world_size),
                            (info.rank + 1) * (config.batch_size // info.world_size))
         self._stream = None
-        self.prepared = None
+        self.prepared = self._folder = None
         self.data = self.labels = None
         if config.dataset is Dataset.FOLDER:  # the preset fixes the channels; image_size may override its size
             preset = get_preset(config.model)
             size = config.image_size or preset.image_size
-            self.prepared = _prepare(config.data_dir, size, preset.in_channels, cache_fallback)
+            self._folder = (config.data_dir, size, preset.in_channels)
+            self._listed = class_folders(config.data_dir)[2]  # lists and checks the files (a missing folder, ...)
             self.sample_shape = (preset.in_channels, size, size)
-            self.class_names = list(self.prepared.class_names)
+            self.class_names = list(self._listed)
         else:
             data, labels, self.class_names = load_builtin(config.dataset, seed=config.seed)
             self.data = data.to(device)
@@ -51,6 +55,29 @@ class DataSource:
                                "(labelled: digits, two-moons, 8-gaussians, a folder with one subfolder per class)")
         if not config.class_cond:
             self.class_names = []
+
+    def prepare(self, cache_fallback: Path, claim) -> None:
+        """Decode an image folder into its cache, or reuse it (nothing to do for built-in data). ``claim(name)``
+        enters ``cache_fallback``'s name in the run's manifest when the cache has to go there."""
+        if self._folder is None:
+            return
+        self.prepared = _prepare(*self._folder, cache_fallback, claim)
+        if list(self.prepared.class_names) != self._listed:
+            raise InvalidInput(f"data_dir {self.config.data_dir!r} changed while the run started (its classes were "
+                               f"{self._listed}, now {list(self.prepared.class_names)}); start it again")
+
+    @property
+    def data_record(self) -> dict | None:
+        """What a checkpoint records of an image folder's data (the decoded contents' SHA-256 and count), so that
+        a resumed run can refuse other data; ``None`` for built-in data (fixed by the dataset and seed)."""
+        if self.prepared is None:
+            return None
+        return {"sha256": self.prepared.sha256, "count": len(self.prepared)}
+
+    @property
+    def data_size(self) -> int | None:
+        """The side of built-in images (8 for the digits); ``None`` for points and for folders (resized)."""
+        return self.sample_shape[-1] if self.is_image and self._folder is None else None
 
     @property
     def num_classes(self) -> int:
@@ -91,9 +118,11 @@ class DataSource:
             self._stream = None
 
 
-def _prepare(data_dir: str, size: int, channels: int, fallback: Path):
+def _prepare(data_dir: str, size: int, channels: int, fallback: Path, claim):
     """Every rank calls this: the cache's file lock makes the first one build it and the others reuse it."""
     try:
         return prepare_image_folder(data_dir, size, channels)
     except PermissionError:  # a read-only data folder: keep the cache beside the run instead
+        if not fallback.exists():
+            claim(fallback.name)  # the run's own: --overwrite deletes it with the run
         return prepare_image_folder(data_dir, size, channels, cache_dir=fallback)

@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..nn import MLPConfig, UNetConfig, build_mlp, build_unet, get_preset
+from ..nn import MLPConfig, UNetConfig, build_mlp, build_unet, get_preset, list_presets
 from .checkpoint import Checkpoint
 from .config import Dataset, TrainConfig
 from ..errors import InvalidInput
@@ -14,17 +14,25 @@ from ..errors import InvalidInput
 __all__ = ["model_config_for", "build_model", "check_weights_fit", "load_model"]
 
 
-def model_config_for(config: TrainConfig, data_channels: int, num_classes: int = 0) -> dict[str, Any]:
+def model_config_for(config: TrainConfig, data_channels: int, num_classes: int = 0,
+                     data_size: int | None = None) -> dict[str, Any]:
     """The JSON model config of a run: ``{"kind": "unet" | "mlp", **fields}``; ``num_classes`` > 0 for a
-    class-conditional network."""
+    class-conditional network. A U-Net takes the data's channels; its preset's image size must be the digits'
+    (``data_size``, 8: a 28x28 preset would train on 8x8 images and sample 28x28 ones), and for a folder the
+    images are resized to ``config.image_size`` or the preset's size."""
     learn_sigma = config.diffusion().learned_variance
     if config.model == "mlp":
         return {"kind": "mlp", **MLPConfig(dim=2, learn_sigma=learn_sigma, num_classes=num_classes).to_dict()}
-    overrides: dict[str, Any] = {"learn_sigma": learn_sigma, "num_classes": num_classes}
+    overrides: dict[str, Any] = {"learn_sigma": learn_sigma, "num_classes": num_classes, "in_channels": data_channels}
+    preset = get_preset(config.model)
     if config.dataset is Dataset.FOLDER:
-        overrides["in_channels"] = data_channels
         if config.image_size is not None:
             overrides["image_size"] = config.image_size
+    elif data_size is not None and preset.image_size != data_size:
+        fits = [n for n in list_presets() if get_preset(n).image_size == data_size]
+        raise InvalidInput(f"model {config.model!r} is a U-Net for {preset.image_size}x{preset.image_size} images, "
+                           f"but the {config.dataset.value} are {data_size}x{data_size} (it would sample "
+                           f"{preset.image_size}x{preset.image_size} images); use {' or '.join(fits)}")
     return {"kind": "unet", **get_preset(config.model, **overrides).to_dict()}
 
 

@@ -34,10 +34,12 @@ def read_metrics(path: str | Path) -> list[LogRecord]:
 
 class RunLog:
     """Append-only metrics of one run in ``out_dir``. ``resume_step``: keep the records up to that step (the
-    checkpoint's) and drop later ones, which came from the part of the earlier run that the checkpoint lost."""
+    checkpoint's) and drop later ones, which came from the part of the earlier run that the checkpoint lost.
+    ``claim(name) -> path``: enters each file in the run's manifest before it is written (``RunDir.claim``)."""
 
-    def __init__(self, out_dir: str | Path, *, resume_step: int | None = None) -> None:
-        self.path = Path(out_dir) / METRICS_NAME
+    def __init__(self, out_dir: str | Path, *, resume_step: int | None = None, claim=None) -> None:
+        self._claim = claim or (lambda name: Path(out_dir) / name)
+        self.path = self._claim(METRICS_NAME)
         kept: list[LogRecord] = []
         if resume_step is not None and self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.step <= resume_step]
@@ -46,7 +48,7 @@ class RunLog:
         os.replace(tmp, self.path)
         self.wall_offset = kept[-1].wall_s if kept else 0.0
         self._file = open(self.path, "a")
-        self._tb = _tensorboard_writer(out_dir, None if resume_step is None else resume_step + 1)
+        self._tb = _tensorboard_writer(out_dir, None if resume_step is None else resume_step + 1, self._claim)
 
     def write(self, record: LogRecord) -> None:
         self._file.write(json.dumps(dataclasses.asdict(record)) + "\n")
@@ -57,24 +59,24 @@ class RunLog:
             self._tb.flush()
 
     def plot(self) -> Path | None:
-        """Draw ``loss.png`` (log-scale loss against step) from the file; ``None`` when there is nothing yet."""
+        """Draw ``loss.png`` (log-scale loss against step) from the file; ``None`` when there is nothing yet.
+        Drawn with matplotlib's object API: pyplot's backend (a notebook's inline plots) is left alone. A short
+        log is drawn with markers: a line through a single record draws nothing."""
         records = read_metrics(self.path)
         if not records:
             return None
-        import matplotlib
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-        ax.plot([r.step for r in records], [r.loss for r in records], lw=1)
+        fig = Figure(figsize=(6, 3.5), dpi=100)
+        ax = fig.subplots()
+        few = len(records) <= 50
+        ax.plot([r.step for r in records], [r.loss for r in records], lw=1, marker="o" if few else None, ms=3)
         ax.set(xlabel="step", ylabel=f"training loss (mean per {METRICS_NAME} record)", yscale="log")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        out = self.path.with_name("loss.png")
+        out = self._claim("loss.png")
         tmp = out.with_name(".loss.png.tmp")
         fig.savefig(tmp, format="png")
-        plt.close(fig)
         os.replace(tmp, out)
         return out
 
@@ -84,10 +86,15 @@ class RunLog:
             self._tb.close()
 
 
-def _tensorboard_writer(out_dir: str | Path, purge_step: int | None):
+def _tensorboard_writer(out_dir: str | Path, purge_step: int | None, claim):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is an optional extra: pip install "diffusion-core-torch[tensorboard]"
         return None
+    before = set(os.listdir(out_dir))
     # purge_step: on resume TensorBoard hides the earlier events from that step on, as metrics.jsonl drops them
-    return SummaryWriter(log_dir=str(out_dir), purge_step=purge_step)
+    writer = SummaryWriter(log_dir=str(out_dir), purge_step=purge_step)
+    for name in sorted(set(os.listdir(out_dir)) - before):  # the event file it opened (its name has a timestamp)
+        if name.startswith("events.out.tfevents."):
+            claim(name)
+    return writer

@@ -26,7 +26,7 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, diffusion, config: TrainConfig, device: torch.device, dist_info: DistInfo,
                  amp_dtype: torch.dtype | None, compile_model: bool) -> None:
-        self.model, self.config = model, config
+        self.model, self.config = model, config.resolved_warmup()  # train() has set it; a direct caller may not
         # fused AdamW (CPU and CUDA): one kernel for all parameters, no .item() on the step counters, and
         # GradScaler hands it the inf check as a tensor instead of reading it back
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
@@ -67,7 +67,7 @@ class TrainStep:
     def set_hyperparameters(self, config: TrainConfig) -> None:
         """Apply the optimizer settings of ``config`` (after loading a checkpoint's optimizer state, which
         brings the old ones back)."""
-        self.config = config
+        self.config = config.resolved_warmup()
         for group in self.optimizer.param_groups:
             group["weight_decay"] = config.weight_decay
         self.ema.decay = config.ema_decay

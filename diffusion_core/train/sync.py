@@ -1,30 +1,5 @@
-"""The places where the training loop reads values back from the device, named.
-
-Everything else in a training step is queued without a host sync, so a GPU never waits for Python. Each read
-happens inside ``host_sync_point(reason)``; ``tests/test_sync_free.py`` runs whole training runs and sampling
-loops under a dispatch mode that fails on any op that forces a sync outside these points.
-"""
-from __future__ import annotations
-
-import contextlib
-import threading
+"""The trainer's named host-sync points: see :mod:`diffusion_core._sync` (the samplers' end-of-run check uses
+them too, so they live at the top of the package)."""
+from .._sync import host_sync_point, in_host_sync_point
 
 __all__ = ["host_sync_point", "in_host_sync_point"]
-
-_state = threading.local()
-
-
-@contextlib.contextmanager
-def host_sync_point(reason: str):
-    """Mark a deliberate device-to-host read (``reason``: what it is for, e.g. "log", "checkpoint")."""
-    previous = getattr(_state, "reason", None)
-    _state.reason = reason
-    try:
-        yield
-    finally:
-        _state.reason = previous
-
-
-def in_host_sync_point() -> str | None:
-    """The reason of the enclosing :func:`host_sync_point`, or ``None`` outside one."""
-    return getattr(_state, "reason", None)

@@ -1,6 +1,8 @@
 """The training loop: validate everything, take the run folder, then train, log and checkpoint.
 
-Nothing is written before every input has been checked (config, data, resume checkpoint, out_dir). The step
+Nothing is written before every input has been checked (config, data, resume checkpoint, out_dir); then the run
+takes its folder (``RunDir``), an image folder's cache is built, and only when the run starts writing is an earlier
+run it replaces removed (a run that fails before that leaves no trace, and no folder it made). The step
 itself (``step.py``) never reads a value back from the device; the loop does so only at the named
 ``host_sync_point``s: every ``log_every`` steps (NaN/Inf check, ``metrics.jsonl``) and before a checkpoint.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -17,17 +20,21 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .._progress import tqdm_class
+from .._validation import check_fits_memory
 from ..cpu_threads import AdaptiveThreads
 from ..errors import InvalidInput, NonFiniteError
 from ..samplers import ddim_sample
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .checkpoint import save_checkpoint
+from .config import DEFAULT_WARMUP, TrainConfig
 from .data_source import DataSource
 from .device import autocast_dtype, configure_backends, resolve_device
 from .distributed import setup_distributed
 from .images import save_image_grid, save_scatter
 from .interrupt import StopRequest, TrainingInterrupted
-from .models import build_model, check_weights_fit, model_config_for
+from .models import build_model, model_config_for
+from .resume import (OPTIMIZER_SETTINGS, RUN_CONTROL, check_resume, check_resume_data, gather_rng,  # noqa: F401
+                     resume_changes, restore, settle)
 from .run_dir import CHECKPOINT_NAME, RunDir
 from .run_log import LogRecord, RunLog
 from .step import TrainStep
@@ -37,12 +44,6 @@ __all__ = ["NonFiniteLossError", "TrainResult", "TrainingInterrupted", "train"]
 
 log = logging.getLogger("diffusion_core.train")
 
-# Fields a resumed run may change. Run control changes nothing the model learns; the optimizer's settings
-# change how it goes on learning (the usual recovery after a divergence: lower lr, tighter clip), with a notice.
-# Any other difference (model, data, schedule, loss, precision, seed) is a different experiment and is refused.
-RUN_CONTROL = {"steps", "out_dir", "log_every", "checkpoint_every", "checkpoint_minutes", "preview_every", "device",
-               "compile", "channels_last", "workers"}
-OPTIMIZER_SETTINGS = {"lr", "warmup_steps", "weight_decay", "grad_clip", "ema_decay"}
 HISTORY_STEPS = 100_000  # TrainResult.losses keeps at most this many recent per-step losses (400 kB)
 
 
@@ -59,16 +60,13 @@ class TrainResult:
     checkpoint: Path | None
 
 
-def resume_changes(config: TrainConfig, saved: dict) -> list[str]:
-    """The optimizer settings that ``config`` changes from a checkpoint's ``saved`` config; raises
-    :class:`InvalidInput` if anything else that shapes the model or the data differs."""
-    now = config.to_dict()
-    differ = sorted(k for k in now if k not in RUN_CONTROL and now[k] != saved.get(k))
-    refused = [k for k in differ if k not in OPTIMIZER_SETTINGS]
-    if refused:
-        raise InvalidInput(f"cannot resume: the checkpoint was trained with different {', '.join(refused)} "
-                           "(only run-control and optimizer settings may change on resume)")
-    return [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in differ]
+def _check_sizes(config: TrainConfig, source: DataSource, device: torch.device) -> None:
+    """Sizes no machine can hold are refused here, in words, instead of by the allocator mid-run."""
+    per_example = 4 * math.prod(source.sample_shape)
+    check_fits_memory("batch_size", config.batch_size, 4 * per_example, "a batch (data, noise, noisy data, "
+                      "prediction)", device)
+    check_fits_memory("log_every", min(config.log_every, config.steps), 8, "the per-step losses of a log window",
+                      device)
 
 
 def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: bool = False,
@@ -82,16 +80,8 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: b
         TrainingInterrupted: Ctrl-C or SIGTERM; a checkpoint of the last finished step was written first.
     """
     device = resolve_device(config.device)
-    ckpt = None
-    if resume is not None:
-        ckpt = load_checkpoint(resume, map_location="cpu")
-        notices = resume_changes(config, ckpt.train_config)
-        if config.out_dir is None:
-            config = config.replace(out_dir=str(Path(resume).parent))
-        if config.steps < ckpt.step:
-            raise InvalidInput(f"steps={config.steps} is below the checkpoint's step {ckpt.step}; "
-                               f"pass --steps {ckpt.step + 1} or more to train on")
-    config = config.replace(out_dir=config.run_dir)
+    auto_warmup = config.warmup_steps is None and resume is None
+    config, ckpt, notices = settle(config, resume)
     info = setup_distributed(device)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
@@ -101,16 +91,11 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: b
     configure_backends(device)
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP also broadcasts them)
-    source = DataSource(config, device, info, cache_fallback=Path(config.out_dir) / "data-cache")
-    model_config = model_config_for(config, source.channels, source.num_classes)
+    source = DataSource(config, device, info)
+    model_config = model_config_for(config, source.channels, source.num_classes, source.data_size)
+    _check_sizes(config, source, device)
     if ckpt is not None:
-        if ckpt.extra.get("class_names", []) != source.class_names:
-            raise InvalidInput(f"cannot resume: the checkpoint's classes {ckpt.extra.get('class_names', [])} differ "
-                               f"from the data's {source.class_names}")
-        if ckpt.model_config != model_config:
-            raise InvalidInput("cannot resume: the checkpoint's model config differs from what this config builds")
-        check_weights_fit(model_config, ckpt.model, "checkpoint")
-        check_weights_fit(model_config, ckpt.ema, "checkpoint (EMA)")
+        check_resume(ckpt, source, model_config)
     model = build_model(model_config).to(device)
     if info.rank > 0:  # dropout differs per rank; the data order (the generator below) is shared
         torch.manual_seed(config.seed + 1_000_003 * info.rank)
@@ -124,16 +109,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: b
 
     start = 0
     if ckpt is not None:
-        model.load_state_dict(ckpt.model)
-        step_fn.ema.load_state_dict(ckpt.ema)
-        if ckpt.optimizer is None:
-            raise InvalidInput(f"checkpoint {str(resume)!r} holds no optimizer state, so it cannot be resumed")
-        step_fn.load_optimizer_state(ckpt.optimizer)
-        step_fn.set_hyperparameters(config)
-        if ckpt.scaler:
-            step_fn.scaler.load_state_dict(ckpt.scaler)
-        _restore_rng(ckpt.rng, gen, device, info.rank)
-        start = ckpt.step
+        start = restore(ckpt, resume, model, step_fn, config, gen, device, info)
         if info.is_main:
             for line in notices:
                 log.warning("resuming with a changed optimizer setting, %s", line)
@@ -142,17 +118,34 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: b
             return TrainResult(model, step_fn.ema.model, torch.empty(0), start, None)
 
     with RunDir(config.out_dir, resuming=Path(resume) if resume else None, overwrite=overwrite) if info.is_main \
-            else _NoRunDir(config.out_dir) as run_dir, StopRequest() as stop:
+            else _NoRunDir(config.out_dir) as run_dir:
+        source.prepare(Path(config.out_dir) / "data-cache", run_dir.claim)  # Ctrl-C here stops at once
+        if ckpt is not None:
+            check_resume_data(ckpt, source)
+        run_dir.start()  # from here on the run writes (and an earlier run it replaces is gone)
         if info.is_main:
-            _write_json(run_dir.path / "config.json", {"train": config.to_dict(), "model": model_config})
-        run_log = RunLog(run_dir.path, resume_step=start if ckpt is not None else None) if info.is_main else None
+            _write_json(run_dir.claim("config.json"), {"train": config.to_dict(), "model": model_config})
+            _warmup_notice(config, auto_warmup)
+        run_log = RunLog(run_dir.path, resume_step=start if ckpt is not None else None,
+                         claim=run_dir.claim) if info.is_main else None
         try:
-            return _loop(config, model_config, model, diffusion, step_fn, source, gen, info, device, start, run_dir,
-                         run_log, stop, progress)
+            with StopRequest() as stop:
+                return _loop(config, model_config, model, diffusion, step_fn, source, gen, info, device, start,
+                             run_dir, run_log, stop, progress)
         finally:
             source.close()
             if run_log is not None:
                 run_log.close()
+
+
+def _warmup_notice(config: TrainConfig, auto: bool) -> None:
+    """Say what the warmup does when it is not the plain default: shortened for a short run, or longer than it."""
+    w, n = config.warmup_steps, config.steps
+    if auto and w < DEFAULT_WARMUP:
+        log.info("learning-rate warmup: %d steps, a fifth of this %d-step run (--warmup-steps sets it)", w, n)
+    elif w > n:
+        log.warning("warmup_steps=%d is longer than the run (steps=%d): the learning rate ends at %.0f%% of lr; "
+                    "resuming with more steps finishes the warmup", w, n, 100 * n / w)
 
 
 class _NoRunDir:
@@ -161,6 +154,12 @@ class _NoRunDir:
     def __init__(self, path) -> None:
         self.path = Path(path)
         self.checkpoint = self.path / CHECKPOINT_NAME
+
+    def claim(self, name: str) -> Path:
+        return self.path / name
+
+    def start(self) -> None:
+        pass
 
     def __enter__(self):
         return self
@@ -171,11 +170,9 @@ class _NoRunDir:
 
 def _loop(config, model_config, model, diffusion, step_fn, source, gen, info, device, start, run_dir, run_log, stop,
           progress):
-    from tqdm.auto import tqdm
-
     B, T, local = config.batch_size, diffusion.num_timesteps, source.local
     batches = source.batches(gen, start)
-    window = _Window(config.log_every, device)
+    window = _Window(min(config.log_every, config.steps), device)  # a log at least at the end
     history: list[torch.Tensor] = []
     last_saved: Path | None = None
     started = time.perf_counter()
@@ -192,14 +189,15 @@ def _loop(config, model_config, model, diffusion, step_fn, source, gen, info, de
     def _save(step_now: int) -> None:
         nonlocal last_saved, saved_at
         check_window(step_now)
-        rng = _gather_rng(gen, device, info)
+        rng = gather_rng(gen, device, info)
         if info.is_main:
             try:
                 last_saved = save_checkpoint(
-                    run_dir.checkpoint, step=step_now, train_config=config.to_dict(),
+                    run_dir.claim(CHECKPOINT_NAME), step=step_now, train_config=config.to_dict(),
                     model_config=model_config, model=model.state_dict(), ema=step_fn.ema.state_dict(),
                     optimizer=step_fn.optimizer.state_dict(), scaler=step_fn.scaler.state_dict() if step_fn.scaler.is_enabled() else None, rng=rng,
-                    extra={"class_names": source.class_names})
+                    extra={"class_names": source.class_names,
+                           **({"data": source.data_record} if source.data_record else {})})
             except NonFiniteError as e:
                 raise NonFiniteLossError(f"the weights became NaN or Inf by step {step_now} ({e}){last_good()}") from None
             run_log.plot()
@@ -230,7 +228,7 @@ def _loop(config, model_config, model, diffusion, step_fn, source, gen, info, de
             run_log.write(record)
         bar.set_postfix(loss=f"{record.loss:.4f}", img_s=f"{record.img_per_s:.0f}")
 
-    bar = tqdm(range(start, config.steps), disable=not (progress and info.is_main), desc="train", initial=start,
+    bar = tqdm_class()(range(start, config.steps), disable=not (progress and info.is_main), desc="train", initial=start,
                total=config.steps)
     model.train()
     done = start
@@ -264,11 +262,11 @@ def _loop(config, model_config, model, diffusion, step_fn, source, gen, info, de
                 if due:
                     save(done)
                 if info.is_main and config.preview_every and done % config.preview_every == 0:
-                    preview(step_fn.ema.model, diffusion, source.sample_shape, device, run_dir.path / f"preview_{done:06d}.png")
+                    preview(step_fn.ema.model, diffusion, source.sample_shape, device, run_dir.claim(f"preview_{done:06d}.png"))
         finally:
             bar.close()
     if info.is_main and config.steps > start:
-        preview(step_fn.ema.model, diffusion, source.sample_shape, device, run_dir.path / "preview_final.png")
+        preview(step_fn.ema.model, diffusion, source.sample_shape, device, run_dir.claim("preview_final.png"))
     losses = torch.cat(history)[-HISTORY_STEPS:] if history else torch.empty(0)
     return TrainResult(model, step_fn.ema.model, losses, max(start, config.steps), last_saved)
 
@@ -312,31 +310,6 @@ def _agree(flag: bool, info, at_sync_point: bool) -> bool:
         t = torch.tensor(int(flag), device="cuda" if dist.get_backend() == "nccl" else "cpu")
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
-
-
-def _gather_rng(gen: torch.Generator, device: torch.device, info) -> dict[str, torch.Tensor]:
-    """RNG states to save: the shared data generator, and each rank's global (dropout) generator."""
-    own = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        own["cuda"] = torch.cuda.get_rng_state(device)
-    states = [own]
-    if info.enabled:
-        states = [None] * info.world_size
-        dist.all_gather_object(states, own)
-    rng = {"data": gen.get_state()}
-    for rank, s in enumerate(states):
-        suffix = "" if rank == 0 else f".rank{rank}"
-        rng.update({f"{k}{suffix}": v for k, v in s.items()})
-    return rng
-
-
-def _restore_rng(rng: dict[str, torch.Tensor], gen: torch.Generator, device: torch.device, rank: int) -> None:
-    gen.set_state(rng["data"].cpu())
-    suffix = "" if rank == 0 else f".rank{rank}"
-    if f"torch{suffix}" in rng:
-        torch.set_rng_state(rng[f"torch{suffix}"].cpu())
-    if device.type == "cuda" and f"cuda{suffix}" in rng:
-        torch.cuda.set_rng_state(rng[f"cuda{suffix}"].cpu(), device)
 
 
 def _write_json(path: Path, value) -> None:

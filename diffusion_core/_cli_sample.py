@@ -1,0 +1,145 @@
+"""``diffusion-core sample``: a checkpoint's samples into a PNG (grid or scatter) and a ``.npy`` beside it."""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InvalidInput, NonFiniteError
+
+__all__ = ["sample"]
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Fail before sampling, not after, when the outputs cannot be written or would replace a file."""
+    if out.is_dir():
+        raise InvalidInput(f"--out {str(out)!r} is a folder; give a file name such as {str(out / 'samples.png')!r}")
+    if out.suffix.lower() != ".png":
+        raise InvalidInput(f"--out must end in .png (the .npy goes beside it), got {str(out)!r}")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidInput(f"--out {str(out)!r} cannot be written: {str(parent)!r} is not a writable folder")
+    npy = out.with_suffix(".npy")
+    if npy.is_dir():
+        raise InvalidInput(f"--out {str(out)!r} needs {str(npy)!r} for the samples, and that is a folder")
+    existing = [str(f) for f in (out, npy) if f.exists()]
+    if existing and not overwrite:
+        raise InvalidInput(f"{' and '.join(repr(f) for f in existing)} exist{'s' if len(existing) == 1 else ''}; "
+                           "pass --overwrite to replace them, or choose another --out")
+
+
+def _write_samples(x, out: Path, draw) -> Path:
+    """``out.npy`` (the samples) and ``out`` (``draw(path)`` renders the PNG): both appear whole, or neither
+    changes. A failed write (a full disk) names the file it was for, not our temp file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    npy = out.with_suffix(".npy")
+    tmp_npy, tmp_png = out.with_name(f".{out.stem}.tmp.npy"), out.with_name(f".{out.stem}.tmp.png")
+    target = npy
+    try:
+        buf = io.BytesIO()
+        np.save(buf, x.cpu().numpy())  # into memory: NumPy's own file writer reports a full disk without an errno
+        with open(tmp_npy, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        target = out
+        draw(tmp_png)
+        os.replace(tmp_npy, npy)
+        os.replace(tmp_png, out)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(target)) from None
+    finally:
+        tmp_npy.unlink(missing_ok=True)
+        tmp_png.unlink(missing_ok=True)
+    return npy
+
+
+def _samplers():
+    from .samplers import ddim_sample, ddpm_sample
+    from .solvers import dpmpp_2m_sample, heun_sample
+
+    return {"ddim": ddim_sample, "ddpm": ddpm_sample, "dpmpp-2m": dpmpp_2m_sample, "heun": heun_sample}
+
+
+def _labels(ns: argparse.Namespace, class_names: list[str], num: int, device):
+    """The labels to sample: ``--label`` (an index or a class name) for all, or every class in turn."""
+    import torch
+
+    if not class_names:
+        if ns.label is not None or ns.guidance != 1.0:
+            raise InvalidInput("--label and --guidance need a class-conditional checkpoint (train with --class-cond)")
+        return None
+    if ns.label is None:
+        return torch.arange(num, device=device) % len(class_names)
+    if ns.label in class_names:
+        k = class_names.index(ns.label)
+    elif re.fullmatch(r"[0-9]{1,9}", ns.label) and int(ns.label) < len(class_names):  # ASCII digits only: not '²'
+        k = int(ns.label)
+    else:
+        raise InvalidInput(f"--label must be a class index 0..{len(class_names) - 1} or one of {class_names}, "
+                           f"got {ns.label!r}")
+    return torch.full((num,), k, dtype=torch.long, device=device)
+
+
+def _sample_shape(ckpt, num: int) -> tuple[int, ...]:
+    from ._validation import check_fits_memory
+
+    mc = ckpt.model_config
+    shape = (mc["dim"],) if mc["kind"] == "mlp" else (mc["in_channels"], mc["image_size"], mc["image_size"])
+    # --num 1e12 (or a checkpoint claiming 1e9-pixel images) is refused in words, not by the allocator
+    check_fits_memory("--num", num, 4 * 4 * math.prod(shape), "the samples (the state, the noise, the network's "
+                      "output and the update)")
+    return (num, *shape)
+
+
+def sample(ns: argparse.Namespace) -> None:
+    import torch
+
+    from ._validation import check_seed
+    from .guidance import ClassifierFreeGuidance
+    from .train import TrainConfig, load_checkpoint, load_model, resolve_device
+    from .train.images import save_image_grid, save_scatter
+
+    if ns.num < 1:
+        raise InvalidInput(f"--num must be >= 1, got {ns.num}")
+    if ns.eta and ns.sampler != "ddim":
+        raise InvalidInput(f"--eta is for --sampler ddim only, got --sampler {ns.sampler}")
+    check_seed("--seed", ns.seed)
+    out = Path(ns.out)
+    _check_out(out, ns.overwrite)
+    device = resolve_device(ns.device)
+    ckpt = load_checkpoint(ns.checkpoint, map_location=device)
+    config = TrainConfig.from_dict(ckpt.train_config)
+    shape = _sample_shape(ckpt, ns.num)
+    model = load_model(ckpt, ema=not ns.no_ema).to(device)
+    diffusion = config.diffusion().to(device)
+    class_names = ckpt.extra.get("class_names", [])
+    labels = _labels(ns, class_names, ns.num, device)
+    if labels is not None and ns.guidance != 1.0:
+        model = ClassifierFreeGuidance(model, ns.guidance)
+    # --compile compiles the whole sampling step (network and update): one CUDA graph replay per step on CUDA.
+    compile = ns.compile if ns.compile is not None else device.type == "cuda"
+    g = torch.Generator(device).manual_seed(ns.seed)
+    x_T = torch.randn(shape, generator=g, device=device)
+    options = {"eta": ns.eta} if ns.sampler == "ddim" else {}
+    if ns.spacing is not None:
+        options["spacing"] = ns.spacing
+    try:
+        x = _samplers()[ns.sampler](model, diffusion, x_T, steps=ns.steps, generator=g, progress=not ns.no_progress,
+                                    compile=compile, labels=labels, **options).sample
+    except NonFiniteError as e:  # the sampler checks its result once, at the end
+        raise NonFiniteError(f"{e}; nothing was written (is the checkpoint from a diverged run?)") from None
+    if x.ndim == 2:
+        draw = lambda path: save_scatter(x, path)  # noqa: E731
+    else:  # a conditional model's classes in turn: one class per column
+        nrow = len(class_names) if labels is not None and ns.label is None else None
+        draw = lambda path: save_image_grid(x, path, nrow=nrow, scale=max(1, 64 // x.shape[-1]))  # noqa: E731
+    npy = _write_samples(x, out, draw)
+    print(f"wrote {out} and {npy}")

@@ -1,0 +1,32 @@
+"""The places where the training loop and the samplers read values back from the device, named.
+
+Everything else in a training step or a sampling step is queued without a host sync, so a GPU never waits for
+Python. Each read happens inside ``host_sync_point(reason)``: the trainer's log, non-finite check, checkpoint and
+preview, and each sampler's one check of its result for NaN/Inf after the loop. ``tests/test_sync_free.py`` runs
+whole training runs and sampling loops under a dispatch mode that fails on any op that forces a sync outside
+these points.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+__all__ = ["host_sync_point", "in_host_sync_point"]
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def host_sync_point(reason: str):
+    """Mark a deliberate device-to-host read (``reason``: what it is for, e.g. "log", "checkpoint")."""
+    previous = getattr(_state, "reason", None)
+    _state.reason = reason
+    try:
+        yield
+    finally:
+        _state.reason = previous
+
+
+def in_host_sync_point() -> str | None:
+    """The reason of the enclosing :func:`host_sync_point`, or ``None`` outside one."""
+    return getattr(_state, "reason", None)
