@@ -1,6 +1,11 @@
-r"""diffusion_core: DDPM and DDIM, small and checked.
+r"""diffusion_core: diffusion models on Gaussian paths (DDPM, continuous VP, EDM, rectified flow), small and checked.
 
-Notation (code name → paper symbol; Ho et al. 2020, Nichol & Dhariwal 2021, Song et al. 2021):
+Every model here is a path :math:`x_t = \alpha_t x_0 + \sigma_t\epsilon` (:mod:`diffusion_core.paths`), a
+:class:`Denoiser` that reads a network trained on it, and plain sampler and loss functions over the denoiser.
+A DDPM is a :class:`Diffusion` (a discrete :class:`NoiseSchedule` with its modelling choices), whose entry points
+``ddpm_sample(model, diffusion, x_T)`` etc. take schedule indices.
+
+Notation (code name → paper symbol; Ho et al. 2020, Nichol & Dhariwal 2021, Song et al. 2021, Kingma & Gao 2023):
 
 ==============================  ==========================================================
 ``T`` / ``num_timesteps``       :math:`T`, the number of diffusion steps
@@ -18,81 +23,42 @@ index ``t`` in ``0..T-1``       the paper's step :math:`t+1` (index 0 is the ste
 ``eta``                         DDIM's :math:`\eta`
 ``labels`` / ``num_classes``    class :math:`c \in 0..K-1`; label :math:`K` is the null class :math:`\varnothing`
 ``scale`` (guidance)            diffusers' :math:`s`; Ho & Salimans' :math:`w = s - 1`
-``lambda`` (solvers)            :math:`\lambda_t = \log(\alpha_t/\sigma_t)`, half the log-SNR (DPM-Solver)
+``path.alpha(t)``, ``sigma(t)``  :math:`\alpha_t, \sigma_t` of a path (:math:`\sqrt{\bar\alpha_t}, \sqrt{1-\bar\alpha_t}` for a DDPM)
+``path.log_snr(t)``             :math:`\lambda_t = \log(\alpha_t^2/\sigma_t^2)`, the full log-SNR (DPM-Solver uses half)
+``velocity``                    :math:`u = dx_t/dt` (:math:`\epsilon - x_0` on rectified flow, as diffusers)
 ==============================  ==========================================================
 
-The network is a :class:`Denoiser` (or a guided one) or any callable ``model(x_t, t) -> output`` with ``t`` an
-integer tensor of shape ``(B,)``.
+Everything else is importable from its submodule: the forward process and posterior (``forward``, ``reverse``),
+the targets and their conversions (``targets``), loss weightings and training-time densities (``weighting``,
+``time_sampling``), the variational bound (``vlb``), the sampling loop (``sampling``), CPU thread sharing
+(``cpu_threads``), networks (``nn``) and training (``train``).
 """
-from .denoiser import BaseDenoiser, Denoiser, Prediction, as_denoiser
-from .diffusion import Diffusion, ReverseStep
-from .errors import InvalidInput, InvalidInputType
-from .guidance import ClassifierFreeGuidance, drop_labels
-from .forward import Gaussian, q_mean_variance, q_sample, q_step_mean_variance, q_step_sample
-from .losses import (
-    LossTerms,
-    LossType,
-    VLBResult,
-    bits_per_dim,
-    discretized_gaussian_log_likelihood,
-    min_snr_weight,
-    normal_kl,
-    prior_bpd,
-    training_losses,
-    vlb_term,
-)
-from .parameterization import Parameterization, eps_from_v, eps_from_x0, v_from_eps_x0, x0_from_eps, x0_from_v
-from .reverse import Clip, VarianceType, q_posterior, threshold_x0
-from .samplers import SampleResult, compile_for_sampling, ddim_sample, ddpm_sample
-from .schedule import NoiseSchedule, ScheduleKind, TimestepSpacing, spaced_timesteps
-from .solvers import dpmpp_2m_sample, heun_sample
+
+from .ddpm_samplers import ddim_sample, ddpm_sample, dpmpp_2m_sample, heun_sample
+from .denoiser import Denoiser
+from .diffusion import Diffusion
+from .errors import InvalidInput, NonFiniteError
+from .grids import time_grid
+from .guidance import ClassifierFreeGuidance
+from .losses import denoising_loss, training_losses
+from .paths import ContinuousVP, DiscreteVP, GaussianPath, RectifiedFlow, VarianceExploding
+from .samplers import sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_edm, sample_euler, sample_heun
+from .sampling import SampleResult
+from .schedule import NoiseSchedule, spaced_timesteps
+from .targets import Prediction, Target
+from .vlb import bits_per_dim
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BaseDenoiser",
-    "ClassifierFreeGuidance",
-    "Clip",
-    "Denoiser",
-    "Diffusion",
-    "Gaussian",
-    "InvalidInput",
-    "InvalidInputType",
-    "LossTerms",
-    "LossType",
-    "NoiseSchedule",
-    "Parameterization",
-    "Prediction",
-    "ReverseStep",
-    "SampleResult",
-    "ScheduleKind",
-    "TimestepSpacing",
-    "VLBResult",
-    "VarianceType",
-    "bits_per_dim",
-    "as_denoiser",
-    "compile_for_sampling",
-    "ddim_sample",
-    "ddpm_sample",
-    "discretized_gaussian_log_likelihood",
-    "drop_labels",
-    "dpmpp_2m_sample",
-    "eps_from_v",
-    "eps_from_x0",
-    "heun_sample",
-    "min_snr_weight",
-    "normal_kl",
-    "prior_bpd",
-    "q_mean_variance",
-    "q_posterior",
-    "q_sample",
-    "q_step_mean_variance",
-    "q_step_sample",
-    "spaced_timesteps",
-    "threshold_x0",
-    "training_losses",
-    "v_from_eps_x0",
-    "vlb_term",
-    "x0_from_eps",
-    "x0_from_v",
+    # paths and models
+    "GaussianPath", "DiscreteVP", "ContinuousVP", "VarianceExploding", "RectifiedFlow",
+    "NoiseSchedule", "Diffusion", "spaced_timesteps", "time_grid",
+    "Denoiser", "ClassifierFreeGuidance", "Prediction", "Target",
+    # sampling
+    "sample_ddpm", "sample_ddim", "sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_edm", "SampleResult",
+    "ddpm_sample", "ddim_sample", "dpmpp_2m_sample", "heun_sample",
+    # training and evaluation
+    "denoising_loss", "training_losses", "bits_per_dim",
+    "InvalidInput", "NonFiniteError",
 ]

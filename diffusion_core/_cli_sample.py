@@ -62,8 +62,7 @@ def _write_samples(x, out: Path, draw) -> Path:
 
 
 def _samplers():
-    from .samplers import ddim_sample, ddpm_sample
-    from .solvers import dpmpp_2m_sample, heun_sample
+    from .ddpm_samplers import ddim_sample, ddpm_sample, dpmpp_2m_sample, heun_sample
 
     return {"ddim": ddim_sample, "ddpm": ddpm_sample, "dpmpp-2m": dpmpp_2m_sample, "heun": heun_sample}
 

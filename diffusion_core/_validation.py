@@ -195,15 +195,3 @@ def check_finite_values(name: str, x: torch.Tensor) -> torch.Tensor:
             and not bool(torch.isfinite(x).all()):
         raise InvalidInput(f"{name} holds NaN or Inf")
     return x
-
-
-def check_diffusion(value, name: str = "diffusion"):
-    """``value`` must be a :class:`~diffusion_core.diffusion.Diffusion` (a schedule alone lacks the
-    parameterization and variance)."""
-    from .diffusion import Diffusion
-    from .schedule import NoiseSchedule
-
-    if not isinstance(value, Diffusion):
-        hint = " (wrap it: Diffusion(schedule, parameterization, variance))" if isinstance(value, NoiseSchedule) else ""
-        raise InvalidInputType(f"{name} must be a Diffusion, got {type(value).__name__}{hint}")
-    return value

@@ -1,27 +1,28 @@
-r"""``Diffusion``: a schedule plus the modelling choices, validated once.
+r"""``Diffusion``: a DDPM, a discrete noise schedule with the modelling choices that only a discrete DDPM has.
 
-It is a plain class, not an ``nn.Module``: the network is passed to the losses and samplers as an
-argument, a :class:`~diffusion_core.denoiser.Denoiser` or any callable ``model(x_t, t) -> output`` with ``t``
-the integer time input of shape ``(B,)``. The denoiser reads the network; ``Diffusion`` holds the math around
-it (targets, the reverse step, and the sampling-time clip rule).
+It holds the :class:`~diffusion_core.schedule.NoiseSchedule` (and so its path,
+:class:`~diffusion_core.paths.DiscreteVP`), what the network predicts, the variance of the reverse step (fixed
+or learned, which only a DDPM's ancestral sampler and bound use), and the sampling-time clip rule. The
+network is read by a :class:`~diffusion_core.denoiser.Denoiser`; ``Diffusion`` holds the math around it: the
+posterior, the reverse step, and the variational bound's pieces (:mod:`diffusion_core.vlb`).
+
+Indices ``t`` here are the schedule's, ``0 .. T-1``, index ``t`` being the path's step ``t + 1``.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 
 from ._validation import check_choice, check_timesteps
-from .forward import Gaussian, q_sample
-from .parameterization import Parameterization, to_eps_x0, v_from_eps_x0
-from .reverse import Clip, VarianceType, model_log_variance, q_posterior, threshold_x0
-from .schedule import NoiseSchedule, TimestepSpacing
 from .errors import InvalidInput, InvalidInputType
+from .forward import Gaussian, q_sample
+from .paths import DiscreteVP
+from .reverse import Clip, VarianceType, clip_prediction, model_log_variance, q_posterior
+from .schedule import NoiseSchedule, TimestepSpacing
+from .targets import Coefficients, Prediction, Target, target_of
 
-if TYPE_CHECKING:
-    from .denoiser import Prediction
-
-__all__ = ["Diffusion", "ReverseStep"]
+__all__ = ["Diffusion", "ReverseStep", "check_diffusion"]
 
 
 class ReverseStep(NamedTuple):
@@ -35,11 +36,12 @@ class ReverseStep(NamedTuple):
 
 
 class Diffusion:
-    r"""A noise schedule with a parameterization, a reverse variance and a clipping rule.
+    r"""A noise schedule with a prediction target, a reverse variance and a clipping rule.
 
     Args:
         schedule: the :class:`NoiseSchedule`.
-        parameterization: what the network predicts (:class:`Parameterization`, or ``"eps"``, ``"x0"``, ``"v"``).
+        parameterization: what the network predicts (a :class:`~diffusion_core.targets.Target`: ``"eps"``,
+            ``"x0"``, ``"v"``, or ``"edm"``; not ``"velocity"``, which needs continuous time).
         variance: :math:`\sigma_t^2` of the reverse step (:class:`VarianceType`).
         clip: what is done to :math:`\hat x_0` when sampling (:class:`Clip`): the samplers' default (their
             ``clip=`` overrides it); the training loss never clips.
@@ -49,7 +51,7 @@ class Diffusion:
     def __init__(
         self,
         schedule: NoiseSchedule,
-        parameterization: Parameterization | str = Parameterization.EPS,
+        parameterization: Target | str = Target.EPS,
         variance: VarianceType | str = VarianceType.FIXED_LARGE,
         clip: Clip | str = Clip.NONE,
         dynamic_percentile: float = 0.995,
@@ -57,12 +59,16 @@ class Diffusion:
         if not isinstance(schedule, NoiseSchedule):
             raise InvalidInputType(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
         self.schedule = schedule
-        self.parameterization = check_choice("parameterization", parameterization, Parameterization)
+        self.parameterization = check_choice("parameterization", parameterization, Target)
+        if self.parameterization is Target.VELOCITY:
+            raise InvalidInput("parameterization='velocity' needs a path in continuous time (dx_t/dt); a DDPM's "
+                               "discrete schedule has none: use 'v', its discrete counterpart, or a RectifiedFlow path")
         self.variance = check_choice("variance", variance, VarianceType)
         self.clip = check_choice("clip", clip, Clip)
         if not 0 < dynamic_percentile <= 1:
             raise InvalidInput(f"dynamic_percentile must lie in (0, 1], got {dynamic_percentile}")
         self.dynamic_percentile = float(dynamic_percentile)
+        self.path = DiscreteVP(schedule)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -77,28 +83,27 @@ class Diffusion:
         """How many channels the network must output for data with ``data_channels`` channels."""
         return 2 * data_channels if self.learned_variance else data_channels
 
-    def _replace(self, schedule: NoiseSchedule) -> "Diffusion":
+    def _replace(self, schedule: NoiseSchedule) -> Diffusion:
         return Diffusion(schedule, self.parameterization, self.variance, self.clip, self.dynamic_percentile)
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Diffusion":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Diffusion:
         """The same diffusion with the schedule's tables on ``device``."""
         return self._replace(self.schedule.to(device, dtype))
 
-    def respaced(self, steps: int, spacing: TimestepSpacing | str = TimestepSpacing.LINSPACE) -> "Diffusion":
+    def respaced(self, steps: int, spacing: TimestepSpacing | str = TimestepSpacing.LINSPACE) -> Diffusion:
         """The same options over a schedule of ``steps`` of the ``T`` steps (see :meth:`NoiseSchedule.spaced`)."""
         return self._replace(self.schedule.spaced(steps, spacing))
-
-    def split_output(self, output: torch.Tensor, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Check the network's output shape and split off the variance channels when they are learned.
-
-        Kept for existing callers: the :class:`~diffusion_core.denoiser.Denoiser` reads network outputs."""
-        from .denoiser import split_output  # denoiser.py builds on this module
-
-        return split_output(self, output, x_t)
 
     def resolve_clip(self, clip: Clip | str | None) -> Clip:
         """``clip`` as a :class:`Clip`; ``None`` means this diffusion's own rule, :attr:`clip`."""
         return self.clip if clip is None else check_choice("clip", clip, Clip)
+
+    def coefficients(self, t: torch.Tensor, like: torch.Tensor) -> Coefficients:
+        r""":math:`\sqrt{\bar\alpha}, \sqrt{1-\bar\alpha}` at schedule indices ``t``, shaped against ``like``."""
+        shape = (-1, *([1] * (like.ndim - 1)))
+        step = t + 1
+        return Coefficients(self.path.alpha(step).reshape(shape).to(like.dtype),
+                            self.path.sigma(step).reshape(shape).to(like.dtype))
 
     # ------------------------------------------------------------------ math
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None, generator=None) -> torch.Tensor:
@@ -110,57 +115,37 @@ class Diffusion:
         return q_posterior(self.schedule, x0, x_t, t)
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        r"""The regression target of the parameterization: :math:`\epsilon`, :math:`x_0`, or
-        :math:`v = \sqrt{\bar\alpha_t}\epsilon - \sqrt{1-\bar\alpha_t}x_0`."""
-        if self.parameterization is Parameterization.EPS:
-            return noise
-        if self.parameterization is Parameterization.X0:
-            return x0
-        return v_from_eps_x0(self.schedule, t, noise, x0)
+        r"""The regression target of the parameterization at schedule indices ``t``: :math:`\epsilon`, :math:`x_0`,
+        :math:`v = \sqrt{\bar\alpha_t}\epsilon - \sqrt{1-\bar\alpha_t}x_0`, ... (:func:`~diffusion_core.targets.target_of`)."""
+        return target_of(self.parameterization, x0, noise, self.coefficients(t, x0))
 
-    def apply_clip(
-        self, eps: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip: Clip | str | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""(:math:`\hat\epsilon`, :math:`\hat x_0`) with :math:`\hat x_0` clipped by ``clip`` (default: :attr:`clip`)
-        and :math:`\hat\epsilon` recomputed from the clipped :math:`\hat x_0`, so that
-        :math:`x_t = \sqrt{\bar\alpha_t}\hat x_0 + \sqrt{1-\bar\alpha_t}\hat\epsilon` still holds. A sampling
-        matter: the samplers apply it, training never does."""
-        clip = self.resolve_clip(clip)
-        if clip is Clip.NONE:
-            return eps, x0
-        x0 = threshold_x0(x0, clip, self.dynamic_percentile)
-        return to_eps_x0(Parameterization.X0, self.schedule, x_t, t, x0)[0], x0
-
-    def predict(
-        self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, *, clip: Clip | str | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""(:math:`\hat\epsilon`, :math:`\hat x_0`) from the network's mean channels ``output`` (in the
-        parameterization's space), clipped as in :meth:`apply_clip` (``clip`` default: :attr:`clip`)."""
-        eps, x0 = to_eps_x0(self.parameterization, self.schedule, x_t, t, output)
-        return self.apply_clip(eps, x0, x_t, t, clip)
-
-    def p_mean_variance(
-        self, output: "torch.Tensor | Prediction", x_t: torch.Tensor, t: torch.Tensor, *, clip: Clip | str | None = None
-    ) -> ReverseStep:
+    def p_mean_variance(self, pred: Prediction, x_t: torch.Tensor, t: torch.Tensor, *,
+                        clip: Clip | str | None = None) -> ReverseStep:
         r""":math:`p_\theta(x_{t-1} \mid x_t) = \mathcal N(\tilde\mu_t(x_t, \hat x_0), \sigma_t^2 I)`: the posterior
         mean of Ho et al. eq. 7 with :math:`x_0` replaced by the prediction :math:`\hat x_0` (for the
         :math:`\epsilon` parameterization this equals Ho et al. eq. 11), and :math:`\sigma_t^2` of :attr:`variance`.
 
-        ``output`` is a denoiser's :class:`~diffusion_core.denoiser.Prediction`, or the network's raw output
-        tensor (mean channels, then the variance channels when learned). :math:`\hat x_0` is clipped by
-        ``clip`` (default: :attr:`clip`, the sampling rule; the training loss passes ``"none"``)."""
+        ``pred`` is a denoiser's :class:`~diffusion_core.targets.Prediction` at schedule indices ``t``;
+        :math:`\hat x_0` is clipped by ``clip`` (default: :attr:`clip`, the sampling rule; the training loss
+        passes ``"none"``)."""
+        if not isinstance(pred, Prediction):
+            raise InvalidInputType(f"pred must be a Prediction (what a Denoiser returns), got {type(pred).__name__}")
         check_timesteps(t, self.num_timesteps, x_t.shape[0])
-        if isinstance(output, torch.Tensor):
-            from .denoiser import read_output  # denoiser.py builds on this module
-
-            output = read_output(self, output, x_t, t)
-        eps, x0 = self.apply_clip(output.eps, output.x0, x_t, t, clip)
-        mean = q_posterior(self.schedule, x0, x_t, t).mean
-        log_var = model_log_variance(self.variance, self.schedule, t, x_t.ndim, output.var_output)
-        return ReverseStep(mean, torch.exp(log_var), log_var, x0, eps)
+        pred = clip_prediction(pred, x_t, self.resolve_clip(clip), self.dynamic_percentile)
+        mean = q_posterior(self.schedule, pred.x0, x_t, t).mean
+        log_var = model_log_variance(self.variance, self.schedule, t, x_t.ndim, pred.var_output)
+        return ReverseStep(mean, torch.exp(log_var), log_var, pred.x0, pred.eps)
 
     def __repr__(self) -> str:
         return (
             f"Diffusion({self.schedule!r}, parameterization={self.parameterization.value}, "
             f"variance={self.variance.value}, clip={self.clip.value})"
         )
+
+
+def check_diffusion(value, name: str = "diffusion") -> Diffusion:
+    """``value`` must be a :class:`Diffusion` (a schedule alone lacks the parameterization and variance)."""
+    if not isinstance(value, Diffusion):
+        hint = " (wrap it: Diffusion(schedule, parameterization, variance))" if isinstance(value, NoiseSchedule) else ""
+        raise InvalidInputType(f"{name} must be a Diffusion, got {type(value).__name__}{hint}")
+    return value

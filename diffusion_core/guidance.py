@@ -28,10 +28,9 @@ from typing import Any
 import torch
 
 from ._validation import check_labels
-from .denoiser import BaseDenoiser, Denoiser, Prediction, as_denoiser
-from .diffusion import Diffusion
+from .denoiser import BaseDenoiser, Denoiser, as_denoiser
 from .errors import InvalidInput, InvalidInputType
-from .parameterization import eps_from_v, v_from_eps_x0, x0_from_v
+from .targets import Prediction, Target, target_of, to_x0_eps
 
 __all__ = ["ClassifierFreeGuidance", "drop_labels"]
 
@@ -114,37 +113,44 @@ class ClassifierFreeGuidance(BaseDenoiser):
             raise InvalidInput(f"null_label must be the network's null label num_classes={known}, got {null_label}")
         self.null_label = null_label
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, diffusion: Diffusion, *,
-                 labels: torch.Tensor | None = None, **cond: Any) -> Prediction:
+    @property
+    def path(self):
+        return self.denoiser.path
+
+    def bind(self, diffusion) -> ClassifierFreeGuidance:
+        return ClassifierFreeGuidance(self.denoiser.bind(diffusion), self.scale, self.null_label, self.rescale)
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, *, labels: torch.Tensor | None = None,
+                 **cond: Any) -> Prediction:
         if labels is None:
             raise InvalidInput("labels is required: classifier-free guidance steers towards the given classes "
-                               "(for unconditional samples use the plain denoiser; it takes labels=None)")
+                               "(for unconditional samples use the plain denoiser with the null label)")
         B = x_t.shape[0]
         check_labels(labels, B, self.null_label, allow_null=False)
         null = torch.full_like(labels, self.null_label)
         if self.scale in (0.0, 1.0):  # w = -1 / w = 0: the unconditional / conditional prediction, one call at B
-            return self.denoiser(x_t, t, diffusion, labels=null if self.scale == 0 else labels, **cond)
-        both = self.denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), diffusion, labels=torch.cat([labels, null]),
+            return self.denoiser(x_t, t, labels=null if self.scale == 0 else labels, **cond)
+        both = self.denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), labels=torch.cat([labels, null]),
                              **{k: torch.cat([v, v]) if isinstance(v, torch.Tensor) else v for k, v in cond.items()})
         (eps_c, eps_u), (x0_c, x0_u) = both.eps.split(B), both.x0.split(B)
         w = self.scale - 1.0
         eps = eps_c + w * (eps_c - eps_u)  # Ho & Salimans eq. 6
         x0 = x0_c + w * (x0_c - x0_u)
+        c = type(both.coefficients)(*(None if v is None else v[:B] for v in both.coefficients))
         var = None if both.var_output is None else both.var_output[:B]
         if self.rescale > 0:
-            eps, x0 = self._rescaled(eps, x0, eps_c, x0_c, x_t, t, diffusion)
-        return Prediction(eps, x0, var)
+            x0, eps = self._rescaled(x0, eps, x0_c, eps_c, x_t, c)
+        return Prediction(x0, eps, c, var)
 
-    def _rescaled(self, eps, x0, eps_c, x0_c, x_t, t, diffusion) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rescaled(self, x0, eps, x0_c, eps_c, x_t, c) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Lin et al. 2023, sec. 3.4, on :math:`v`:
         :math:`v \leftarrow v\,(\phi\,\sigma(v_c)/\sigma(v) + 1 - \phi)`."""
-        s = diffusion.schedule
-        v, v_c = v_from_eps_x0(s, t, eps, x0), v_from_eps_x0(s, t, eps_c, x0_c)
+        v, v_c = target_of(Target.V, x0, eps, c), target_of(Target.V, x0_c, eps_c, c)
         std, std_c = _batch_std(v), _batch_std(v_c)
         # where the guided v is constant (std 0) there is no spread to match: leave it (factor 1, never inf/NaN)
         ratio = torch.where(std > 0, std_c / std.clamp(min=torch.finfo(std.dtype).tiny), torch.ones_like(std))
         v = v * (self.rescale * ratio + (1.0 - self.rescale))
-        return eps_from_v(s, x_t, t, v), x0_from_v(s, x_t, t, v)
+        return to_x0_eps(Target.V, v, x_t, c)
 
     def __repr__(self) -> str:
         return (f"ClassifierFreeGuidance({self.denoiser!r}, scale={self.scale}, null_label={self.null_label}, "

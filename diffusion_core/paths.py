@@ -114,6 +114,7 @@ class DiscreteVP(GaussianPath):
         self._log_edm_sigma = torch.log(self._sigma[1:]) - torch.log(self._alpha[1:])
         self.T = schedule.num_timesteps
         self.t_max = float(self.T)
+        self._tables: dict[str, dict[str, torch.Tensor]] = {}
 
     def _index(self, t: torch.Tensor) -> torch.Tensor:
         t = _times(t)
@@ -124,15 +125,24 @@ class DiscreteVP(GaussianPath):
                                f"values in [{t.min().item():g}, {t.max().item():g}]")
         return t.long()
 
-    def _table(self, values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _on(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """The tables on ``device``, copied there once (a sampling step then gathers without a host transfer)."""
+        key = str(device)
+        if key not in self._tables:
+            self._tables[key] = {"alpha": self._alpha.to(device), "sigma": self._sigma.to(device),
+                                 "network_time": self.schedule.timesteps.to(device)}
+        return self._tables[key]
+
+    def _table(self, name: str, t: torch.Tensor, offset: int = 0) -> torch.Tensor:
         i = self._index(t)
-        return values.to(i.device).index_select(0, i.reshape(-1)).reshape(i.shape)
+        values = self._on(i.device)[name]
+        return values.index_select(0, (i + offset).clamp(min=0).reshape(-1)).reshape(i.shape)
 
     def alpha(self, t):
-        return self._table(self._alpha, t)
+        return self._table("alpha", t)
 
     def sigma(self, t):
-        return self._table(self._sigma, t)
+        return self._table("sigma", t)
 
     def t_of_log_snr(self, lam):
         """The fractional step whose log-SNR is ``lam``: linear in :math:`\\log(\\sigma/\\alpha)` between the two
@@ -146,9 +156,7 @@ class DiscreteVP(GaussianPath):
         return j + (target - lo) / (hi - lo)
 
     def network_time(self, t):
-        i = self._index(t)
-        ts = self.schedule.timesteps.to(i.device)
-        return ts.index_select(0, (i - 1).clamp(min=0).reshape(-1)).reshape(i.shape)
+        return self._table("network_time", t, offset=-1)  # step t is the schedule's index t - 1
 
     def __repr__(self) -> str:
         return f"DiscreteVP({self.schedule!r})"

@@ -13,10 +13,11 @@ import torch
 
 from ._validation import check_same_shape, check_timesteps
 from .forward import Gaussian, extract
-from .schedule import NoiseSchedule
 from .errors import InvalidInput
+from .schedule import NoiseSchedule
+from .targets import Prediction
 
-__all__ = ["Clip", "VarianceType", "q_posterior", "model_log_variance", "threshold_x0"]
+__all__ = ["Clip", "VarianceType", "q_posterior", "model_log_variance", "threshold_x0", "clip_prediction"]
 
 
 class VarianceType(str, Enum):
@@ -113,3 +114,13 @@ def threshold_x0(x0: torch.Tensor, clip: Clip, percentile: float = 0.995) -> tor
     s = torch.quantile(flat, percentile, dim=1).clamp(min=1).to(x0.dtype)
     s = s.reshape(-1, *([1] * (x0.ndim - 1)))
     return torch.maximum(torch.minimum(x0, s), -s) / s
+
+
+def clip_prediction(pred: Prediction, x_t: torch.Tensor, clip: Clip, percentile: float = 0.995) -> Prediction:
+    r"""``pred`` with :math:`\hat x_0` clipped by ``clip`` and :math:`\hat\epsilon` recomputed from it, so that
+    :math:`x_t = \alpha_t\hat x_0 + \sigma_t\hat\epsilon` still holds. A sampling matter: training never clips."""
+    if clip is Clip.NONE:
+        return pred
+    x0 = threshold_x0(pred.x0, clip, percentile)
+    c = pred.coefficients
+    return pred._replace(x0=x0, eps=(x_t - c.alpha * x0) / c.sigma)

@@ -1,284 +1,297 @@
-r"""Samplers: plain functions over a denoiser (:mod:`diffusion_core.denoiser`), or any callable
-``model(x_t, t) -> output``, which is read through a :class:`~diffusion_core.denoiser.Denoiser`.
+r"""Samplers in k-diffusion's shape: ``sample_*(denoiser, x, ts, ...)``, each a small function over a
+:class:`~diffusion_core.denoiser.Denoiser` (which owns the path and the network) and a time grid ``ts``
+(:func:`~diffusion_core.grids.time_grid`: decreasing, ending at 0), run by the one loop of
+:mod:`diffusion_core.sampling`. They work on every path: on a DDPM path they are DDPM's, DDIM's, DPM-Solver++'s
+and EDM's samplers exactly; on rectified flow ``sample_euler`` is the flow-matching Euler step.
 
-Both walk a (possibly respaced) schedule from its last index down to 0. Each step is a pure tensor
-function ``step(x_t, t, z) -> (x_{t-1}, x0_hat)``: the network call and the whole update, with every
-schedule entry gathered on its device by the step's index tensor ``t`` (never a Python int) and the
-last step's "no noise" rule written as tensor arithmetic. So the loop never reads a value back to the
-host (a CUDA run queues every step without synchronizing), and with ``compile=True`` one compiled graph
-serves every step: on CUDA (``mode="reduce-overhead"``) each step is one CUDA graph replay, network and
-update together. The noise ``z`` is drawn eagerly from ``generator`` outside the step and passed in.
-
-The denoiser's :math:`\hat x_0` is unclipped; each step applies the clip rule ``clip`` (default: the
-diffusion's own, :attr:`Diffusion.clip`) before forming :math:`x_{t-1}`. ``labels`` (a LongTensor ``(B,)``)
-goes to the denoiser at every step: class conditioning, or the class that classifier-free guidance
-(:class:`~diffusion_core.guidance.ClassifierFreeGuidance`) steers towards.
+Each step gathers :math:`\alpha, \sigma` of its grid point and the next from float64 tables (cast to the
+state's dtype) by the step's index tensor, so the loop never reads back to the host and one compiled graph
+serves every step. ``clip`` (``"none"``, ``"static"``, ``"dynamic"``) is applied to every :math:`\hat x_0`.
+With :math:`\lambda = \log(\alpha^2/\sigma^2)` and :math:`\tilde\sigma = \sigma/\alpha` (EDM's noise level of
+:math:`\tilde x = x/\alpha`), every path is the same ODE in :math:`(\tilde x, \tilde\sigma)` (Karras et al.
+2022, eq. 4), which is why one implementation serves all.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Union
+import math
 
 import torch
 
-from ._progress import progress_bar
-from ._sync import host_sync_point
-from ._validation import check_choice, check_diffusion, check_labels, check_number
-from .denoiser import BaseDenoiser, as_denoiser
-from .diffusion import Diffusion
-from .forward import extract
-from .reverse import Clip
-from .schedule import TimestepSpacing
-from .cpu_threads import AdaptiveThreads
-from .errors import InvalidInput, InvalidInputType, NonFiniteError
+from ._validation import check_choice, check_number
+from .denoiser import BaseDenoiser
+from .errors import InvalidInput, InvalidInputType
+from .paths import DiscreteVP
+from .reverse import Clip, VarianceType, clip_prediction
+from .sampling import SampleResult, check_start, run
 
-__all__ = ["SampleResult", "ddpm_sample", "ddim_sample", "compile_for_sampling"]
+__all__ = ["sample_ddpm", "sample_ddim", "sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_edm",
+           "LOWER_ORDER_FINAL_BELOW"]
 
-# a denoiser, or a plain network model(x_t, t) (read through a Denoiser)
-Model = Union[BaseDenoiser, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
-# step(x_t, t, z) -> (x_{t-1}, x0_hat); z is None for a step that adds no noise (DDIM with eta = 0)
-Step = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
+LOWER_ORDER_FINAL_BELOW = 15  # diffusers' DPMSolverMultistepScheduler: lower_order_final for fewer than 15 steps
 
 
-class SampleResult(NamedTuple):
-    """``sample`` is :math:`x_0`. With ``return_trajectory=True``, ``trajectory[k]`` is the state after ``k`` steps
-    (``trajectory[0]`` is :math:`x_T`) and ``pred_x0[k]`` the :math:`\\hat x_0` predicted at step ``k``; else both ``None``."""
+class _Grid:
+    """The grid's times and float64 :math:`\\alpha, \\sigma` on the state's device, and the per-step reads."""
 
-    sample: torch.Tensor
-    trajectory: torch.Tensor | None
-    pred_x0: torch.Tensor | None
+    def __init__(self, denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor) -> None:
+        if not isinstance(denoiser, BaseDenoiser):
+            raise InvalidInputType(f"denoiser must be a Denoiser (or a guided one), got {type(denoiser).__name__}; "
+                                   "wrap a network: Denoiser(network, path, target)")
+        check_start(x)
+        ts = torch.as_tensor(ts, dtype=torch.float64).detach().cpu()
+        if ts.ndim != 1 or ts.numel() < 2 or ts[-1] != 0 or not bool((ts[1:] < ts[:-1]).all()):
+            raise InvalidInput("ts must be a decreasing 1-D grid of at least 2 times ending at 0 (time_grid makes one), "
+                               f"got {ts.tolist()[:8]}{'...' if ts.numel() > 8 else ''}")
+        path = denoiser.path
+        if path is None:
+            raise InvalidInput("the denoiser has no path: build it with Denoiser(network, path, target)")
+        self.steps, self.batch, self.ndim = ts.numel() - 1, x.shape[0], x.ndim
+        self.alpha64, self.sigma64 = path.alpha(ts), path.sigma(ts)
+        self.ts = ts.to(x.device)
+        self.alpha, self.sigma = (v.to(device=x.device, dtype=x.dtype) for v in (self.alpha64, self.sigma64))
 
+    def col(self, table: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """``table[k]`` shaped ``(1, 1, ...)`` to broadcast against the state."""
+        return table.index_select(0, k).reshape(-1, *([1] * (self.ndim - 1)))
 
-def _check_start(x_T: torch.Tensor) -> None:
-    if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point():
-        raise InvalidInputType(f"x_T must be a floating-point torch.Tensor (the starting noise), got {type(x_T).__name__}")
-    if x_T.ndim < 2:
-        raise InvalidInput(f"x_T must be batch-first with at least 2 dimensions, got shape {tuple(x_T.shape)}")
+    def time(self, k: torch.Tensor) -> torch.Tensor:
+        return self.ts.index_select(0, k).expand(self.batch)
 
-
-def _labels_for(labels: torch.Tensor | None, x_T: torch.Tensor) -> torch.Tensor | None:
-    """``labels`` checked against the batch (type, shape) and moved to ``x_T``'s device, once, before the loop."""
-    if labels is None:
-        return None
-    return check_labels(labels, x_T.shape[0]).to(x_T.device)
-
-
-def _schedule_for(diffusion: Diffusion, steps: int | None, spacing: TimestepSpacing | str, device) -> Diffusion:
-    check_diffusion(diffusion)
-    spacing = check_choice("spacing", spacing, TimestepSpacing)  # checked even when steps == T uses every index
-    d = diffusion if steps is None or steps == diffusion.num_timesteps else diffusion.respaced(steps, spacing)
-    return d if d.schedule.device == torch.device(device) else d.to(device)
-
-
-def _check_compile(compile) -> bool:
-    if not isinstance(compile, bool):
-        raise InvalidInputType(f"compile must be a bool, got {type(compile).__name__}")
-    return compile
+    def table(self, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """A float64 per-step table on the state's device and dtype."""
+        return values.to(device=like.device, dtype=like.dtype)
 
 
-def check_result(result: SampleResult, x_T: torch.Tensor, fn: str) -> SampleResult:
-    """Raise :class:`NonFiniteError` when a sample holds NaN or Inf: one read-back after the loop (a named
-    ``host_sync_point``), none in it. A NaN in ``x_T`` or in the network's output reaches every later state, so
-    checking the result catches both."""
-    x = result.sample
-    with host_sync_point("non-finite check"):
-        bad = int((~torch.isfinite(x.reshape(len(x), -1))).any(1).sum()) if x.numel() else 0
-        if bad:
-            cause = ("x_T holds NaN or Inf" if not bool(torch.isfinite(x_T).all())
-                     else "the network's predictions became NaN or Inf")
-            raise NonFiniteError(f"{fn}: {cause}: {bad} of {len(x)} samples hold NaN or Inf")
-    return result
+def _predictor(denoiser: BaseDenoiser, grid: _Grid, labels, clip, percentile: float):
+    """``pred(x, t)``: the denoiser's prediction at times ``t``, :math:`\\hat x_0` clipped by ``clip``."""
+    clip = check_choice("clip", clip, Clip)
 
+    def pred(x: torch.Tensor, t: torch.Tensor):
+        p = clip_prediction(denoiser(x, t, labels=labels), x, clip, percentile)
+        if not torch.compiler.is_compiling() and p.x0.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+            p = p._replace(x0=p.x0.clone())  # a network that returns its input buffer; kept across steps
+        return p
 
-def _noise_mask(t: torch.Tensor, ndim: int) -> torch.Tensor:
-    """``t > 0`` shaped to broadcast against a ``ndim``-D batch: where the step adds noise."""
-    return (t > 0).reshape(-1, *([1] * (ndim - 1)))
-
-
-def _compiled(step: Step, x_T: torch.Tensor, compile: bool) -> Step:
-    """``step`` itself, or compiled whole (network and update) for a fixed batch shape: ``fullgraph=True``
-    (a graph break is an error, not a silent split), ``dynamic=False``, and on CUDA ``mode="reduce-overhead"``
-    (CUDA graphs)."""
-    if not compile:
-        return step
-    mode = "reduce-overhead" if x_T.is_cuda else None
-    return torch.compile(step, fullgraph=True, dynamic=False, mode=mode)
-
-
-def _run(step: Step, d: Diffusion, x_T: torch.Tensor, *, noisy: bool, generator: torch.Generator | None,
-         compiled: bool, progress: bool, return_trajectory: bool, desc: str) -> SampleResult:
-    """Walk ``d`` from index T-1 down to 0 with ``step(x, t, z)``.
-
-    ``z`` is ``N(0, I)`` from ``generator``, drawn here, eagerly, at every step but the last (which gets zeros:
-    the step ignores ``z`` where ``t == 0``, and no draw is spent on it), or ``None`` when ``noisy`` is False.
-
-    With ``compiled``, the step's outputs belong to the compiled graph: under CUDA graphs (cudagraph trees) the
-    next replay writes the same buffers, and the outputs of an earlier step are freed when a new step begins.
-    So each step starts with ``torch.compiler.cudagraph_mark_step_begin()`` (one sampling step = one
-    iteration) and nothing the graph returned is kept: ``x_{t-1}`` is copied at once into a tensor of our own,
-    which is fed to the next step, kept in the trajectory and returned, and ``x0_hat`` is cloned. The copies
-    share ``x_T``'s layout, so every step sees the same input strides and the graph is never recompiled.
-    """
-    B, n = x_T.shape[0], d.num_timesteps
-    own = (lambda y: torch.empty_like(x_T).copy_(y)) if compiled else (lambda y: y)
-    x = own(x_T)
-    states, preds = ([x_T], []) if return_trajectory else (None, None)
-    with AdaptiveThreads.for_device(x.device) as threads:  # on the CPU: the cores others leave free
-        for i in progress_bar(range(n - 1, -1, -1), disable=not progress, desc=desc, leave=False):
-            threads.update()
-            t = torch.full((B,), i, dtype=torch.long, device=x.device)
-            z = None
-            if noisy:
-                z = (torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if i > 0
-                     else torch.zeros(x.shape, device=x.device, dtype=x.dtype))
-            if compiled:
-                torch.compiler.cudagraph_mark_step_begin()
-            x_prev, x0 = step(x, t, z)
-            x = own(x_prev)
-            if return_trajectory:
-                states.append(x)
-                # x0 can be the network's own output (x0 parameterization), or a compiled graph's output buffer,
-                # which the next replay overwrites: keep a copy.
-                preds.append(x0.clone())
-    if not return_trajectory:
-        return SampleResult(x, None, None)
-    return SampleResult(x, torch.stack(states), torch.stack(preds))
-
-
-def compile_for_sampling(model: torch.nn.Module, device: torch.device | str) -> Callable:
-    """``model`` alone compiled for a sampling loop with a fixed batch shape (``fullgraph=True``, static shapes).
-
-    Kept for backward compatibility: prefer ``ddpm_sample(..., compile=True)`` / ``ddim_sample(..., compile=True)``
-    with the plain model, which compile the whole step, network *and* update, into one graph. With this
-    function only the network is compiled and the update (posterior mean, DDIM combination, noise: some
-    twenty small kernels, as many launches as the network's at batch 1) still runs eagerly around it.
-
-    On CUDA it uses ``mode="reduce-overhead"``: the first calls record a CUDA graph of the network, and every
-    later step replays it with one launch. Each new batch shape records another graph, so keep the batch
-    fixed. On a CPU there are no graphs: plain ``torch.compile``. Compiling costs seconds (small networks)
-    to about a minute (large U-Nets) on the first call. The samplers need nothing else: their loop never
-    syncs with the host and copies any output they keep.
-    """
-    if not isinstance(model, torch.nn.Module):
-        raise InvalidInputType(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
-    return torch.compile(model.eval(), mode=mode, fullgraph=True, dynamic=False)
+    return pred
 
 
 @torch.no_grad()
-def ddpm_sample(
-    model: Model,
-    diffusion: Diffusion,
-    x_T: torch.Tensor,
-    *,
-    steps: int | None = None,
-    spacing: TimestepSpacing | str = TimestepSpacing.LINSPACE,
-    generator: torch.Generator | None = None,
-    progress: bool = True,
-    return_trajectory: bool = False,
-    compile: bool = False,
-    labels: torch.Tensor | None = None,
-    clip: Clip | str | None = None,
-) -> SampleResult:
-    r"""Ancestral sampling (Ho et al. algorithm 2): for :math:`t = T..1`,
-    :math:`x_{t-1} = \mu_\theta(x_t, t) + \sigma_t z`, :math:`z \sim \mathcal N(0, I)`, with no noise at the last step.
-
-    With ``steps`` < T the schedule is respaced to ``steps`` indices first (improved DDPM, sec. 4).
-    ``generator`` makes the run deterministic; ``x_T`` is the starting noise. ``z`` is drawn from ``generator``
-    before each step but the last, outside any compiled code, so a seeded run gives the same samples
-    compiled or not (up to float rounding).
-
-    ``compile=True`` compiles the whole step, the network call and the update, into one graph used by every
-    step: ``torch.compile(step, fullgraph=True, dynamic=False)``, on CUDA with ``mode="reduce-overhead"``, so
-    that each step is one CUDA graph replay. Pass the plain network (not :func:`compile_for_sampling`'s). The
-    first call compiles (seconds to a minute); later calls reuse the graph, and a new batch shape, step count,
-    ``eta``, dtype or device compiles another variant. torch.compile keeps at most
-    ``torch._dynamo.config.recompile_limit`` (8) variants per process, and with ``fullgraph=True`` one more
-    is an error (``torch._dynamo.reset()`` forgets them). The samples equal the eager ones up to float
-    rounding (the compiler may fuse and reorder floating-point operations).
-
-    ``model`` is a denoiser (:class:`~diffusion_core.denoiser.Denoiser`, or a guided one such as
-    :class:`~diffusion_core.guidance.ClassifierFreeGuidance`) or a plain network ``model(x_t, t)``. ``labels``
-    (LongTensor ``(B,)``, moved to ``x_T``'s device) is passed to it at every step. ``clip`` is the rule applied
-    to :math:`\hat x_0` (``"none"``, ``"static"``, ``"dynamic"``); ``None`` uses ``diffusion.clip``.
-    """
-    _check_start(x_T)
-    compile = _check_compile(compile)
-    d = _schedule_for(diffusion, steps, spacing, x_T.device)
-    denoiser, clip, labels = as_denoiser(model), d.resolve_clip(clip), _labels_for(labels, x_T)
-
-    def step(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor):
-        p = d.p_mean_variance(denoiser(x, t, d, labels=labels), x, t, clip=clip)
-        # sigma_t z where t > 0, nothing at the last step: a select (not a multiply by 0, which would turn a
-        # non-finite sigma_0 into NaN), so the step has no Python branch on t and one graph serves every step.
-        noisy = p.mean + torch.exp(0.5 * p.log_variance).to(x.dtype) * noise
-        return torch.where(_noise_mask(t, x.ndim), noisy, p.mean), p.pred_x0
-
-    return check_result(_run(_compiled(step, x_T, compile), d, x_T, noisy=True, generator=generator, compiled=compile,
-                             progress=progress, return_trajectory=return_trajectory, desc="DDPM"), x_T, "ddpm_sample")
-
-
-@torch.no_grad()
-def ddim_sample(
-    model: Model,
-    diffusion: Diffusion,
-    x_T: torch.Tensor,
-    *,
-    steps: int = 50,
-    eta: float = 0.0,
-    spacing: TimestepSpacing | str = TimestepSpacing.LINSPACE,
-    generator: torch.Generator | None = None,
-    progress: bool = True,
-    return_trajectory: bool = False,
-    compile: bool = False,
-    labels: torch.Tensor | None = None,
-    clip: Clip | str | None = None,
-) -> SampleResult:
-    r"""DDIM (Song et al. 2021, eq. 12) over ``steps`` of the schedule's indices: :math:`x_{t-1}` is drawn from
-    :math:`q_\sigma(x_{t-1} \mid x_t, \hat x_0)`, the network's :math:`\hat x_0` in place of the data, which in terms
-    of its :math:`\hat\epsilon = (x_t - \sqrt{\bar\alpha_t}\,\hat x_0)/\sqrt{1-\bar\alpha_t}` is the update
-
-    .. math::
-        :checked-by: ddim.index:update
-
-        \sqrt{\bar{\alpha}_{t-1}} \hat{x}_{0}
-        + \sqrt{1 - \bar{\alpha}_{t-1} - \sigma_{t}^{2}} \frac{x_{t} - \sqrt{\bar{\alpha}_{t}} \hat{x}_{0}}{\sqrt{1 - \bar{\alpha}_{t}}}
-        + \sigma_{t} z
-        = \sqrt{\bar{\alpha}_{t-1}} \hat{x}_{0} + \sqrt{1 - \bar{\alpha}_{t-1} - \sigma_{t}^{2}} \hat{\epsilon} + \sigma_{t} z
-
-    (checked on the DDIM page, ``docs/derivations/ddim/index.py``), with
-    :math:`\sigma_t = \eta\sqrt{(1-\bar\alpha_{t-1})/(1-\bar\alpha_t)}\sqrt{1-\bar\alpha_t/\bar\alpha_{t-1}}`.
-
-    :math:`\eta = 0` is deterministic (no noise is drawn); :math:`\eta = 1` gives :math:`\sigma_t^2 = \tilde\beta_t`,
-    DDPM's posterior variance. With :math:`\eta > 0`, ``z`` is drawn from ``generator`` before each step but the
-    last, outside any compiled code. ``compile=True`` compiles the whole step (network and update) into one
-    graph, one CUDA graph replay per step on CUDA, as for :func:`ddpm_sample`. ``model``, ``labels`` and ``clip``
-    are as for :func:`ddpm_sample`.
-
-    Raises:
-        ValueError: if ``eta`` is outside [0, 1] or ``steps`` is outside [1, T].
-        NonFiniteError: a sample holds NaN or Inf (from ``x_T`` or the network); checked once, after the loop.
-    """
-    _check_start(x_T)
-    compile = _check_compile(compile)
-    eta = check_number("eta", eta, finite=False)  # True is not 1.0; NaN fails the range below
+def sample_ddim(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, eta: float = 0.0,
+                generator: torch.Generator | None = None, labels: torch.Tensor | None = None,
+                clip: Clip | str = Clip.NONE, percentile: float = 0.995, **loop) -> SampleResult:
+    r"""DDIM (Song et al. 2021, eq. 12): from :math:`t` to the next grid time :math:`s`,
+    :math:`x_s = \alpha_s\hat x_0 + \sqrt{\sigma_s^2 - c^2}\,\hat\epsilon + c\,z` with
+    :math:`c = \eta\,\sigma_s\sqrt{1 - e^{\lambda_t - \lambda_s}}` (their eq. 16: :math:`\eta = 1` is the posterior
+    :math:`q(x_s \mid x_t, \hat x_0)`'s standard deviation, DDPM's). :math:`\eta = 0` is deterministic and is
+    Euler's method on the probability-flow ODE in :math:`(\tilde x, \tilde\sigma)`. ``loop``: ``compile``,
+    ``progress``, ``return_trajectory`` (:func:`~diffusion_core.sampling.run`)."""
+    eta = check_number("eta", eta)
     if not 0.0 <= eta <= 1.0:
         raise InvalidInput(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM's variance), got {eta}")
-    d = _schedule_for(diffusion, steps, spacing, x_T.device)
-    s = d.schedule
-    denoiser, clip, labels = as_denoiser(model), d.resolve_clip(clip), _labels_for(labels, x_T)
+    g = _Grid(denoiser, x, ts)
+    pred = _predictor(denoiser, g, labels, clip, percentile)
+    lam = torch.log(g.alpha64) * 2 - torch.log(g.sigma64) * 2
+    post_sd = g.sigma64[1:] * torch.sqrt((-torch.expm1(lam[:-1] - lam[1:])).clamp(min=0))
+    c_noise = g.table(eta * post_sd, x)  # 0 at the step to the data
 
-    def step(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None):
-        pred = denoiser(x, t, d, labels=labels)
-        eps, x0 = d.apply_clip(pred.eps, pred.x0, x, t, clip)
-        ab_prev = extract(s.alphas_cumprod_prev, t, x.ndim).to(x.dtype)
-        # Song et al. eq. 16: sigma^2 = eta^2 (1-ab_prev)/(1-ab) (1-ab/ab_prev), which is eta^2 times the
-        # (respaced) schedule's posterior variance; the table keeps the float64 precision near t = 0.
-        sigma = eta * extract(s.posterior_variance, t, x.ndim).to(x.dtype).sqrt()
-        x_prev = ab_prev.sqrt() * x0 + torch.sqrt((1 - ab_prev - sigma**2).clamp(min=0)) * eps
-        if eta > 0:  # a constant of this sampling run, not of the step: no noise term at all for eta = 0
-            x_prev = torch.where(_noise_mask(t, x.ndim), x_prev + sigma * noise, x_prev)
-        return x_prev, x0
+    def step(x, k, prev, z):
+        p = pred(x, g.time(k))
+        a_s, s_s = g.col(g.alpha, k + 1), g.col(g.sigma, k + 1)
+        if eta == 0:  # a constant of the run: no noise term at all
+            return a_s * p.x0 + s_s * p.eps, p.x0
+        c = g.col(c_noise, k)
+        return a_s * p.x0 + torch.sqrt((s_s**2 - c**2).clamp(min=0)) * p.eps + c * z, p.x0
 
-    return check_result(_run(_compiled(step, x_T, compile), d, x_T, noisy=eta > 0, generator=generator,
-                             compiled=compile, progress=progress, return_trajectory=return_trajectory,
-                             desc=f"DDIM-{d.num_timesteps}"), x_T, "ddim_sample")
+    return run(step, x, g.steps, noisy=eta > 0, generator=generator, desc=f"DDIM-{g.steps}", **loop)
+
+
+def sample_euler(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, **options) -> SampleResult:
+    r"""Euler's method on the probability-flow ODE, :math:`d\tilde x/d\tilde\sigma = (\tilde x - \hat x_0)/\tilde\sigma`
+    (Karras et al. 2022, eq. 4; k-diffusion's ``sample_euler``). A step to :math:`s` gives
+    :math:`\tilde x_s = \hat x_0 + \tilde\sigma_s\hat\epsilon`, that is :math:`x_s = \alpha_s\hat x_0 + \sigma_s\hat\epsilon`:
+    DDIM with :math:`\eta = 0` on every path (Song et al. 2021, sec. 4.3), and on rectified flow, where
+    :math:`\alpha, \sigma` are linear in :math:`t`, the flow-matching step :math:`x + (s - t)\hat u`
+    (diffusers' ``FlowMatchEulerDiscreteScheduler``). Options as for :func:`sample_ddim` without ``eta``."""
+    if "eta" in options:
+        raise InvalidInput("eta is not an option of sample_euler (deterministic); use sample_ddim(eta=...)")
+    return sample_ddim(denoiser, x, ts, **options)
+
+
+@torch.no_grad()
+def sample_ddpm(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *,
+                variance: VarianceType | str = VarianceType.FIXED_SMALL, generator: torch.Generator | None = None,
+                labels: torch.Tensor | None = None, clip: Clip | str = Clip.NONE, percentile: float = 0.995,
+                **loop) -> SampleResult:
+    r"""Ancestral sampling (Ho et al. 2020, algorithm 2): :math:`x_s \sim \mathcal N(\tilde\mu, \sigma^2 I)` with
+    :math:`\tilde\mu` the mean of the path's posterior :math:`q(x_s \mid x_t, \hat x_0)`,
+
+    :math:`\tilde\mu = \frac{\alpha_{t|s}\sigma_s^2}{\sigma_t^2} x_t + \frac{\alpha_s\sigma_{t|s}^2}{\sigma_t^2}\hat x_0`,
+    :math:`\alpha_{t|s} = \alpha_t/\alpha_s`, :math:`\sigma_{t|s}^2 = \sigma_t^2 - \alpha_{t|s}^2\sigma_s^2`
+    (Kingma et al. 2021, eq. 31-33; on neighbouring DDPM steps these are :math:`\tilde\mu_t` and
+    :math:`\beta_t`), and ``variance`` :math:`\sigma^2`: ``"fixed_small"`` the posterior's
+    :math:`\sigma_{t|s}^2\sigma_s^2/\sigma_t^2` (:math:`\tilde\beta`), ``"fixed_large"`` :math:`\sigma_{t|s}^2`
+    (:math:`\beta`), ``"learned_range"`` between their logs by the network's variance channels (Nichol &
+    Dhariwal eq. 15). No noise at the last step."""
+    variance = check_choice("variance", variance, VarianceType)
+    g = _Grid(denoiser, x, ts)
+    pred = _predictor(denoiser, g, labels, clip, percentile)
+    a, s, a_s, s_s = g.alpha64[:-1], g.sigma64[:-1], g.alpha64[1:], g.sigma64[1:]
+    s2_ts = s**2 - (a / a_s) ** 2 * s_s**2  # beta between the two steps
+    coef_x0, coef_xt = g.table(a_s * s2_ts / s**2, x), g.table((a / a_s) * s_s**2 / s**2, x)
+    # (the last entries, log 0 at the step to the data, are never read: that step adds no noise)
+    log_large, log_small = g.table(torch.log(s2_ts), x), g.table(torch.log(s2_ts * s_s**2 / s**2), x)
+
+    def step(x, k, prev, z):
+        p = pred(x, g.time(k))
+        mean = g.col(coef_x0, k) * p.x0 + g.col(coef_xt, k) * x
+        if variance is VarianceType.FIXED_SMALL:
+            log_var = g.col(log_small, k)
+        elif variance is VarianceType.FIXED_LARGE:
+            log_var = g.col(log_large, k)
+        else:
+            if p.var_output is None:
+                raise InvalidInput("variance='learned_range' needs a denoiser with learned_variance=True")
+            frac = (p.var_output + 1) / 2  # the network's v in [-1, 1] mapped to eq. 15's [0, 1]
+            log_var = frac * g.col(log_large, k) + (1 - frac) * g.col(log_small, k)
+        return mean + torch.exp(0.5 * log_var) * z, p.x0
+
+    def last(x, k, prev, z):  # to the data: the posterior mean is x0_hat itself, and no noise
+        p = pred(x, g.time(k))
+        return p.x0, p.x0
+
+    return run(step, x, g.steps, last=last, noisy=True, generator=generator, desc=f"DDPM-{g.steps}", **loop)
+
+
+def _edm_sigmas(g: _Grid, x: torch.Tensor, fn: str) -> torch.Tensor:
+    """:math:`\\tilde\\sigma = \\sigma/\\alpha` at the grid, which must start where :math:`\\alpha > 0`."""
+    if not bool(g.alpha64[0] > 0):
+        raise InvalidInput(f"{fn} works in EDM's x/alpha, undefined where alpha = 0 (the grid's first time, zero "
+                           "terminal SNR or t = 1 on rectified flow): start the grid below it (time_grid(..., "
+                           "sigma_max=80)), or use sample_ddim / sample_dpmpp_2m")
+    return g.table(g.sigma64 / g.alpha64, x)
+
+
+@torch.no_grad()
+def sample_heun(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, labels: torch.Tensor | None = None,
+                clip: Clip | str = Clip.NONE, percentile: float = 0.995, **loop) -> SampleResult:
+    r"""EDM's deterministic sampler (Karras et al. 2022, Algorithm 1): Heun's method on
+    :math:`d\tilde x/d\tilde\sigma = (\tilde x - \hat x_0)/\tilde\sigma`, each step an Euler predictor and a
+    trapezoidal corrector evaluated at the next grid time, except the last step, to :math:`\tilde\sigma = 0`,
+    which is Euler only and gives :math:`\hat x_0`. ``N`` steps cost :math:`2N - 1` network calls; the corrector
+    evaluates the network at grid times only (on a DDPM path, its integer steps)."""
+    g = _Grid(denoiser, x, ts)
+    pred = _predictor(denoiser, g, labels, clip, percentile)
+    sig = _edm_sigmas(g, x, "sample_heun")
+
+    def step(x, k, prev, z):
+        a, a_s, s, s_s = g.col(g.alpha, k), g.col(g.alpha, k + 1), g.col(sig, k), g.col(sig, k + 1)
+        xb = x / a
+        x0 = pred(x, g.time(k)).x0
+        d_cur = (xb - x0) / s
+        xb_euler = xb + (s_s - s) * d_cur
+        d_next = (xb_euler - pred(a_s * xb_euler, g.time(k + 1)).x0) / s_s
+        return a_s * (xb + (s_s - s) * (0.5 * d_cur + 0.5 * d_next)), x0
+
+    def last(x, k, prev, z):  # Euler to sigma = 0: xb + (0 - s)(xb - D)/s = D, and alpha = 1 there
+        x0 = pred(x, g.time(k)).x0
+        return x0, x0
+
+    return run(step, x, g.steps, last=last, desc=f"Heun-{g.steps}", **loop)
+
+
+def _dpmpp_2m_coefficients(g: _Grid, lower_order_final: bool) -> tuple[torch.Tensor, ...]:
+    r"""Per step ``k`` (from grid time :math:`k` to :math:`k+1`), the update
+    :math:`x_{k+1} = c_x x + c_0 \hat x_0 + c_1 (\hat x_0 - \hat x_0^{prev})`, in float64."""
+    lam = torch.log(g.alpha64) - torch.log(g.sigma64)  # half the log-SNR: +inf at the data, -inf where alpha = 0
+    h = lam[1:] - lam[:-1]  # this step's increment, +inf for the step to the data
+    cx = g.sigma64[1:] / g.sigma64[:-1]
+    c0 = g.alpha64[1:] * -torch.expm1(-h)  # -alpha_next (e^{-h} - 1); = alpha_next where h = +inf
+    h_prev = torch.cat([h.new_full((1,), float("nan")), h[:-1]])
+    # The second-order term c0 / (2 r), r = h_prev / h, is absent at the first step (no previous x0), at the last
+    # (h = inf: its coefficient would be infinite), and with lower_order_final and few steps at the step into the
+    # lowest visited time. At zero terminal SNR h_prev = inf at the second step and the term vanishes by itself.
+    c1 = c0 * h / (2 * h_prev)
+    n = g.steps
+    first_order = torch.zeros(n, dtype=torch.bool)
+    first_order[[0, n - 1]] = True
+    if lower_order_final and n < LOWER_ORDER_FINAL_BELOW:
+        first_order[max(n - 2, 0)] = True
+    return cx, c0, torch.where(first_order, torch.zeros_like(c1), c1)
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, lower_order_final: bool = True,
+                    labels: torch.Tensor | None = None, clip: Clip | str = Clip.NONE, percentile: float = 0.995,
+                    **loop) -> SampleResult:
+    r"""DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): the multistep second-order solver of the probability-flow
+    ODE in the data prediction, one network call per step. With :math:`h_k = \lambda_{k+1} - \lambda_k`
+    (:math:`\lambda` here half the log-SNR, as in the paper), the first-order step is
+    :math:`x_{k+1} = \frac{\sigma_{k+1}}{\sigma_k}x_k - \alpha_{k+1}(e^{-h_k} - 1)\hat x_0` (DDIM), and 2M replaces
+    :math:`\hat x_0` by :math:`(1 + \frac{1}{2r_k})\hat x_0 - \frac{1}{2r_k}\hat x_0^{prev}`, :math:`r_k = h_{k-1}/h_k`.
+    First order: the first step, the last (to the data, where it gives :math:`\hat x_0`), and with
+    ``lower_order_final`` and fewer than 15 steps the step into the last grid time before the data (as diffusers'
+    ``DPMSolverMultistepScheduler(lower_order_final=True)``)."""
+    if not isinstance(lower_order_final, bool):
+        raise InvalidInputType(f"lower_order_final must be a bool, got {type(lower_order_final).__name__}")
+    g = _Grid(denoiser, x, ts)
+    pred = _predictor(denoiser, g, labels, clip, percentile)
+    cx, c0, c1 = (g.table(c, x) for c in _dpmpp_2m_coefficients(g, lower_order_final))
+
+    def step(x, k, prev, z):
+        x0 = pred(x, g.time(k)).x0
+        # the second-order correction c1 (x0 - prev) = c0 (D - x0); c1 = 0 exactly at the first-order steps
+        return g.col(cx, k) * x + g.col(c0, k) * x0 + g.col(c1, k) * (x0 - prev), x0
+
+    def last(x, k, prev, z):  # sigma_next = 0, alpha_next = 1: the update is exactly x0
+        x0 = pred(x, g.time(k)).x0
+        return x0, x0
+
+    return run(step, x, g.steps, last=last, desc=f"DPM++2M-{g.steps}", **loop)
+
+
+@torch.no_grad()
+def sample_edm(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, s_churn: float = 0.0,
+               s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0,
+               generator: torch.Generator | None = None, labels: torch.Tensor | None = None,
+               clip: Clip | str = Clip.NONE, percentile: float = 0.995, **loop) -> SampleResult:
+    r"""EDM's stochastic sampler (Karras et al. 2022, Algorithm 2): before each Heun step, where
+    :math:`S_\mathrm{tmin} \le \tilde\sigma \le S_\mathrm{tmax}`, raise the noise level to
+    :math:`\hat\sigma = \tilde\sigma(1 + \gamma)`, :math:`\gamma = \min(S_\mathrm{churn}/N, \sqrt2 - 1)`, by adding
+    fresh noise of standard deviation :math:`S_\mathrm{noise}\sqrt{\hat\sigma^2 - \tilde\sigma^2}`; then the Heun
+    step from :math:`\hat\sigma` as in :func:`sample_heun`. ``s_churn = 0`` is :func:`sample_heun`. The network is
+    evaluated at :math:`\hat\sigma`, between grid times: a continuous path is needed for ``s_churn > 0``. No churn
+    at the step to the data."""
+    for name, value in (("s_churn", s_churn), ("s_tmin", s_tmin), ("s_noise", s_noise)):
+        if not check_number(name, value) >= 0:
+            raise InvalidInput(f"{name} must be >= 0, got {value}")
+    check_number("s_tmax", s_tmax, finite=False)
+    g = _Grid(denoiser, x, ts)
+    if s_churn > 0 and isinstance(denoiser.path, DiscreteVP):
+        raise InvalidInput("s_churn > 0 evaluates the network between a DDPM schedule's integer steps; use a "
+                           "continuous path, or sample_ddpm / sample_ddim(eta > 0) for stochastic DDPM sampling")
+    pred = _predictor(denoiser, g, labels, clip, percentile)
+    sig64 = g.sigma64 / g.alpha64
+    _edm_sigmas(g, x, "sample_edm")
+    gamma = torch.where((sig64[:-1] >= s_tmin) & (sig64[:-1] <= s_tmax),
+                        torch.full_like(sig64[:-1], min(s_churn / g.steps, math.sqrt(2) - 1)), torch.zeros_like(sig64[:-1]))
+    gamma[-1] = 0.0
+    sig_hat64 = sig64[:-1] * (1 + gamma)
+    t_hat64 = torch.where(gamma > 0, denoiser.path.t_of_log_snr(-2 * torch.log(sig_hat64)), g.ts.cpu()[:-1])
+    sig, sig_hat = g.table(sig64, x), g.table(sig_hat64, x)
+    a_hat, t_hat = g.table(denoiser.path.alpha(t_hat64), x), t_hat64.to(x.device)
+    extra = g.table(s_noise * torch.sqrt(sig_hat64**2 - sig64[:-1] ** 2), x)
+
+    def step(x, k, prev, z):
+        a, a_s, s_h, s_s = g.col(g.alpha, k), g.col(g.alpha, k + 1), g.col(sig_hat, k), g.col(sig, k + 1)
+        xb = x / a + g.col(extra, k) * z
+        x0 = pred(g.col(a_hat, k) * xb, t_hat.index_select(0, k).expand(g.batch)).x0
+        d_cur = (xb - x0) / s_h
+        xb_euler = xb + (s_s - s_h) * d_cur
+        d_next = (xb_euler - pred(a_s * xb_euler, g.time(k + 1)).x0) / s_s
+        return a_s * (xb + (s_s - s_h) * (0.5 * d_cur + 0.5 * d_next)), x0
+
+    def last(x, k, prev, z):
+        x0 = pred(x, g.time(k)).x0
+        return x0, x0
+
+    return run(step, x, g.steps, last=last, noisy=s_churn > 0, generator=generator, desc=f"EDM-{g.steps}", **loop)

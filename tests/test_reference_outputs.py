@@ -11,6 +11,14 @@ from safetensors import safe_open
 from reference_outputs import STORE, all_cases
 
 CASES = all_cases()
+# Intended differences from the stored outputs, each with its reason (a float64 case otherwise agrees to 1e-12).
+KNOWN = {
+    "ddpm-variance-learned_range": (1e-6, "the old sampler rounded the learned-variance fraction (v + 1) / 2 to "
+                                          "float32 even for float64 states; the sampler now keeps the state's dtype"),
+    "heun-spacing-linspace": (1e-11, "the old solver tables recomputed alpha-bar as the cumulative product of the "
+                                     "respaced betas (an extra rounding, amplified by Heun's 1/sigma at linspace's "
+                                     "top step); the path reads the schedule's own alpha-bar"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,5 +37,5 @@ def test_same_output_as_before(name, stored, one_thread):
     for key, value in runner(settings).items():
         want = stored[f"{name}/{key}"]
         assert value.dtype == want.dtype and value.shape == want.shape, key
-        tol = 1e-12 if want.dtype == torch.float64 else 1e-6
+        tol = KNOWN.get(name, (1e-12 if want.dtype == torch.float64 else 1e-6, ""))[0]
         torch.testing.assert_close(value, want, rtol=tol, atol=tol, msg=lambda m: f"{name}/{key}: {m}")

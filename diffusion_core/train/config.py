@@ -10,7 +10,7 @@ from .._validation import (check_bool, check_choice, check_device_name, check_fi
                            check_path, check_seed)
 from ..diffusion import Diffusion
 from ..losses import LossType
-from ..parameterization import Parameterization
+from ..targets import Target
 from ..reverse import Clip, VarianceType
 from ..schedule import SCHEDULE_BYTES_PER_STEP, NoiseSchedule, ScheduleKind
 from ..errors import InvalidInput, InvalidInputType
@@ -52,7 +52,7 @@ DEFAULT_WARMUP = 200  # linear warmup steps of a run of 1,000 steps or more; a f
 _ENUM_FIELDS = {
     "dataset": Dataset,
     "schedule": ScheduleKind,
-    "parameterization": Parameterization,
+    "parameterization": Target,
     "variance": VarianceType,
     "loss_type": LossType,
     "precision": Precision,
@@ -74,7 +74,7 @@ class TrainConfig:
     # v (Salimans & Ho 2022) rather than DDPM's eps: with the cosine schedule's alpha_bar_T ~ 2e-9, x0 recovered
     # from eps divides the network's error by sqrt(alpha_bar_T) at the first sampling step; from v it does not.
     # Measured on the swiss roll (3,000 steps): DDIM-50 sliced W1 at 33.6x the data-vs-data floor with eps, 1.07x with v.
-    parameterization: Parameterization = Parameterization.V
+    parameterization: Target = Target.V
     variance: VarianceType = VarianceType.FIXED_LARGE
     loss_type: LossType = LossType.MSE
     min_snr_gamma: float | None = None

@@ -24,7 +24,7 @@ from .._progress import tqdm_class
 from .._validation import check_fits_memory
 from ..cpu_threads import AdaptiveThreads
 from ..errors import InvalidInput, NonFiniteError
-from ..samplers import ddim_sample
+from ..ddpm_samplers import ddim_sample
 from .checkpoint import save_checkpoint
 from .config import DEFAULT_WARMUP, TrainConfig
 from .data_source import DataSource

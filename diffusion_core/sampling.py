@@ -1,0 +1,111 @@
+r"""The one sampling loop that every sampler runs: over a time grid, step by step, with the rules for compiled
+graphs, noise, trajectories, progress bars, CPU threads and the final NaN check written once.
+
+A sampler gives ``step(x, k, prev, z) -> (x_next, x0_hat)``: a pure tensor function of the state ``x`` at grid
+position ``k`` (a LongTensor ``(1,)`` that the step uses to gather its coefficients from tables built before
+the loop), the previous step's :math:`\hat x_0` ``prev`` (zeros at first; multistep solvers use it), and the
+noise ``z`` (``None`` for a deterministic sampler). Gathering by a tensor ``k`` (never a Python int) keeps one
+graph for every step: with ``compile=True`` the whole step, network and update, is compiled once, and on CUDA
+(``mode="reduce-overhead"``) each step is one CUDA graph replay. The loop never reads a value back to the host
+until the end, where it checks the sample once for NaN or Inf.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+from ._progress import progress_bar
+from ._sync import host_sync_point
+from .cpu_threads import AdaptiveThreads
+from .errors import InvalidInput, InvalidInputType, NonFiniteError
+
+__all__ = ["SampleResult", "Step", "run", "check_start"]
+
+# step(x, k, prev, z) -> (x_next, x0_hat)
+Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
+
+
+class SampleResult(NamedTuple):
+    """``sample`` is :math:`x_0`. With ``return_trajectory=True``, ``trajectory[k]`` is the state after ``k`` steps
+    (``trajectory[0]`` is the start) and ``pred_x0[k]`` the :math:`\\hat x_0` predicted at step ``k``; else both
+    ``None``."""
+
+    sample: torch.Tensor
+    trajectory: torch.Tensor | None
+    pred_x0: torch.Tensor | None
+
+
+def check_start(x_T: torch.Tensor) -> None:
+    if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point():
+        raise InvalidInputType(f"x_T must be a floating-point torch.Tensor (the starting noise), got {type(x_T).__name__}")
+    if x_T.ndim < 2:
+        raise InvalidInput(f"x_T must be batch-first with at least 2 dimensions, got shape {tuple(x_T.shape)}")
+
+
+def check_compile(compile) -> bool:
+    if not isinstance(compile, bool):
+        raise InvalidInputType(f"compile must be a bool, got {type(compile).__name__}")
+    return compile
+
+
+def _compiled(step: Step, x_T: torch.Tensor, compile: bool) -> Step:
+    """``step`` itself, or compiled whole (network and update) for a fixed batch shape: ``fullgraph=True``
+    (a graph break is an error, not a silent split), ``dynamic=False``, and on CUDA ``mode="reduce-overhead"``
+    (CUDA graphs)."""
+    if not compile:
+        return step
+    return torch.compile(step, fullgraph=True, dynamic=False, mode="reduce-overhead" if x_T.is_cuda else None)
+
+
+def _check_result(x: torch.Tensor, x_T: torch.Tensor, fn: str) -> None:
+    """Raise :class:`NonFiniteError` when a sample holds NaN or Inf: one read-back after the loop (a named
+    ``host_sync_point``), none in it. A NaN in ``x_T`` or in the network's output reaches every later state, so
+    checking the result catches both."""
+    with host_sync_point("non-finite check"):
+        bad = int((~torch.isfinite(x.reshape(len(x), -1))).any(1).sum()) if x.numel() else 0
+        if bad:
+            cause = ("x_T holds NaN or Inf" if not bool(torch.isfinite(x_T).all())
+                     else "the network's predictions became NaN or Inf")
+            raise NonFiniteError(f"{fn}: {cause}: {bad} of {len(x)} samples hold NaN or Inf")
+
+
+def run(step: Step, x_T: torch.Tensor, steps: int, *, last: Step | None = None, noisy: bool = False,
+        generator: torch.Generator | None = None, compile: bool = False, progress: bool = True,
+        return_trajectory: bool = False, desc: str = "sample") -> SampleResult:
+    """Take ``steps`` steps from ``x_T``: ``step`` at grid positions ``0 .. steps-2`` and ``last`` (default:
+    ``step``) at ``steps - 1``, the step to the data.
+
+    ``z`` is :math:`\\mathcal N(0, I)` from ``generator``, drawn here, eagerly, before every step but the last
+    (which gets zeros and spends no draw), or ``None`` when ``noisy`` is False.
+
+    With ``compile``, the step's outputs belong to the compiled graph: under CUDA graphs the next replay writes
+    the same buffers. So each step starts with ``torch.compiler.cudagraph_mark_step_begin()`` and nothing the
+    graph returned is kept: the state and :math:`\\hat x_0` are copied at once into tensors of our own (with
+    ``x_T``'s layout, so every step sees the same strides and the graph is never recompiled).
+    """
+    compile = check_compile(compile)
+    step_c = _compiled(step, x_T, compile)
+    last_c = step_c if last is None else _compiled(last, x_T, compile)
+    own = (lambda y: torch.empty_like(x_T).copy_(y)) if compile else (lambda y: y)
+    x, prev = own(x_T), torch.zeros_like(x_T)
+    states, preds = ([x_T], []) if return_trajectory else (None, None)
+    with AdaptiveThreads.for_device(x.device) as threads:  # on the CPU: the cores others leave free
+        for i in progress_bar(range(steps), disable=not progress, desc=desc, leave=False):
+            threads.update()
+            k = torch.full((1,), i, dtype=torch.long, device=x.device)
+            z = None
+            if noisy:
+                z = (torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if i < steps - 1
+                     else torch.zeros(x.shape, device=x.device, dtype=x.dtype))
+            if compile:
+                torch.compiler.cudagraph_mark_step_begin()
+            x_next, x0 = (step_c if i < steps - 1 else last_c)(x, k, prev, z)
+            x, prev = own(x_next), own(x0)
+            if return_trajectory:
+                states.append(x)
+                preds.append(x0.clone())  # x0 can be the network's own output tensor
+    _check_result(x, x_T, desc)
+    if not return_trajectory:
+        return SampleResult(x, None, None)
+    return SampleResult(x, torch.stack(states), torch.stack(preds))
