@@ -1,4 +1,5 @@
-"""Session fixtures shared by the site tests: one strict build of the site, and Chromium.
+"""Fixtures shared by the tests: ``one_thread`` (torch on one thread), and for the site tests one strict build of
+the site, and Chromium.
 
 ``built_site`` builds the documentation once per test session (a minute or
 more: notebooks execute), however many test modules use it; set
@@ -9,6 +10,7 @@ package with apt-get when it is missing and we are root, and skips the test
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import io
@@ -30,16 +32,26 @@ SUB_PATH = "/diffusion-core/"
 TEST_SITE_URL = "https://example.org" + SUB_PATH
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch on ``n`` intra-op threads inside the block, the previous setting restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def one_thread():
     """torch on one thread for the test: the 2-core test machine runs torch's default pool many times slower
-    when anything else is busy."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    when anything else is busy, and the tests' small ops gain nothing from it. A module puts every test on it
+    with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

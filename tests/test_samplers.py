@@ -7,99 +7,21 @@ x_t | k ~ N(a mu_k, a^2 sd_k^2 + s^2), and the MSE-optimal noise predictor is
     E[eps | x_t] = sum_k r_k(x_t) s (x_t - a mu_k) / (a^2 sd_k^2 + s^2),   r_k ∝ pi_k N(x_t; a mu_k, a^2 sd_k^2 + s^2).
 
 The model is called with the network's time input, i.e. the ORIGINAL index even on a respaced schedule,
-so the predictor looks alpha_bar up in the original 1000-step schedule.
+so the predictor looks alpha_bar up in the original 1000-step schedule. The mixtures and their exact predictor
+are tests/oracles.py's.
 """
 import math
 
 import numpy as np
 import pytest
 import torch
-from scipy import integrate, stats
+from scipy import stats
 
 from diffusion_core import Diffusion, NoiseSchedule, ddim_sample, ddpm_sample, spaced_timesteps
+from oracles import BIMODAL, BIMODAL_WIDE, GAUSS, GAUSS_WIDE, assert_moments, stratified_normal
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The samplers run 50-1000 steps of small elementwise ops: intra-op threads only add synchronization
-    (badly so on a loaded 2-core machine). Run single-threaded, restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-class Mixture:
-    """A 1-D Gaussian mixture and its exact optimal eps-predictor under a given (original) schedule."""
-
-    def __init__(self, weights, means, sds):
-        self.w = torch.tensor(weights, dtype=torch.float64)
-        self.mu = torch.tensor(means, dtype=torch.float64)
-        self.sd = torch.tensor(sds, dtype=torch.float64)
-        assert abs(self.w.sum().item() - 1) < 1e-12
-
-    def eps_model(self, schedule: NoiseSchedule, calls: list | None = None):
-        ab = schedule.alphas_cumprod.to(torch.float64)
-
-        def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            assert x.ndim == 2 and x.shape[1] == 1 and t.dtype == torch.long and t.shape == (x.shape[0],)
-            if calls is not None:
-                calls.append(t.clone())
-            a2 = ab[t].reshape(-1, 1)
-            a, s = a2.sqrt(), (1 - a2).sqrt()
-            xd = x.to(torch.float64)
-            var = a2 * self.sd**2 + (1 - a2)  # (B, K): Var[x_t | component k]
-            log_r = torch.log(self.w) - 0.5 * torch.log(var) - 0.5 * (xd - a * self.mu) ** 2 / var
-            r = torch.softmax(log_r, dim=1)
-            return (r * s * (xd - a * self.mu) / var).sum(1, keepdim=True).to(x.dtype)
-
-        return model
-
-    def cdf(self, x):
-        x = np.asarray(x, dtype=np.float64)[..., None]
-        return (self.w.numpy() * stats.norm.cdf(x, self.mu.numpy(), self.sd.numpy())).sum(-1)
-
-    def pdf(self, x):
-        return float((self.w.numpy() * stats.norm.pdf(x, self.mu.numpy(), self.sd.numpy())).sum())
-
-    @property
-    def mean(self) -> float:
-        return float((self.w * self.mu).sum())
-
-    @property
-    def var(self) -> float:
-        return float((self.w * (self.sd**2 + self.mu**2)).sum()) - self.mean**2
-
-    def central_moment4(self) -> float:
-        m = self.mean
-        lo, hi = float((self.mu - 12 * self.sd).min()), float((self.mu + 12 * self.sd).max())
-        return integrate.quad(lambda x: (x - m) ** 4 * self.pdf(x), lo, hi, limit=200)[0]
-
-
-GAUSS = Mixture([1.0], [0.5], [0.3])
-BIMODAL = Mixture([0.3, 0.7], [-1.0, 0.8], [0.3, 0.4])
-# for DDIM-50 (a first-order method, see test_ddim50_*): components no narrower than sd = 0.5
-GAUSS_WIDE = Mixture([1.0], [0.5], [0.5])
-BIMODAL_WIDE = Mixture([0.4, 0.6], [-1.0, 1.5], [0.5, 0.6])
-
-
-def stratified_normal(M: int) -> torch.Tensor:
-    """The M quantiles Phi^-1((i + 1/2)/M) as a (M, 1) batch: a deterministic stand-in for N(0, 1) draws."""
-    u = (np.arange(M) + 0.5) / M
-    return torch.tensor(stats.norm.ppf(u), dtype=torch.float32).reshape(-1, 1)
-
-
-def assert_moments(x: np.ndarray, data: Mixture, n_se: float = 5.0):
-    """Sample mean and std against the truth, within n_se standard errors.
-
-    SE(mean) = sd/sqrt(N); SE(var) = sqrt((m4 - var^2)/N) (delta method; m4 the true 4th central moment,
-    = 3 var^2 for a Gaussian) and SE(std) = SE(var)/(2 sd)."""
-    N = x.size
-    sd = math.sqrt(data.var)
-    se_mean = sd / math.sqrt(N)
-    se_std = math.sqrt((data.central_moment4() - data.var**2) / N) / (2 * sd)
-    assert abs(x.mean() - data.mean) < n_se * se_mean, (x.mean(), data.mean, se_mean)
-    assert abs(x.std() - sd) < n_se * se_std, (x.std(), sd, se_std)
+# The samplers run 50-1000 steps of small elementwise ops: intra-op threads only add synchronization.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- DDIM noise scale
@@ -272,23 +194,3 @@ def test_ddim50_samples_the_data_up_to_its_discretization_error(data):
     g = torch.Generator().manual_seed(12)
     x = ddim_sample(model, d, torch.randn(2000, 1, generator=g), steps=50, generator=g, progress=False).sample
     assert stats.kstest(x.squeeze(1).double().numpy(), data.cdf).pvalue > 1e-3
-
-
-
-def test_compile_for_sampling_matches_eager_and_rejects_plain_callables():
-    # On the CPU this is plain torch.compile (fullgraph, static shapes); on CUDA the same call records
-    # CUDA graphs. The compiled sampler must give the eager sampler's samples (float32 rounding only).
-    from diffusion_core import Parameterization, compile_for_sampling
-    from diffusion_core.nn import MLPDenoiser
-
-    torch.manual_seed(0)
-    model = MLPDenoiser().eval()
-    d = Diffusion(NoiseSchedule.linear(1000), Parameterization.X0)  # x0 output is the network's own tensor
-    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
-    eager = ddim_sample(model, d, x_T, steps=10, progress=False, return_trajectory=True)
-    compiled = ddim_sample(compile_for_sampling(model, "cpu"), d, x_T, steps=10, progress=False,
-                           return_trajectory=True)
-    torch.testing.assert_close(compiled.sample, eager.sample, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(compiled.pred_x0, eager.pred_x0, rtol=1e-4, atol=1e-5)
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
-        compile_for_sampling(lambda x, t: x, "cpu")
