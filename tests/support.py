@@ -21,16 +21,16 @@ class StaticOutputs:
     """What a CUDA graph replay does to its outputs, on the CPU: every call returns THE SAME output buffers,
     overwritten; and when a new step begins, the previous step's outputs are dead (poisoned with NaN here,
     freed or overwritten under cudagraph trees), so reading them, or feeding them back, would be a bug.
-    Wraps a sampler step ``step(x, t, third) -> (x_next, x0)`` (third: the noise, or the previous x0)."""
+    Wraps a sampler step ``step(x, k, prev, z) -> (x_next, x0)`` (diffusion_core.sampling's ``Step``)."""
 
     def __init__(self, step):
         self.step, self.out, self.calls = step, None, 0
 
-    def __call__(self, x, t, third):
+    def __call__(self, *args):
         if self.out is not None:
             for o in self.out:
                 o.fill_(float("nan"))
-        x_next, x0 = self.step(x, t, third)
+        x_next, x0 = self.step(*args)
         if self.out is None:
             self.out = (torch.empty_like(x_next), torch.empty_like(x0))
         self.out[0].copy_(x_next)
@@ -40,7 +40,7 @@ class StaticOutputs:
 
 
 def fake_cuda_graphs(monkeypatch, module) -> tuple[list[StaticOutputs], list[int]]:
-    """Make ``module._compiled`` wrap each step in :class:`StaticOutputs` (when compiling) and count
+    """Make ``module._compiled`` (``diffusion_core.sampling``'s) wrap each step in :class:`StaticOutputs` (when compiling) and count
     ``torch.compiler.cudagraph_mark_step_begin`` calls; returns the (fakes, marks) lists that fill as it runs."""
     fakes, marks = [], []
 

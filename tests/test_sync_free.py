@@ -23,13 +23,22 @@ SYNC_OPS = {aten._local_scalar_dense, aten.item, aten.is_nonzero, aten.nonzero, 
             aten.repeat_interleave, aten._assert_async}
 
 
+# Host-side code, by module and qualified name: argument checks that read values only for CPU tensors (on a GPU
+# they skip the check, by design, for this very reason; ``paths.DiscreteVP._index`` checks that a discrete path's
+# times are integer steps), and the sampling grid, which is built and checked on the CPU whatever the device
+# (``grids.time_grid``, ``samplers._Grid``, before the loop). A read there cannot be a device-to-host sync on a GPU.
+_HOST_SIDE = {"diffusion_core._validation": ("check_timesteps", "check_labels", "check_finite_values"),
+              "diffusion_core.paths": ("DiscreteVP._index",),
+              "diffusion_core.grids": ("time_grid",),
+              "diffusion_core.samplers": ("_Grid.__init__", "_edm_sigmas")}
+
+
 def _cpu_only_argument_check() -> bool:
-    """``_validation.check_timesteps``, ``check_labels`` and ``check_finite_values`` read values only for CPU
-    tensors (on a GPU they skip the check, by design, for this very reason): a sync there cannot happen on a GPU."""
+    """Whether the op runs inside host-side code (``_HOST_SIDE``)."""
     frame = sys._getframe()
     while frame is not None:
-        if (frame.f_code.co_name in ("check_timesteps", "check_labels", "check_finite_values")
-                and frame.f_globals.get("__name__") == "diffusion_core._validation"):
+        code = frame.f_code
+        if getattr(code, "co_qualname", code.co_name) in _HOST_SIDE.get(frame.f_globals.get("__name__"), ()):
             return True
         frame = frame.f_back
     return False
@@ -52,9 +61,7 @@ class NoHostSync(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    """Every test here on one torch thread (conftest's ``one_thread``)."""
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_mode_catches_a_sync():
