@@ -130,6 +130,8 @@ def sample(ns: argparse.Namespace) -> None:
     options = {"eta": ns.eta} if ns.sampler == "ddim" else {}
     if ns.spacing is not None:
         options["spacing"] = ns.spacing
+    if ns.sigma_max is not None:
+        options["sigma_max"] = ns.sigma_max
     try:
         x = _samplers()[ns.sampler](model, diffusion, x_T, steps=ns.steps, generator=g, progress=not ns.no_progress,
                                     compile=compile, labels=labels, **options).sample

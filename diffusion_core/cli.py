@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "EDM's Heun (second order, 2*steps-1 network calls)")
     sa.add_argument("--steps", type=int, default=50, help="sampling steps (at most the model's T)")
     sa.add_argument("--spacing", default=None, choices=[m.value for m in TimestepSpacing],
-                    help="timestep spacing (default: log-snr for heun, linspace otherwise)")
+                    help="timestep spacing (default: karras for heun, linspace otherwise)")
+    sa.add_argument("--sigma-max", type=float, default=None, help="start at the last step whose sigma/alpha is at "
+                    "most this (default: 80, EDM's, for heun; the schedule's last step otherwise)")
     sa.add_argument("--label", default=None, help="class to sample, by index or name (class-conditional models; "
                     "default: every class in turn, one per grid column)")
     sa.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale s as in diffusers "

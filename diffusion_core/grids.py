@@ -28,9 +28,9 @@ from .errors import InvalidInput
 from .paths import DiscreteVP, GaussianPath
 from .schedule import KARRAS_RHO, TimestepSpacing, spaced_timesteps
 
-__all__ = ["time_grid", "EDM_SIGMA_MIN"]
+__all__ = ["time_grid", "EDM_SIGMA_MIN", "EDM_SIGMA_MAX"]
 
-EDM_SIGMA_MIN = 0.002  # Karras et al. 2022, table 1
+EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.0  # Karras et al. 2022, table 1
 _CONTINUOUS_SPACINGS = ("uniform", "log-snr", "karras")
 
 

@@ -283,7 +283,7 @@ def sample_edm(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, s_c
 
     def step(x, k, prev, z):
         a, a_s, s_h, s_s = g.col(g.alpha, k), g.col(g.alpha, k + 1), g.col(sig_hat, k), g.col(sig, k + 1)
-        xb = x / a + g.col(extra, k) * z
+        xb = x / a if z is None else x / a + g.col(extra, k) * z
         x0 = pred(g.col(a_hat, k) * xb, t_hat.index_select(0, k).expand(g.batch)).x0
         d_cur = (xb - x0) / s_h
         xb_euler = xb + (s_s - s_h) * d_cur

@@ -114,6 +114,9 @@ def run_sample_case(c: dict) -> dict[str, torch.Tensor]:
         kwargs["eta"] = c["eta"]
     if "lower_order_final" in c:
         kwargs["lower_order_final"] = c["lower_order_final"]
+    if c["sampler"] == "heun":  # heun_sample's defaults became EDM's grid: the cases pin the defaults they were made with
+        kwargs.setdefault("spacing", "log-snr")
+        kwargs["sigma_max"] = None
     if c["sampler"] in ("ddim", "dpmpp2m", "heun"):
         kwargs.pop("generator")
         if c.get("eta", 0) > 0:
