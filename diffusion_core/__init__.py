@@ -46,9 +46,8 @@ from .samplers import sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_edm, sam
 from .sampling import SampleResult
 from .schedule import NoiseSchedule, spaced_timesteps
 from .targets import Prediction, Target
+from ._version import __version__
 from .vlb import bits_per_dim
-
-__version__ = "0.1.0"
 
 __all__ = [
     # paths and models

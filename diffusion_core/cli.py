@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .schedule import TimestepSpacing
     from .train import TrainConfig
 
-    from . import __version__
+    from ._version import __version__
 
     parser = _Parser(prog="diffusion-core", description="Train and sample DDPM/DDIM models.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
