@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -31,6 +30,7 @@ from scipy import stats
 
 from diffusion_core import Diffusion, NoiseSchedule, ddpm_sample
 from diffusion_core.guidance import ClassifierFreeGuidance
+from oracles import ConditionalMixture, Mixture
 
 F64 = dict(dtype=torch.float64)
 
@@ -42,47 +42,18 @@ K = len(PI)
 T = 1000
 N = 4000  # samples per class
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small elementwise ops, 1000 steps
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    """Every test here on one torch thread (conftest's ``one_thread``): small elementwise ops, 1000 steps."""
-
-
-class ExactMixtureNet:
-    """The exact eps "network" ``model(x_t, t_input, labels)`` for the class-conditional mixture.
-
-    ``t_input`` is the schedule's time input (``schedule.timesteps[t]``, the ORIGINAL step even on a respaced
-    schedule): it is mapped back to the index of the full schedule ``full`` through the inverse of that
-    schedule's timesteps table, and alpha_bar read there. Labels 0..K-1 are the classes, K the null label.
-    ``config.num_classes`` lets ClassifierFreeGuidance find the null label by itself."""
-
-    def __init__(self, full: NoiseSchedule):
-        self.config = SimpleNamespace(num_classes=K)
-        ts = full.timesteps
-        self.index_of = torch.full((int(ts.max()) + 1,), -1, dtype=torch.long)
-        self.index_of[ts] = torch.arange(len(ts))
-        self.ab = full.alphas_cumprod.to(torch.float64)
-        self.log_pi = torch.tensor(np.log(PI), **F64)
-        self.mu = torch.tensor(MU, **F64)
-        self.sd = torch.tensor(SD, **F64)
-
-    def __call__(self, x: torch.Tensor, t_input: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        assert x.ndim == 2 and x.shape[1] == 1 and labels.shape == (x.shape[0],)
-        assert int(labels.min()) >= 0 and int(labels.max()) <= K
-        idx = self.index_of[t_input]
-        assert (idx >= 0).all(), "a time input that is not in the schedule"
-        a2 = self.ab[idx].reshape(-1, 1)
-        a, b = a2.sqrt(), (1 - a2).sqrt()
-        xd = x.to(torch.float64)
-        var = a2 * self.sd**2 + b**2                                   # (B, K): Var[x_t | c]
-        eps_k = b * (xd - a * self.mu) / var                           # (B, K): E[eps | x_t, c]
-        log_r = self.log_pi - 0.5 * torch.log(var) - 0.5 * (xd - a * self.mu) ** 2 / var
-        eps_null = (torch.softmax(log_r, dim=1) * eps_k).sum(1)       # E[eps | x_t]
-        eps_cond = eps_k.gather(1, labels.clamp(max=K - 1).reshape(-1, 1)).squeeze(1)
-        return torch.where(labels == K, eps_null, eps_cond).reshape(-1, 1).to(x.dtype)
-
-
+# The exact eps "network" ``model(x_t, t_input, labels)`` of tests/oracles.py: labels 0..K-1 the classes
+# N(mu_c, sd_c^2), K the null label (the whole mixture); ``t_input`` the schedule's time input (the ORIGINAL step
+# even on a respaced schedule, mapped back to FULL's index). ``config.num_classes`` lets ClassifierFreeGuidance
+# find the null label by itself.
+DATA = ConditionalMixture([Mixture([1.0], [m], [s]) for m, s in zip(MU, SD)], PI)
 FULL = NoiseSchedule.linear(T, **F64)
+
+
+def exact_mixture_net(full: NoiseSchedule = FULL):
+    return DATA.network(full, "eps")
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,7 +64,7 @@ def cfg_samples(scale: float) -> tuple[np.ndarray, ...]:
     g = torch.Generator().manual_seed(2024)
     labels = torch.arange(K).repeat_interleave(N)
     x_T = torch.randn(K * N, 1, generator=g, **F64)
-    cfg = ClassifierFreeGuidance(ExactMixtureNet(FULL), scale)
+    cfg = ClassifierFreeGuidance(exact_mixture_net(), scale)
     x = ddpm_sample(cfg, Diffusion(FULL), x_T, generator=g, labels=labels, progress=False).sample
     x = x.squeeze(1).numpy()
     assert np.isfinite(x).all()
@@ -106,8 +77,7 @@ GRID = np.linspace(MU.min() - 10 * SD.max(), MU.max() + 10 * SD.max(), 40_001)  
 
 def posterior(c: int, x: np.ndarray) -> np.ndarray:
     """p(c | x) of the data (x0) mixture."""
-    lp = np.log(PI) + stats.norm.logpdf(x[:, None], MU, SD)
-    return np.exp(lp[:, c] - np.logaddexp.reduce(lp, axis=1))
+    return DATA.class_posterior(x)[:, c]
 
 
 def tilted_cdf(c: int, scale: float) -> np.ndarray:
@@ -226,7 +196,7 @@ def test_report_distance_of_cfg_samples_to_the_tilted_density(capsys):
 @pytest.mark.parametrize("scale", [0.0, 1.0, 2.5, 4.0])
 def test_guided_eps_is_the_extrapolation_of_the_mixture_formulas(scale):
     """The guided eps at given (x_t, t) is (1 + w) E[eps | x_t, c] - w E[eps | x_t] (w = s - 1), here written
-    out again in numpy from the formulas of the module docstring (independently of ExactMixtureNet), to
+    out again in numpy from the formulas of the module docstring (independently of the oracle network), to
     float64 rounding. On a respaced schedule (50 of the 1000 steps), so that the network's time input is the
     original step and the predictor must invert the timesteps table; x0 is checked to satisfy
     x_t = a x0 + b eps. With null_label given explicitly and found from config.num_classes."""
@@ -236,9 +206,9 @@ def test_guided_eps_is_the_extrapolation_of_the_mixture_formulas(scale):
     x = 2.5 * torch.randn(B, 1, generator=g, **F64)
     t = torch.randint(0, 50, (B,), generator=g)
     labels = torch.randint(0, K, (B,), generator=g)
-    net = ExactMixtureNet(FULL)
-    got = ClassifierFreeGuidance(net, scale)(x, t, d, labels=labels)
-    explicit = ClassifierFreeGuidance(net, scale, null_label=K)(x, t, d, labels=labels)
+    net = exact_mixture_net()
+    got = ClassifierFreeGuidance(net, scale).bind(d)(x, t + 1, labels=labels)  # index t is the path's step t + 1
+    explicit = ClassifierFreeGuidance(net, scale, null_label=K).bind(d)(x, t + 1, labels=labels)
     assert torch.equal(got.eps, explicit.eps)
 
     ab = np.asarray(FULL.alphas_cumprod, dtype=np.float64)[d.schedule.timesteps.numpy()[t.numpy()]]
