@@ -12,15 +12,12 @@ from diffusion_core.denoiser import Denoiser
 from diffusion_core.errors import InvalidInput, InvalidInputType
 from diffusion_core.guidance import ClassifierFreeGuidance, drop_labels
 from diffusion_core.nn import MLPDenoiser, UNet, get_preset
-from diffusion_core.parameterization import v_from_eps_x0
 
 K = 4
 F64 = dict(dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    """Every test here on one torch thread (conftest's ``one_thread``)."""
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _net(learn_sigma=False, seed=0, dtype=torch.float64):
@@ -40,6 +37,8 @@ class Counting:
         return self.net(x, t, labels)
 
 
+# Denoisers are called at path times: a diffusion's schedule index t is its path's step t + 1 (``den.bind(d)``
+# puts a denoiser on the diffusion's path and parameterization).
 def _inputs(B=6, seed=1, T=50):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, 3, generator=g, **F64)
@@ -58,9 +57,9 @@ def test_scale_one_is_exactly_the_conditional_denoiser_and_zero_the_unconditiona
     d, net = _diffusion(param), _net()
     x, t, labels = _inputs()
     den = Denoiser(net)
-    cond, uncond = den(x, t, d, labels=labels), den(x, t, d, labels=torch.full_like(labels, K))
+    cond, uncond = den.bind(d)(x, t + 1, labels=labels), den.bind(d)(x, t + 1, labels=torch.full_like(labels, K))
     for scale, ref in ((1.0, cond), (0.0, uncond)):
-        got = ClassifierFreeGuidance(den, scale, rescale=0.7)(x, t, d, labels=labels)
+        got = ClassifierFreeGuidance(den, scale, rescale=0.7).bind(d)(x, t + 1, labels=labels)
         assert torch.equal(got.eps, ref.eps) and torch.equal(got.x0, ref.x0)
 
 
@@ -73,8 +72,8 @@ def test_guided_prediction_is_eq6_in_eps_space(param, scale):
     d, net = _diffusion(param), _net()
     x, t, labels = _inputs()
     den = Denoiser(net)
-    c, u = den(x, t, d, labels=labels), den(x, t, d, labels=torch.full_like(labels, K))
-    got = ClassifierFreeGuidance(net, scale)(x, t, d, labels=labels)
+    c, u = den.bind(d)(x, t + 1, labels=labels), den.bind(d)(x, t + 1, labels=torch.full_like(labels, K))
+    got = ClassifierFreeGuidance(net, scale).bind(d)(x, t + 1, labels=labels)
     w = scale - 1
     tol = dict(rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(got.eps, u.eps + scale * (c.eps - u.eps), **tol)
@@ -89,9 +88,9 @@ def test_guided_prediction_is_eq6_in_eps_space(param, scale):
 def test_learned_variance_is_the_conditional_branchs():
     d, net = _diffusion(variance="learned_range"), _net(learn_sigma=True)
     x, t, labels = _inputs()
-    got = ClassifierFreeGuidance(net, 4.0)(x, t, d, labels=labels)
+    got = ClassifierFreeGuidance(net, 4.0).bind(d)(x, t + 1, labels=labels)
     # (equal up to the rounding of a batch of 2B against one of B in the network's matmuls)
-    torch.testing.assert_close(got.var_output, Denoiser(net)(x, t, d, labels=labels).var_output,
+    torch.testing.assert_close(got.var_output, Denoiser(net).bind(d)(x, t + 1, labels=labels).var_output,
                                rtol=1e-12, atol=1e-12)
 
 
@@ -100,11 +99,11 @@ def test_each_guided_evaluation_is_one_network_call_on_the_doubled_batch():
     d = _diffusion()
     net = Counting(_net())
     x, t, labels = _inputs()
-    ClassifierFreeGuidance(net, 3.0)(x, t, d, labels=labels)
+    ClassifierFreeGuidance(net, 3.0).bind(d)(x, t + 1, labels=labels)
     (batch, got_labels), = net.calls
     assert batch == 12 and torch.equal(got_labels, torch.cat([labels, torch.full_like(labels, K)]))
     net.calls.clear()
-    ClassifierFreeGuidance(net, 1.0)(x, t, d, labels=labels)  # no guidance: one call at batch B
+    ClassifierFreeGuidance(net, 1.0).bind(d)(x, t + 1, labels=labels)  # no guidance: one call at batch B
     assert [b for b, _ in net.calls] == [6]
 
 
@@ -141,7 +140,10 @@ def test_guided_step_compiles_whole(monkeypatch):
 
 # ----------------------------------------------------------------------------- rescale (Lin et al. 2023)
 def _v(d, t, pred):
-    return v_from_eps_x0(d.schedule, t, pred.eps, pred.x0)
+    """v = sqrt(ab) eps - sqrt(1 - ab) x0 (Salimans & Ho 2022) at schedule indices t."""
+    a = d.schedule.sqrt_alphas_cumprod[t].reshape(-1, 1)
+    s = d.schedule.sqrt_one_minus_alphas_cumprod[t].reshape(-1, 1)
+    return a * pred.eps - s * pred.x0
 
 
 def _std(v):
@@ -152,17 +154,17 @@ def _std(v):
 def test_rescale_zero_is_a_no_op_and_one_matches_the_conditional_std(param):
     d, net = _diffusion(param), _net()
     x, t, labels = _inputs(B=8)
-    plain = ClassifierFreeGuidance(net, 5.0)(x, t, d, labels=labels)
-    off = ClassifierFreeGuidance(net, 5.0, rescale=0.0)(x, t, d, labels=labels)
+    plain = ClassifierFreeGuidance(net, 5.0).bind(d)(x, t + 1, labels=labels)
+    off = ClassifierFreeGuidance(net, 5.0, rescale=0.0).bind(d)(x, t + 1, labels=labels)
     assert torch.equal(off.eps, plain.eps) and torch.equal(off.x0, plain.x0)
 
-    cond = Denoiser(net)(x, t, d, labels=labels)
-    full = ClassifierFreeGuidance(net, 5.0, rescale=1.0)(x, t, d, labels=labels)
+    cond = Denoiser(net).bind(d)(x, t + 1, labels=labels)
+    full = ClassifierFreeGuidance(net, 5.0, rescale=1.0).bind(d)(x, t + 1, labels=labels)
     torch.testing.assert_close(_std(_v(d, t, full)), _std(_v(d, t, cond)), rtol=1e-10, atol=0)
     assert not torch.allclose(_std(_v(d, t, plain)), _std(_v(d, t, cond)))  # there was a std to correct
     # phi in between: v_final = phi * v_cfg * std_c / std_cfg + (1 - phi) v_cfg (the paper's mix), in v space
     phi = 0.7
-    mid = ClassifierFreeGuidance(net, 5.0, rescale=phi)(x, t, d, labels=labels)
+    mid = ClassifierFreeGuidance(net, 5.0, rescale=phi).bind(d)(x, t + 1, labels=labels)
     v_cfg = _v(d, t, plain)
     ratio = (_std(_v(d, t, cond)) / _std(v_cfg)).reshape(-1, 1)
     torch.testing.assert_close(_v(d, t, mid), phi * v_cfg * ratio + (1 - phi) * v_cfg, rtol=1e-9, atol=1e-10)
@@ -179,7 +181,7 @@ def test_rescale_stays_finite_at_zero_terminal_snr():
     x, _, labels = _inputs()
     t = torch.full((6,), 49)
     assert d.schedule.alphas_cumprod[49] == 0
-    got = ClassifierFreeGuidance(_net(), 4.0, rescale=0.7)(x, t, d, labels=labels)
+    got = ClassifierFreeGuidance(_net(), 4.0, rescale=0.7).bind(d)(x, t + 1, labels=labels)
     assert torch.isfinite(got.x0).all() and torch.equal(got.eps, x)  # at SNR 0, eps_hat = x_t exactly
 
 
@@ -200,11 +202,11 @@ def test_labels_outside_the_classes_are_an_error():
     cfg = ClassifierFreeGuidance(net, 2.0)
     for bad in (K, -1, 17):  # the null label is not a class to guide towards
         with pytest.raises(InvalidInput, match=rf"labels must lie in \[0, {K - 1}\].*got values in"):
-            cfg(x, t, d, labels=torch.full_like(labels, bad))
+            cfg.bind(d)(x, t + 1, labels=torch.full_like(labels, bad))
     with pytest.raises(InvalidInput, match="labels is required"):
-        cfg(x, t, d)
+        cfg.bind(d)(x, t + 1)
     with pytest.raises(InvalidInputType, match="labels must have an integer dtype"):
-        cfg(x, t, d, labels=labels.float())
+        cfg.bind(d)(x, t + 1, labels=labels.float())
 
 
 @pytest.mark.parametrize("kwargs,match", [
