@@ -9,18 +9,11 @@ import pytest
 import torch
 from scipy import stats
 
-from diffusion_core import NoiseSchedule, q_mean_variance, q_sample, q_step_mean_variance, q_step_sample
+from diffusion_core import NoiseSchedule
+from diffusion_core.forward import q_mean_variance, q_sample, q_step_mean_variance, q_step_sample
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These loops run ~1000 small elementwise steps; intra-op threads only add synchronization (badly so
-    on a loaded 2-core machine), so run them single-threaded and restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# These loops run ~1000 small elementwise steps; intra-op threads only add synchronization.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 X0 = torch.tensor([-1.0, 0.0, 0.5, 2.0])  # a fixed data vector; each coordinate is its own 1-D chain
