@@ -4,22 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_core import (
-    Clip,
-    Diffusion,
-    NoiseSchedule,
-    eps_from_v,
-    eps_from_x0,
-    q_posterior,
-    q_sample,
-    threshold_x0,
-    v_from_eps_x0,
-    x0_from_eps,
-    x0_from_v,
-)
-from diffusion_core.reverse import VarianceType, model_log_variance
+from diffusion_core import Denoiser, Diffusion, NoiseSchedule
+from diffusion_core.forward import q_sample
+from diffusion_core.reverse import Clip, VarianceType, clip_prediction, model_log_variance, q_posterior, threshold_x0
+from diffusion_core.targets import Target, target_of, to_x0_eps
 
 F64 = dict(dtype=torch.float64)
+
+
+def _prediction(d: Diffusion, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
+    """What a network that outputs ``out`` predicts on ``d`` at schedule indices ``t`` (the path's steps t + 1)."""
+    return Denoiser(lambda x, t_in: out).bind(d)(x_t, t + 1)
 
 
 # ----------------------------------------------------------------------------- posterior vs Bayes
@@ -87,15 +82,18 @@ def test_conversions_round_trip():
     Float64 linear schedule: a >= sqrt(4e-5) ~ 6e-3, so dividing by a loses at most ~2.5 digits."""
     s = NoiseSchedule.linear(1000, **F64)
     x0, eps, t, xt = _batch(s)
-    v = v_from_eps_x0(s, t, eps, x0)
+    c = Diffusion(s).coefficients(t, xt)  # sqrt(alpha_bar), sqrt(1 - alpha_bar) at the indices
+    x0_from = lambda target, y: to_x0_eps(target, y, xt, c)[0]  # noqa: E731
+    eps_from = lambda target, y: to_x0_eps(target, y, xt, c)[1]  # noqa: E731
+    v = target_of(Target.V, x0, eps, c)
     tol = dict(rtol=1e-11, atol=1e-11)
-    torch.testing.assert_close(x0_from_eps(s, xt, t, eps), x0, **tol)
-    torch.testing.assert_close(eps_from_x0(s, xt, t, x0), eps, **tol)
-    torch.testing.assert_close(x0_from_v(s, xt, t, v), x0, **tol)
-    torch.testing.assert_close(eps_from_v(s, xt, t, v), eps, **tol)
+    torch.testing.assert_close(x0_from(Target.EPS, eps), x0, **tol)
+    torch.testing.assert_close(eps_from(Target.X0, x0), eps, **tol)
+    torch.testing.assert_close(x0_from(Target.V, v), x0, **tol)
+    torch.testing.assert_close(eps_from(Target.V, v), eps, **tol)
     # chains of conversions are the identity too
-    torch.testing.assert_close(eps_from_x0(s, xt, t, x0_from_eps(s, xt, t, eps)), eps, **tol)
-    torch.testing.assert_close(x0_from_v(s, xt, t, v_from_eps_x0(s, t, eps_from_v(s, xt, t, v), x0)), x0, **tol)
+    torch.testing.assert_close(eps_from(Target.X0, x0_from(Target.EPS, eps)), eps, **tol)
+    torch.testing.assert_close(x0_from(Target.V, target_of(Target.V, x0, eps_from(Target.V, v), c)), x0, **tol)
 
 
 def test_v_target_definition():
@@ -114,27 +112,29 @@ def test_v_target_definition():
 
 
 @pytest.mark.parametrize("param", ["eps", "x0", "v"])
-def test_predict_reads_each_parameterization(param):
+def test_prediction_reads_each_parameterization(param):
     """A network that outputs the exact target yields the exact (eps, x0) pair."""
     s = NoiseSchedule.linear(1000, **F64)
     x0, eps, t, xt = _batch(s, seed=2)
     d = Diffusion(s, parameterization=param)
-    e, x = d.predict(d.target(x0, eps, t), xt, t)
+    x, e = _prediction(d, d.target(x0, eps, t), xt, t)[:2]
     torch.testing.assert_close(e, eps, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(x, x0, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("param", ["eps", "x0", "v"])
 @pytest.mark.parametrize("clip", ["static", "dynamic"])
-def test_predict_with_clip_keeps_the_forward_identity(param, clip):
-    """After clipping x0_hat, eps_hat is recomputed so that x_t = a x0_hat + s eps_hat still holds."""
+def test_clipped_prediction_keeps_the_forward_identity(param, clip):
+    """After clipping x0_hat (by the diffusion's rule, as the samplers do), eps_hat is recomputed so that
+    x_t = a x0_hat + s eps_hat still holds."""
     s = NoiseSchedule.linear(1000, **F64)
     g = torch.Generator().manual_seed(3)
     x0, eps, t, xt = _batch(s, seed=3)
     out = 3 * torch.randn(x0.shape, generator=g, **F64)  # a poor network: x0_hat far outside [-1, 1]
     d = Diffusion(s, parameterization=param, clip=clip, dynamic_percentile=0.9)
-    e, x = d.predict(out, xt, t)
-    unclipped = Diffusion(s, parameterization=param).predict(out, xt, t)[1]
+    pred = _prediction(d, out, xt, t)
+    x, e = clip_prediction(pred, xt, d.resolve_clip(None), d.dynamic_percentile)[:2]
+    unclipped = pred.x0
     assert unclipped.abs().max() > 1.5  # so the clip rule had something to do
     assert x.abs().max().item() <= 1 + 1e-12
     a = s.sqrt_alphas_cumprod[t].reshape(-1, 1, 1)
@@ -163,7 +163,8 @@ def test_eps_model_mean_is_ho_eq_11():
     x0, eps, t, xt = _batch(s, seed=4)
     g = torch.Generator().manual_seed(4)
     out = torch.randn(x0.shape, generator=g, **F64)
-    p = Diffusion(s, "eps", "fixed_small").p_mean_variance(out, xt, t)
+    d = Diffusion(s, "eps", "fixed_small")
+    p = d.p_mean_variance(_prediction(d, out, xt, t), xt, t)
     b = s.betas[t].reshape(-1, 1, 1)
     ab = s.alphas_cumprod[t].reshape(-1, 1, 1)
     torch.testing.assert_close(p.mean, (xt - b / (1 - ab).sqrt() * out) / (1 - b).sqrt(), rtol=1e-9, atol=1e-9)
@@ -207,5 +208,5 @@ def test_learned_range_is_eq15_at_every_t(kind):
     d = Diffusion(s, variance="learned_range")
     x = torch.zeros(T, 3, **F64)
     out = torch.cat([torch.zeros(T, 3, **F64), torch.ones(T, 3, **F64)], dim=1)
-    p = d.p_mean_variance(out, x, t)
+    p = d.p_mean_variance(_prediction(d, out, x, t), x, t)
     np.testing.assert_allclose(p.log_variance[:, 0].numpy(), np.log(betas), rtol=1e-6)
