@@ -1,23 +1,21 @@
 """The Denoiser: the one place that calls the network (time lookup, labels, dtype, split, parameterization), and
-the samplers' and losses' use of it (plain callables still fit; clipping is the samplers' choice)."""
+the samplers' and losses' use of it (plain callables still fit; clipping is the samplers' choice). A denoiser is
+called at its path's times; on a diffusion (``den.bind(d)``) schedule index t is the path's step t + 1."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from diffusion_core import Diffusion, NoiseSchedule, ddim_sample, ddpm_sample, spaced_timesteps, training_losses
-from diffusion_core.denoiser import Denoiser, Prediction, as_denoiser, read_output
+from diffusion_core.denoiser import Denoiser, as_denoiser
 from diffusion_core.errors import InvalidInput, InvalidInputType
 from diffusion_core.guidance import ClassifierFreeGuidance
 from diffusion_core.nn import MLPDenoiser
-from diffusion_core.parameterization import to_eps_x0
+from diffusion_core.targets import Prediction, to_x0_eps
 
 F64 = dict(dtype=torch.float64)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    """Every test here on one torch thread (conftest's ``one_thread``)."""
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Recorder:
@@ -45,7 +43,7 @@ def test_network_gets_the_time_input_of_the_diffusion_it_is_called_with(respaced
     d = full.respaced(10, "trailing") if respaced else full.respaced(1000)
     net = Recorder()
     x, t = _batch()
-    Denoiser(net)(x.float(), t, d)
+    Denoiser(net).bind(d)(x.float(), t + 1)
     (args, kwargs), = net.calls
     expected = spaced_timesteps(1000, 10, "trailing")[t] if respaced else t
     assert len(args) == 2 and kwargs == {} and torch.equal(args[1], expected)
@@ -55,16 +53,16 @@ def test_labels_and_conditioning_are_passed_only_when_given():
     d = Diffusion(NoiseSchedule.linear(10))
     x, t = _batch()
     net = Recorder()
-    Denoiser(net)(x, t, d)  # unconditional: the 2-argument call, exactly as before
+    Denoiser(net).bind(d)(x, t + 1)  # unconditional: the 2-argument call, exactly as before
     labels = torch.arange(6) % 3
-    Denoiser(net)(x, t, d, labels=labels, context="c")
-    Denoiser(net)(x, t, d, context="c")
+    Denoiser(net).bind(d)(x, t + 1, labels=labels, context="c")
+    Denoiser(net).bind(d)(x, t + 1, context="c")
     (a0, k0), (a1, k1), (a2, k2) = net.calls
     assert len(a0) == 2 and k0 == {}
     assert len(a1) == 3 and a1[2] is labels and k1 == {"context": "c"}
     assert len(a2) == 2 and k2 == {"context": "c"}
     with pytest.raises(TypeError):  # a plain 2-argument callable cannot take labels: Python says so
-        Denoiser(lambda x, t: x)(x, t, d, labels=labels)
+        Denoiser(lambda x, t: x).bind(d)(x, t + 1, labels=labels)
 
 
 @pytest.mark.parametrize("bad,err,match", [
@@ -75,7 +73,7 @@ def test_labels_and_conditioning_are_passed_only_when_given():
 def test_bad_labels_are_named(bad, err, match):
     x, t = _batch()
     with pytest.raises(err, match=match):
-        Denoiser(Recorder())(x, t, Diffusion(NoiseSchedule.linear(10)), labels=bad)
+        Denoiser(Recorder()).bind(Diffusion(NoiseSchedule.linear(10)))(x, t + 1, labels=bad)
 
 
 # ----------------------------------------------------------------------------- reading the output
@@ -85,17 +83,20 @@ def test_prediction_is_the_parameterization_read_of_the_mean_channels(param, var
     d = Diffusion(NoiseSchedule.cosine(10, **F64), param, variance)
     net = Recorder(2 if variance == "learned_range" else 1)
     x, t = _batch()
-    pred = Denoiser(net)(x, t, d)
+    den = Denoiser(net).bind(d)
+    pred = den(x, t + 1)
     out = net(x, t)
     mean = out[:, :3]
-    eps, x0 = to_eps_x0(d.parameterization, d.schedule, x, t, mean)
+    c = d.coefficients(t, x)
+    x0, eps = to_x0_eps(d.parameterization, mean, x, c)
     assert isinstance(pred, Prediction)
     assert torch.equal(pred.eps, eps) and torch.equal(pred.x0, x0)
     assert (pred.var_output is None) == (variance != "learned_range")
     if pred.var_output is not None:
         assert torch.equal(pred.var_output, out[:, 3:])
     # the same reading of an output already at hand
-    assert all(torch.equal(a, b) for a, b in zip(read_output(d, out, x, t)[:2], pred[:2]))
+    var = out[:, 3:] if variance == "learned_range" else None
+    assert all(torch.equal(a, b) for a, b in zip(den.read(mean, x, c, var)[:2], pred[:2]))
 
 
 def test_prediction_is_never_clipped():
@@ -103,7 +104,7 @@ def test_prediction_is_never_clipped():
     [-1, 1] (this network's x0 reaches ~3 at small t)."""
     d = Diffusion(NoiseSchedule.linear(10, **F64), "x0", clip="static")
     x, t = _batch()
-    pred = Denoiser(Recorder(scale=3.0))(x, t, d)
+    pred = Denoiser(Recorder(scale=3.0)).bind(d)(x, t + 1)
     assert pred.x0.abs().max() > 2
     assert d.p_mean_variance(pred, x, t).pred_x0.abs().max() <= 1  # the reverse step applies d.clip ...
     assert torch.equal(d.p_mean_variance(pred, x, t, clip="none").pred_x0, pred.x0)  # ... unless told otherwise
@@ -114,37 +115,49 @@ def test_output_is_cast_to_the_dtype_of_x(out_dtype):
     d = Diffusion(NoiseSchedule.linear(10), "x0")
     x, t = _batch(dtype=torch.float32)
     net_out = torch.randn(6, 3, dtype=out_dtype)
-    pred = Denoiser(lambda x, t: net_out)(x, t, d)
+    pred = Denoiser(lambda x, t: net_out).bind(d)(x, t + 1)
     assert pred.x0.dtype == pred.eps.dtype == torch.float32
     assert torch.equal(pred.x0, net_out.float())
 
 
-def test_p_mean_variance_takes_a_prediction_or_the_raw_output():
+def test_p_mean_variance_takes_a_prediction_not_the_raw_output():
+    """The network is read in one place, the denoiser: p_mean_variance takes its Prediction and refuses a raw
+    output with a clear error."""
     d = Diffusion(NoiseSchedule.linear(10, **F64), "v", "learned_range", clip="dynamic")
     net = Recorder(2, scale=0.9)
     x, t = _batch()
-    a = d.p_mean_variance(Denoiser(net)(x, t, d), x, t)
-    b = d.p_mean_variance(net(x, t), x, t)
-    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    step = d.p_mean_variance(Denoiser(net).bind(d)(x, t + 1), x, t)
+    assert all(torch.isfinite(v).all() for v in step)
+    with pytest.raises(InvalidInputType, match="pred must be a Prediction"):
+        d.p_mean_variance(net(x, t), x, t)
 
 
 def test_denoiser_arguments_are_checked():
     d = Diffusion(NoiseSchedule.linear(10))
     x, t = _batch(dtype=torch.float32)
-    with pytest.raises(InvalidInputType, match="model must be a callable"):
+    with pytest.raises(InvalidInputType, match="network must be a callable"):
         Denoiser(3)
     with pytest.raises(InvalidInputType, match="already is a denoiser"):
         Denoiser(Denoiser(Recorder()))
-    with pytest.raises(InvalidInputType, match="diffusion must be a Diffusion"):
-        Denoiser(Recorder())(x, t, d.schedule)
-    with pytest.raises(InvalidInput, match=r"t must lie in \[0, 9\]"):
-        Denoiser(Recorder())(x, t + 10, d)
+    with pytest.raises(InvalidInputType, match="path must be a GaussianPath"):
+        Denoiser(Recorder(), d.schedule)
+    with pytest.raises(InvalidInput, match="the denoiser has no path"):
+        Denoiser(Recorder())(x, t + 1)
+    with pytest.raises(InvalidInput, match=r"t must be an integer step in \[0, 10\] on a discrete path"):
+        Denoiser(Recorder()).bind(d)(x, t + 11)
     with pytest.raises(InvalidInputType, match="model must return a torch.Tensor"):
-        Denoiser(lambda x, t: x.numpy())(x, t, d)
+        Denoiser(lambda x, t: x.numpy()).bind(d)(x, t + 1)
     with pytest.raises(InvalidInput, match=r"model output must have shape \(6, 3\)"):
-        Denoiser(lambda x, t: x[:, :2])(x, t, d)
+        Denoiser(lambda x, t: x[:, :2]).bind(d)(x, t + 1)
     den = Denoiser(Recorder())
     assert as_denoiser(den) is den and isinstance(as_denoiser(Recorder()), Denoiser)
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError, reason="library: Denoiser.bind does not check its argument "
+                   "(a NoiseSchedule fails with AttributeError: no attribute 'path')")
+def test_bind_needs_a_diffusion():
+    with pytest.raises(InvalidInputType, match="diffusion must be a Diffusion"):
+        Denoiser(Recorder()).bind(NoiseSchedule.linear(10))
 
 
 def test_num_classes_is_read_from_the_network_config():
