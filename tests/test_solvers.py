@@ -13,6 +13,7 @@ d xb / d sig = (xb - D(xb; sig)) / sig (EDM eq. 1 and 3), i.e. d xb / du = xb - 
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -29,6 +30,10 @@ from oracles import BIMODAL, GAUSS, stratified_normal
 from support import fake_cuda_graphs
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small elementwise ops
+
+# Heun from the schedule's own top index, as DPM-Solver++ and DDIM start: the grids the tests below describe.
+# (heun_sample's default starts lower, at EDM's sigma_max = 80; test_heun_default_grid checks that one.)
+heun_from_top = functools.partial(heun_sample, sigma_max=None)
 
 
 def edm_sigmas(schedule: NoiseSchedule) -> np.ndarray:
@@ -113,7 +118,7 @@ def test_orders_of_convergence(capsys):
         runs["DDIM"].append((nfe, error(ddim_sample(model, d, x_T, steps=nfe, **kw))))
         runs["DPM-Solver++(2M)"].append((nfe, error(dpmpp_2m_sample(model, d, x_T, steps=nfe, **kw))))
         n = nfe // 2 + 1
-        runs["Heun"].append((2 * n - 1, error(heun_sample(model, d, x_T, steps=n, **kw))))
+        runs["Heun"].append((2 * n - 1, error(heun_from_top(model, d, x_T, steps=n, **kw))))
     assert error(dpmpp_2m_sample(model, d, x_T, steps=1000, progress=False)) < 1e-4
 
     expected = {"DDIM": 1.0, "DPM-Solver++(2M)": 2.0, "Heun": 2.0}
@@ -198,7 +203,7 @@ def test_heun_is_edm_algorithm_1(spacing):
             d_next = (x_next - BIMODAL.denoise(x_next, sig[i + 1])) / sig[i + 1]
             x_next = xb + (sig[i + 1] - sig[i]) * (0.5 * d_i + 0.5 * d_next)
         xb = x_next
-    ours = heun_sample(model, Diffusion(full), x_T, steps=N, spacing=spacing, progress=False).sample
+    ours = heun_from_top(model, Diffusion(full), x_T, steps=N, spacing=spacing, progress=False).sample
     np.testing.assert_allclose(ours[:, 0].numpy(), xb, rtol=1e-10, atol=1e-10)
 
 
@@ -237,7 +242,7 @@ def test_one_step_is_ddims_one_step(spacing):
     x_T = torch.randn(64, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ddim = ddim_sample(model, d, x_T, steps=1, spacing=spacing, progress=False).sample
     calls: list = []
-    for fn in (dpmpp_2m_sample, heun_sample):
+    for fn in (dpmpp_2m_sample, heun_from_top):
         calls.clear()
         out = fn(spy(model, calls), d, x_T, steps=1, spacing=spacing, progress=False).sample
         assert torch.equal(out, ddim) and len(calls) == 1
@@ -264,7 +269,7 @@ def test_first_steps_are_ddim_steps():
             inputs.append(x.clone())
             return model(x, t)
 
-        heun = heun_sample(recording, d, x_T, steps=10, spacing=spacing, progress=False, return_trajectory=True)
+        heun = heun_from_top(recording, d, x_T, steps=10, spacing=spacing, progress=False, return_trajectory=True)
         torch.testing.assert_close(inputs[1], ddim.trajectory[1], rtol=1e-12, atol=1e-12)  # the Euler predictor
         assert torch.equal(heun.pred_x0[0], ddim.pred_x0[0])
         assert not torch.allclose(heun.trajectory[1], ddim.trajectory[1], rtol=1e-6, atol=0)  # then corrected
@@ -291,13 +296,29 @@ def test_network_is_called_only_at_the_schedules_timesteps(spacing):
             assert res.trajectory.shape == (N + 1, 8, 1) and res.pred_x0.shape == (N, 8, 1)
             seen = list(calls)
             calls.clear()
-            res = heun_sample(spy(model, calls), Diffusion(base), x_T, steps=N, spacing=spacing, progress=False,
+            res = heun_from_top(spy(model, calls), Diffusion(base), x_T, steps=N, spacing=spacing, progress=False,
                               return_trajectory=True)
             assert [c[0].item() for c in calls] == [visited[0]] + [v for v in visited[1:] for _ in (0, 1)]
             assert len(calls) == 2 * N - 1 and res.trajectory.shape == (N + 1, 8, 1)
             for c in seen + calls:
                 assert c.dtype == torch.long and c.shape == (8,) and torch.equal(c, c[:1].expand(8))
                 assert c[0].item() in allowed
+
+
+def test_heun_default_grid_starts_at_edm_sigma_max():
+    """heun_sample's default grid is EDM's (Karras et al. 2022, table 1): eq. 5's spacing (rho = 7) rounded to the
+    schedule's indices, from the last index whose sigma/alpha is at most sigma_max = 80 down to index 0; the
+    network is first called there, 2N - 1 calls in all."""
+    full = NoiseSchedule.linear(1000, dtype=torch.float64)
+    top = int(np.nonzero(edm_sigmas(full) <= 80)[0].max())
+    assert top < 999  # this schedule's last index has sigma/alpha ~ 157: the default starts below it
+    x_T = torch.randn(8, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    calls: list = []
+    heun_sample(spy(GAUSS.eps_model(full), calls), Diffusion(full), x_T, steps=6, progress=False)
+    ab = torch.cumprod(1 - full._betas64, 0)
+    visited = spaced_timesteps(top + 1, 6, "karras", alphas_cumprod=ab[:top + 1]).flip(0).tolist()
+    assert [c[0].item() for c in calls] == [visited[0]] + [v for v in visited[1:] for _ in (0, 1)]
+    assert visited[0] == top and visited[-1] == 0
 
 
 @pytest.mark.parametrize("spacing", ["log-snr", "karras"])
@@ -361,13 +382,13 @@ def test_zero_terminal_snr():
     res = dpmpp_2m_sample(model, d, x_T, steps=6, progress=False, return_trajectory=True)
     assert torch.isfinite(res.trajectory).all()
     with pytest.raises(InvalidInput, match=r"sample_heun works in EDM's x/alpha, undefined where alpha = 0"):
-        heun_sample(model, d, x_T, steps=6, spacing="linspace", progress=False)
-    # and the noise-level spacings need alpha_bar > 0 everywhere
-    for spacing in ("karras", "log-snr"):  # log-snr is heun's default
+        heun_from_top(model, d, x_T, steps=6, spacing="linspace", progress=False)
+    # and the noise-level spacings over the whole schedule need alpha_bar > 0 everywhere
+    for spacing in ("karras", "log-snr"):
         with pytest.raises(InvalidInput, match=f"spacing '{spacing}' needs alphas_cumprod > 0 at every index"):
-            heun_sample(model, d, x_T, steps=6, spacing=spacing, progress=False)
-    with pytest.raises(InvalidInput, match="spacing 'log-snr' needs alphas_cumprod > 0 at every index"):
-        heun_sample(model, d, x_T, steps=6, progress=False)
+            heun_from_top(model, d, x_T, steps=6, spacing=spacing, progress=False)
+    # heun's default grid (Karras spacing from sigma/alpha = 80, EDM's) starts below the zero-SNR index: it works
+    assert torch.isfinite(heun_sample(model, d, x_T, steps=6, progress=False).sample).all()
 
 
 @pytest.mark.xfail(strict=True, raises=InvalidInput, reason="library: sample_heun checks alpha > 0 at the grid's "
@@ -378,7 +399,7 @@ def test_zero_terminal_snr_one_heun_step_is_the_x0_prediction():
     full = NoiseSchedule.linear(1000, dtype=torch.float64).rescale_zero_terminal_snr()
     x_T = torch.randn(8, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     model = lambda x, t: -0.5 * x  # noqa: E731  (a fixed v-prediction: any finite output)
-    out = heun_sample(model, Diffusion(full, "v"), x_T, steps=1, spacing="trailing", progress=False).sample
+    out = heun_from_top(model, Diffusion(full, "v"), x_T, steps=1, spacing="trailing", progress=False).sample
     assert torch.isfinite(out).all()
 
 
