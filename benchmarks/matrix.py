@@ -162,7 +162,7 @@ def _gpu() -> list[Case]:
     # (diffusers bf16 eager and bf16 channels_last compiled at batch 128 come from the loop above.)
     r += _rows("cuda", "train", "ddpm-cifar10", 128,
                "ours:fp32 ours:bf16 ours:fp16:cl:compiled diffusers:fp32 diffusers:fp16:cl:compiled", 10)
-    # diffusers' CUDA-graph rows: their scheduler loop on our network through compile_for_sampling.
+    # diffusers' CUDA-graph rows: their scheduler loop on our network compiled alone (workloads.network_alone_compiled).
     r += _rows("cuda", "step", "ddpm-cifar10", 1,
                "ours:bf16 ours:bf16:cudagraph diffusers:bf16 diffusers:bf16:cudagraph", 50)
     r += _rows("cuda", "ddim", "ddpm-cifar10", 1,

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffusion_core import (ClassifierFreeGuidance, Diffusion, NoiseSchedule, compile_for_sampling, ddim_sample,
-                            ddpm_sample, dpmpp_2m_sample, heun_sample, q_sample, training_losses)
+from diffusion_core import (ClassifierFreeGuidance, Diffusion, NoiseSchedule, ddim_sample, ddpm_sample,
+                            dpmpp_2m_sample, heun_sample, training_losses)
+from diffusion_core.forward import q_sample
 from diffusion_core.nn import build_unet, get_preset
 from diffusion_core.train.ema import EMA
 
@@ -86,6 +87,14 @@ def compiled(net: nn.Module, case: Case) -> nn.Module:
         return net
     # dynamic=False: the guard's small probe batch must not turn the timed graph's batch size symbolic.
     return torch.compile(net, mode=None if case.compile == "default" else case.compile, dynamic=False)
+
+
+def network_alone_compiled(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` alone compiled for a sampling loop with a fixed batch shape (``fullgraph=True``, static shapes): on
+    CUDA ``mode="reduce-overhead"``, a CUDA graph of the network replayed at every call (what the library's former
+    ``compile_for_sampling`` did); plain ``torch.compile`` elsewhere."""
+    mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
+    return torch.compile(model.eval(), mode=mode, fullgraph=True, dynamic=False)
 
 
 def call_net(net: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -232,10 +241,10 @@ class Sampler:
         kind = "diffusers" if case.impl == "diffusers-unet" else "ours"
         self.model = build_net(kind, case.preset, device, case.channels_last,
                                NUM_CLASSES if case.conditional else 0).eval().requires_grad_(False)
-        # CUDA-graph rows compile the network alone (compile_for_sampling), as diffusers' rows do; ours' update still
-        # runs eagerly here, unlike `diffusion-core sample --compile` (ddim_sample/ddpm_sample compile=True: network
-        # and update in one graph).
-        self.net = (compile_for_sampling(self.model, device) if case.compile == "reduce-overhead"
+        # CUDA-graph rows compile the network alone (network_alone_compiled), as diffusers' rows do; ours' update
+        # still runs eagerly here, unlike `diffusion-core sample --compile` (ddim_sample/ddpm_sample compile=True:
+        # network and update in one graph).
+        self.net = (network_alone_compiled(self.model, device) if case.compile == "reduce-overhead"
                     else compiled(self.model, case))
         self.x_T, self.t_probe = fixed_batch(image_shape(case.preset), case.batch, device, case.channels_last, seed=3)
         # Class labels 0, 1, ..., K-1, 0, ... for the conditional workloads (the guard's probe uses them too).
@@ -307,6 +316,8 @@ class Sampler:
                 kw = {} if wl == "ddpm" else {"steps": self.steps}
                 if wl in SOLVER_STEPS:
                     kw["spacing"] = self.spacing  # the schedule is respaced already: no respacing per call
+                if wl == "heun":
+                    kw["sigma_max"] = None  # every respaced index from the top, the timesteps the peer is given
                 if self.labels is not None:
                     kw["labels"] = self.labels
                 return self.sample(self.model_fn, self.diffusion, self.x_T, generator=g, progress=False, **kw).sample
