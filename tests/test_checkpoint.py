@@ -14,9 +14,7 @@ from diffusion_core.train import TrainConfig, load_checkpoint, load_model, save_
 from diffusion_core.train.checkpoint import FORMAT
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    """Every test here on one torch thread (conftest's ``one_thread``)."""
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trained_model_and_optimizer(steps: int = 3):

@@ -12,8 +12,11 @@ from diffusion_core.train import TrainConfig, load_checkpoint, train
 from support import run_cli as cli
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
-def _quiet(monkeypatch, one_thread):
+def _quiet(monkeypatch):
     monkeypatch.setattr(trainer, "preview", lambda *a, **k: None)
 
 

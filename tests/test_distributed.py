@@ -56,7 +56,7 @@ def _read_rank(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Ten
     return model, ema, info
 
 
-def test_two_cpu_ranks_match_each_other_and_one_process(tmp_path, monkeypatch):
+def test_two_cpu_ranks_match_each_other_and_one_process(tmp_path, monkeypatch, one_thread):
     steps = 5
     # fp32 pinned: with "auto", a CPU with native bf16 trains in bf16, whose rounding differs between a half-batch
     # and a full batch far more than the float32 summation order this test allows for.
@@ -100,12 +100,7 @@ def test_two_cpu_ranks_match_each_other_and_one_process(tmp_path, monkeypatch):
 
     # One process with the same global batch: the same run up to float32 summation order.
     monkeypatch.setattr(trainer, "preview", lambda *a, **k: None)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = train(config.replace(out_dir=str(tmp_path / "single")), progress=False)
-    finally:
-        torch.set_num_threads(n)
+    single = train(config.replace(out_dir=str(tmp_path / "single")), progress=False)  # one thread, as each worker
     ref = single.model.state_dict()
     # The global loss is the mean of the two half-batch means (equal halves).
     assert torch.allclose((info0["losses"] + info1["losses"]) / 2, single.losses, rtol=1e-5, atol=1e-6)

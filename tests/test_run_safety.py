@@ -28,8 +28,11 @@ from support import run_cli as cli
 REPO = Path(__file__).resolve().parents[1]
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
-def _quiet(monkeypatch, one_thread):
+def _quiet(monkeypatch):
     monkeypatch.setattr(trainer, "preview", lambda *a, **k: None)  # the real preview is covered in test_train
 
 

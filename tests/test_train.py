@@ -19,9 +19,7 @@ from diffusion_core.train import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    """Every test here on one torch thread (conftest's ``one_thread``)."""
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 REAL_PREVIEW = trainer.preview
