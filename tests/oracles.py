@@ -142,11 +142,6 @@ class Mixture:
         lo, hi = float((self.mu - 12 * self.sd).min()), float((self.mu + 12 * self.sd).max())
         return integrate.quad(lambda x: (x - m) ** 4 * self.pdf(x), lo, hi, limit=200)[0]
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` draws, float64, shape ``(n,)``."""
-        k = torch.multinomial(self.w, n, replacement=True, generator=generator)
-        return self.mu[k] + self.sd[k] * torch.randn(n, generator=generator, dtype=F64)
-
 
 class ConditionalMixture:
     """A class-conditional mixture: label ``c`` in ``0..K-1`` has the law ``classes[c]``; the null label ``K``
@@ -171,9 +166,6 @@ class ConditionalMixture:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-    def of(self, label: int) -> Mixture:
-        return self.null if label == self.num_classes else self.classes[label]
 
     def class_posterior(self, x) -> np.ndarray:
         """:math:`p(c \\mid x_0 = x)` of the data, shape ``(*x.shape, K)``."""
