@@ -19,17 +19,16 @@ Notation (code name → symbol):
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 
 from ._validation import check_choice, check_labels
+from .diffusion import Diffusion, check_diffusion
 from .errors import InvalidInput, InvalidInputType
 from .paths import DiscreteVP, GaussianPath
 from .targets import Coefficients, Prediction, Target, edm_scaling, to_x0_eps
 
-if TYPE_CHECKING:
-    from .diffusion import Diffusion
 
 __all__ = ["BaseDenoiser", "Denoiser", "as_denoiser"]
 
@@ -125,6 +124,7 @@ class Denoiser(BaseDenoiser):
         return _model_num_classes(self.network)
 
     def bind(self, diffusion: Diffusion) -> Denoiser:
+        check_diffusion(diffusion)
         return Denoiser(self.network, diffusion.path, diffusion.parameterization, sigma_data=self.sigma_data,
                         learned_variance=diffusion.learned_variance)
 

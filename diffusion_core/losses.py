@@ -131,12 +131,12 @@ def training_losses(
     if not isinstance(denoiser, Denoiser):
         raise InvalidInputType(f"model must be a network or a Denoiser to train, got a {type(denoiser).__name__} "
                                "(a guided denoiser is for sampling)")
+    check_data(x0, diffusion)
     if vlb_weight < 0:
         raise InvalidInput(f"vlb_weight must be >= 0, got {vlb_weight}")
     if diffusion.learned_variance and vlb_weight == 0:
         raise InvalidInput("variance=learned_range needs vlb_weight > 0 (improved DDPM uses 0.001): only the VLB "
                            "trains the variance")
-    check_data(x0, diffusion)
     denoiser = denoiser.bind(diffusion)
     B, T = x0.shape[0], diffusion.num_timesteps
     if t is None:
@@ -151,6 +151,7 @@ def training_losses(
         return LossTerms(simple, simple, torch.zeros_like(simple))
     # the mean detached: L_t trains only the variance (Nichol & Dhariwal sec. 3.1); x0_hat unclipped
     x_t32 = x_t.float()
-    frozen = denoiser.read(y.detach().float(), x_t32, denoiser.coefficients(t + 1, x_t32), var_output.float())
+    var32 = None if var_output is None else var_output.float()
+    frozen = denoiser.read(y.detach().float(), x_t32, denoiser.coefficients(t + 1, x_t32), var32)
     vlb = vlb_weight * T * vlb_term(diffusion, frozen, x0.float(), x_t32, t, clip=Clip.NONE)
     return LossTerms(simple + vlb, simple, vlb)

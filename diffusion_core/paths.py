@@ -115,6 +115,8 @@ class DiscreteVP(GaussianPath):
         self.T = schedule.num_timesteps
         self.t_max = float(self.T)
         self._tables: dict[str, dict[str, torch.Tensor]] = {}
+        for device in {torch.device("cpu"), schedule.device}:  # before any compiled code reads them
+            self._on(device)
 
     def _index(self, t: torch.Tensor) -> torch.Tensor:
         t = _times(t)

@@ -67,9 +67,13 @@ def _predictor(denoiser: BaseDenoiser, grid: _Grid, labels, clip, percentile: fl
     clip = check_choice("clip", clip, Clip)
 
     def pred(x: torch.Tensor, t: torch.Tensor):
-        p = clip_prediction(denoiser(x, t, labels=labels), x, clip, percentile)
-        if not torch.compiler.is_compiling() and p.x0.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
-            p = p._replace(x0=p.x0.clone())  # a network that returns its input buffer; kept across steps
+        raw = denoiser(x, t, labels=labels)
+        p = clip_prediction(raw, x, clip, percentile)
+        # Multistep and Heun steps keep x0_hat across network calls. With the x0 target it is the network's own
+        # output, which a network compiled alone with CUDA graphs overwrites at its next call: keep a copy (outside
+        # torch.compile; a compiled step is one graph, whose outputs the loop copies anyway).
+        if not torch.compiler.is_compiling() and p.x0.untyped_storage().data_ptr() == raw.x0.untyped_storage().data_ptr():
+            p = p._replace(x0=p.x0.clone())
         return p
 
     return pred
@@ -102,7 +106,7 @@ def sample_ddim(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, et
         c = g.col(c_noise, k)
         return a_s * p.x0 + torch.sqrt((s_s**2 - c**2).clamp(min=0)) * p.eps + c * z, p.x0
 
-    return run(step, x, g.steps, noisy=eta > 0, generator=generator, desc=f"DDIM-{g.steps}", **loop)
+    return run(step, x, g.steps, noisy=eta > 0, generator=generator, desc=f"DDIM-{g.steps}", name="sample_ddim", **loop)
 
 
 def sample_euler(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, **options) -> SampleResult:
@@ -159,12 +163,13 @@ def sample_ddpm(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *,
         p = pred(x, g.time(k))
         return p.x0, p.x0
 
-    return run(step, x, g.steps, last=last, noisy=True, generator=generator, desc=f"DDPM-{g.steps}", **loop)
+    return run(step, x, g.steps, last=last, noisy=True, generator=generator, desc=f"DDPM-{g.steps}", name="sample_ddpm", **loop)
 
 
 def _edm_sigmas(g: _Grid, x: torch.Tensor, fn: str) -> torch.Tensor:
-    """:math:`\\tilde\\sigma = \\sigma/\\alpha` at the grid, which must start where :math:`\\alpha > 0`."""
-    if not bool(g.alpha64[0] > 0):
+    """:math:`\\tilde\\sigma = \\sigma/\\alpha` at the grid, which must start where :math:`\\alpha > 0` (unless the
+    only step is the last, to the data, which needs no :math:`x/\\alpha`)."""
+    if g.steps > 1 and not bool(g.alpha64[0] > 0):
         raise InvalidInput(f"{fn} works in EDM's x/alpha, undefined where alpha = 0 (the grid's first time, zero "
                            "terminal SNR or t = 1 on rectified flow): start the grid below it (time_grid(..., "
                            "sigma_max=80)), or use sample_ddim / sample_dpmpp_2m")
@@ -196,7 +201,7 @@ def sample_heun(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, la
         x0 = pred(x, g.time(k)).x0
         return x0, x0
 
-    return run(step, x, g.steps, last=last, desc=f"Heun-{g.steps}", **loop)
+    return run(step, x, g.steps, last=last, desc=f"Heun-{g.steps}", name="sample_heun", **loop)
 
 
 def _dpmpp_2m_coefficients(g: _Grid, lower_order_final: bool) -> tuple[torch.Tensor, ...]:
@@ -246,7 +251,7 @@ def sample_dpmpp_2m(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *
         x0 = pred(x, g.time(k)).x0
         return x0, x0
 
-    return run(step, x, g.steps, last=last, desc=f"DPM++2M-{g.steps}", **loop)
+    return run(step, x, g.steps, last=last, desc=f"DPM++2M-{g.steps}", name="sample_dpmpp_2m", **loop)
 
 
 @torch.no_grad()
@@ -294,4 +299,4 @@ def sample_edm(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, s_c
         x0 = pred(x, g.time(k)).x0
         return x0, x0
 
-    return run(step, x, g.steps, last=last, noisy=s_churn > 0, generator=generator, desc=f"EDM-{g.steps}", **loop)
+    return run(step, x, g.steps, last=last, noisy=s_churn > 0, generator=generator, desc=f"EDM-{g.steps}", name="sample_edm", **loop)

@@ -72,10 +72,11 @@ def _check_result(x: torch.Tensor, x_T: torch.Tensor, fn: str) -> None:
 
 def run(step: Step, x_T: torch.Tensor, steps: int, *, last: Step | None = None, noisy: bool = False,
         generator: torch.Generator | None = None, compile: bool = False, progress: bool = True,
-        return_trajectory: bool = False, desc: str = "sample") -> SampleResult:
+        return_trajectory: bool = False, desc: str = "sample", name: str = "run") -> SampleResult:
     """Take ``steps`` steps from ``x_T``: ``step`` at grid positions ``0 .. steps-2`` and ``last`` (default:
     ``step``) at ``steps - 1``, the step to the data.
 
+    ``desc`` labels the progress bar, ``name`` (the sampler's) the error a NaN or Inf sample raises.
     ``z`` is :math:`\\mathcal N(0, I)` from ``generator``, drawn here, eagerly, before every step but the last
     (which gets zeros and spends no draw), or ``None`` when ``noisy`` is False.
 
@@ -105,7 +106,7 @@ def run(step: Step, x_T: torch.Tensor, steps: int, *, last: Step | None = None, 
             if return_trajectory:
                 states.append(x)
                 preds.append(x0.clone())  # x0 can be the network's own output tensor
-    _check_result(x, x_T, desc)
+    _check_result(x, x_T, name)
     if not return_trajectory:
         return SampleResult(x, None, None)
     return SampleResult(x, torch.stack(states), torch.stack(preds))

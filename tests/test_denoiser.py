@@ -153,8 +153,6 @@ def test_denoiser_arguments_are_checked():
     assert as_denoiser(den) is den and isinstance(as_denoiser(Recorder()), Denoiser)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason="library: Denoiser.bind does not check its argument "
-                   "(a NoiseSchedule fails with AttributeError: no attribute 'path')")
 def test_bind_needs_a_diffusion():
     with pytest.raises(InvalidInputType, match="diffusion must be a Diffusion"):
         Denoiser(Recorder()).bind(NoiseSchedule.linear(10))

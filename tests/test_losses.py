@@ -153,8 +153,6 @@ def test_vlb_terms_vanish_for_the_true_posterior():
 
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason="library: training_losses with vlb_weight > 0 and a "
-                   "fixed variance calls var_output.float() on None (losses.py, the hybrid branch)")
 def test_hybrid_vlb_through_training_losses_vanishes_for_the_true_posterior():
     """The same through training_losses (float32 path): vlb = vlb_weight * T * L_t, with the fixed_small variance
     (a hybrid loss needs no learned variance)."""

@@ -391,8 +391,6 @@ def test_zero_terminal_snr():
     assert torch.isfinite(heun_sample(model, d, x_T, steps=6, progress=False).sample).all()
 
 
-@pytest.mark.xfail(strict=True, raises=InvalidInput, reason="library: sample_heun checks alpha > 0 at the grid's "
-                   "first time even when its one step is the last (x0_hat alone, no x / alpha)")
 def test_zero_terminal_snr_one_heun_step_is_the_x0_prediction():
     """One Heun step (from the last index of a zero-terminal-SNR schedule) is the final x0 prediction alone: no
     x / alpha is needed, so it works there."""
@@ -486,9 +484,6 @@ def test_loop_keeps_nothing_a_cuda_graph_returns(monkeypatch, fn):
         assert torch.equal(graphed.sample, kept)
 
 
-@pytest.mark.xfail(strict=True, reason="library: sample_dpmpp_2m keeps x0_hat (the network's output buffer with "
-                   "target x0) as the next step's `prev`, and sample_heun returns the first call's x0_hat after the "
-                   "corrector's call, without copying; only an output aliasing x_t is cloned (samplers._predictor)")
 @pytest.mark.parametrize("fn", [dpmpp_2m_sample, heun_sample])
 def test_network_with_static_output_buffers(fn):
     """A network compiled alone with CUDA graphs (torch.compile(mode="reduce-overhead")) returns the same output

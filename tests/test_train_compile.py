@@ -26,9 +26,6 @@ def _fresh_dynamo(monkeypatch):
     torch._dynamo.reset()
 
 
-@pytest.mark.xfail(strict=True, raises=torch._dynamo.exc.RecompileError, reason="library: DiscreteVP._on fills its "
-                   "per-device table cache (self._tables) inside the compiled loss on the first call, so dynamo's guard "
-                   "on that dict fails on the second call and the step recompiles")
 def test_compiled_step_is_one_graph_compiled_once(tmp_path, monkeypatch):
     cfg = TrainConfig(dataset="swiss-roll", model="mlp", num_timesteps=50, steps=6, batch_size=16, warmup_steps=3,
                       precision="fp32", compile=True, log_every=2, checkpoint_every=100, out_dir=str(tmp_path / "c"))
