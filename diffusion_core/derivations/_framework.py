@@ -16,7 +16,6 @@ and both sides; ``to_latex()`` gives the aligned block readers see.
 """
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ import sympy as sp
 from ._checks import Check, ModelCheck, StepFailure
 from ._evaluate import Model
 from ._printing import tex
+from ._source import function_source
 
 REL_TEX = {"=": "=", "<=": r"\le", ">=": r"\ge"}
 
@@ -205,26 +205,11 @@ class DerivationSpec:
         return self.build().check()
 
     def source(self) -> str:
-        """Code a reader can copy: the module's imports and setup, then this function."""
-        module = inspect.getmodule(self.fn)
-        preamble = _preamble(inspect.getsource(module))
-        body = inspect.getsource(self.fn).rstrip()
-        return f"{preamble}\n\n{body}\n\n{self.fn.__name__}.check()\n"
+        """Code a reader can copy and run: what the function needs from its module, the function, ``check()``."""
+        return function_source(self.fn)
 
     def __repr__(self):
         return f"<derivation {self.ref}>"
-
-
-def _preamble(module_source: str) -> str:
-    """Module text before the first ``@derivation``, without its docstring."""
-    head = module_source.split("\n@derivation", 1)[0].rstrip()
-    tree_doc = head.lstrip()
-    for quote in ('"""', "'''"):
-        if tree_doc.startswith(quote):
-            end = tree_doc.find(quote, 3)
-            head = tree_doc[end + 3:].lstrip("\n")
-            break
-    return head
 
 
 def derivation(title: str, models=None):

@@ -75,7 +75,7 @@ def _details(spec: DerivationSpec, report: Report) -> str:
         at = ", ".join(f"{k} = {v}" for k, v in num.at.items())
         body += ["", f"Numeric check at {at}: the formula gives {num.symbolic:.6g}; "
                  f"{num.label} gives {num.numeric:.6g} (rtol {num.rtol:g}, atol {num.atol:g})."]
-    body += ["", f"The code, from `{module_path(spec.ref)}` (with `{INSTALL}`; a wrong step raises "
-             "`DerivationError`):",
+    body += ["", f"The code, from `{module_path(spec.ref)}`. It runs as shown in a fresh Python after "
+             f"`{INSTALL}`; a wrong step raises `DerivationError`:",
              "", "```python", spec.source().rstrip(), "```"]
     return f'??? success "{title}"\n' + textwrap.indent("\n".join(body), "    ")

@@ -87,7 +87,11 @@ def _check(ref: str, where: str) -> Checked:
             f"{where}: derivation {ref!r} raised {type(exc).__name__}: {exc}") from exc
     _stats["seconds"] += time.perf_counter() - start
     _stats["steps"] += len(report.steps)
-    _checked[ref] = Checked(render.render_markdown(spec, built, report), spec, built)
+    try:
+        markdown = render.render_markdown(spec, built, report)
+    except ValueError as exc:        # the module's code cannot be shown as runnable code (see _source.py)
+        raise PluginError(f"{where}: cannot show the code of {ref!r}: {exc}") from None
+    _checked[ref] = Checked(markdown, spec, built)
     return _checked[ref]
 
 
