@@ -1,6 +1,6 @@
 """What a derivation's box shows (diffusion_core/derivations/_source.py): the statements its function needs,
-found by name wherever they are in the module, imports cut to the names used, and nothing else. tests/test_site_code.py runs
-every real box; this checks the rules on a small module."""
+found by name wherever they are in the module, imports cut to the names used, and nothing else.
+tests/test_site_code.py runs every real box; this checks the rules on a small module."""
 from __future__ import annotations
 
 import importlib.util
