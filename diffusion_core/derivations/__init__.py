@@ -2,7 +2,8 @@
 
 ``pip install "diffusion-core-torch[derivations]"`` adds SymPy; ``import diffusion_core`` never imports this
 package. The site's pages are ``diffusion_core.derivations.<part>.<page>`` (the authors' guide is README.md
-beside this file); page modules import everything they need from here::
+beside this file in the repository; the wheel ships only the modules); page modules import everything they
+need from here::
 
     from diffusion_core.derivations import Derivation, E, Var, Model, derivation, normal
 """
