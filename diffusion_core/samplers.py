@@ -245,7 +245,7 @@ def ddim_sample(
         + \sigma_{t} z
         = \sqrt{\bar{\alpha}_{t-1}} \hat{x}_{0} + \sqrt{1 - \bar{\alpha}_{t-1} - \sigma_{t}^{2}} \hat{\epsilon} + \sigma_{t} z
 
-    (checked on the DDIM page, ``docs/derivations/ddim/index.py``), with
+    (checked on the DDIM page, ``diffusion_core/derivations/ddim/index.py``), with
     :math:`\sigma_t = \eta\sqrt{(1-\bar\alpha_{t-1})/(1-\bar\alpha_t)}\sqrt{1-\bar\alpha_t/\bar\alpha_{t-1}}`.
 
     :math:`\eta = 0` is deterministic (no noise is drawn); :math:`\eta = 1` gives :math:`\sigma_t^2 = \tilde\beta_t`,

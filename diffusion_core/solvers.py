@@ -196,7 +196,7 @@ def dpmpp_2m_sample(
             + \int\limits_{\lambda_{s}}^{\lambda} \hat{x}_{0}{\left(u \right)} e^{u}\, du\right)
           + \alpha{\left(\lambda \right)} \hat{x}_{0}{\left(\lambda \right)}
 
-    (checked on the solvers page, ``docs/derivations/score/solvers.py``).
+    (checked on the solvers page, ``diffusion_core/derivations/score/solvers.py``).
 
     Over visited timesteps :math:`t_0 > t_1 > \dots` (``steps`` of the schedule's indices, then clean data),
     with :math:`h_i = \lambda_{t_i} - \lambda_{t_{i-1}}`, the first-order step (DPM-Solver++1) from
@@ -209,7 +209,7 @@ def dpmpp_2m_sample(
         x_{s} \dfrac{\sigma_{t}}{\sigma_{s}} + \sigma_{t} \int\limits_{\lambda_{s}}^{\lambda_{t}} \hat{x}_{0} e^{u}\, du
         = \alpha_{t} \hat{x}_{0} + \sigma_{t} \dfrac{x_{s} - \alpha_{s} \hat{x}_{0}}{\sigma_{s}}
 
-    (checked on the solvers page, ``docs/derivations/score/solvers.py``); the code's form is
+    (checked on the solvers page, ``diffusion_core/derivations/score/solvers.py``); the code's form is
     :math:`\tilde x_{t_i} = \frac{\sigma_{t_i}}{\sigma_{t_{i-1}}}\tilde x_{t_{i-1}} - \alpha_{t_i}(e^{-h_i} - 1)\,\hat x_0`,
 
     and the 2M step (Algorithm 2) replaces :math:`x_\theta` by
@@ -291,7 +291,7 @@ def heun_sample(
         \dfrac{\frac{d}{d t} \frac{x}{\sqrt{\bar\alpha}}}{\frac{d}{d t} \frac{\sqrt{1 - \bar\alpha}}{\sqrt{\bar\alpha}}}
         = \dfrac{\frac{x}{\sqrt{\bar\alpha}} - \hat{x}_{0}}{\frac{\sqrt{1 - \bar\alpha}}{\sqrt{\bar\alpha}}}
 
-    (checked in ``docs/derivations/api/solvers.py``). DDIM
+    (checked in ``diffusion_core/derivations/api/solvers.py``). DDIM
     (:math:`\eta = 0`) is exactly Euler's method on this ODE (Song et al. 2021, sec. 4.3). Over visited
     timesteps with noise levels :math:`\sigma_0 > \dots > \sigma_{N-1} > \sigma_N = 0`, each step is
 
