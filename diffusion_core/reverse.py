@@ -72,7 +72,7 @@ def q_posterior(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t:
         \frac{1}{\frac{\alpha_{t}}{\beta_{t}} + \frac{1}{1 - \bar{\alpha}_{t-1}}}
         = \frac{1 - \bar{\alpha}_{t-1}}{1 - \bar{\alpha}_{t}} \beta_{t}
 
-    (both checked by SymPy on the reverse-process page, ``docs/derivations/diffusion/reverse.py``).
+    (both checked by SymPy on the reverse-process page, ``diffusion_core/derivations/diffusion/reverse.py``).
     """
     check_same_shape("x0", x0, "x_t", x_t)
     check_timesteps(t, schedule.num_timesteps, x_t.shape[0])

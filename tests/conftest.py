@@ -184,10 +184,13 @@ def wheel(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def wheel_python(wheel, tmp_path_factory) -> Path:
     """A Python whose ``diffusion_core`` is the installed wheel (not this checkout): a fresh venv that sees this
-    environment's packages (torch, numpy, ...) but gets the library only from the wheel."""
+    environment's packages (torch, numpy, ...) but gets the library only from the wheel. It is a wrapper that
+    drops ``PYTHONPATH`` (a checkout put on the path for the tests would shadow the wheel)."""
     venv = tmp_path_factory.mktemp("wheel-venv")
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
-    python = venv / "bin" / "python"
+    python = venv / "bin" / "python-wheel"
+    python.write_text(f'#!/bin/sh\nunset PYTHONPATH PYTHONHOME\nexec "{venv / "bin" / "python"}" "$@"\n')
+    python.chmod(0o755)
     result = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, "installing the wheel failed:\n" + result.stderr[-3000:]

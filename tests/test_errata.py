@@ -1,6 +1,6 @@
 """The errata page (docs/errata.md): each commonly printed wrong form is rejected by the checker.
 
-For every entry, the correct derivation in docs/derivations/errata/slips.py (or on a
+For every entry, the correct derivation in diffusion_core/derivations/errata/slips.py (or on a
 background page) is rebuilt with the wrong form written into one line. The checker must then
 raise ``DerivationError`` at the step that introduces it, with the difference of the two
 sides "not zero". Each wrong form is also shown to be false at concrete numbers, so the
@@ -9,19 +9,17 @@ rejection is a counterexample and not merely something SymPy failed to prove.
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import sympy as sp
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-sys.path.insert(0, str(DOCS))
 
-from derivations import (E, Derivation, DerivationError, GaussPdf, Model, Var,  # noqa: E402
-                         discover, normal, ordered, under)
-from derivations._checks import ModelCheck  # noqa: E402
-from derivations.errata import slips as m  # noqa: E402
+from diffusion_core.derivations import (E, Derivation, DerivationError, GaussPdf, Model, Var, discover, normal,
+                                        ordered, under)
+from diffusion_core.derivations._checks import ModelCheck
+from diffusion_core.derivations.errata import slips as m
 
 SPECS = discover()
 ERRATA = sorted(ref for ref in SPECS if ref.startswith("errata."))

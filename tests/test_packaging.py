@@ -31,6 +31,17 @@ def test_wheel_ships_licence_and_type_marker(wheel):
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
 
 
+def test_wheel_ships_the_derivations_behind_their_extra(wheel):
+    """The code of the site's "Checked by SymPy" boxes imports diffusion_core.derivations: it ships, and the
+    `derivations` extra brings SymPy."""
+    meta, names = _metadata(wheel)
+    assert {"diffusion_core/derivations/__init__.py", "diffusion_core/derivations/background/kl.py",
+            "diffusion_core/derivations/score/solvers.py"} <= set(names)
+    assert "derivations" in meta.get_all("Provides-Extra")
+    requires = [r.replace(" ", "") for r in meta.get_all("Requires-Dist")]
+    assert any(r.startswith("sympy>=1.12;") and 'extra=="derivations"' in r for r in requires), requires
+
+
 def test_sympy_is_not_a_runtime_requirement(wheel):
     """The library never imports SymPy; only the checked derivations (an extra) do."""
     meta, _ = _metadata(wheel)

@@ -61,6 +61,20 @@ def test_notebook_page_has_no_cdn_mathjax(site):
     assert "data:image/png;base64" in page        # and its plot is embedded
 
 
+def test_the_build_samples_from_the_committed_checkpoints(site):
+    """The notebooks would train a missing checkpoint (diffusion_core.examples); the build never does."""
+    for name in ("toy_2d", "digits", "solvers_nfe", "guidance_digits"):
+        page = (site / "examples" / name / "index.html").read_text(encoding="utf-8")
+        assert "example_checkpoint(" in page, name         # the source is shown
+        assert "is missing; training it" not in page, name
+
+
+def test_derivation_boxes_name_the_install_their_code_needs(site):
+    page = (site / "background" / "kl-divergence" / "index.html").read_text(encoding="utf-8")
+    assert page.count("diffusion-core-torch[derivations]") == page.count('class="derivation"')
+    assert "diffusion_core/derivations/background/kl.py" in page
+
+
 def test_derivations_are_rendered_and_marked(site):
     for name in ("expectation-variance", "reparameterization", "kl-divergence", "elbo"):
         page = (site / "background" / name / "index.html").read_text(encoding="utf-8")

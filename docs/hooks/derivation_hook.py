@@ -7,13 +7,14 @@ A page embeds a derivation with a line of its own::
 and may restate its result (first line, overall relation, last line) as one
 display elsewhere with ``{{ result("background.kl:nonnegativity") }}``.
 
-The derivation ``nonnegativity`` in ``docs/derivations/background/kl.py`` is
-checked with SymPy; a failed step stops the build with a ``PluginError``
+The derivation ``nonnegativity`` in ``diffusion_core/derivations/background/kl.py``
+(the package's ``derivations`` extra) is checked with SymPy; a failed step stops the build with a ``PluginError``
 naming the page, the step and both sides.  After the pages, every derivation
 that no page embeds is checked too, so none is skipped.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import sys
@@ -37,24 +38,31 @@ class Checked(NamedTuple):
 
 _checked: dict[str, Checked] = {}
 _stats = {"steps": 0, "seconds": 0.0}
+_root: list[Path] = []      # the project folder (mkdocs.yml's), whose derivations the build checks
+PACKAGE = "diffusion_core.derivations"
 
 
 def _framework():
-    import derivations
-    from derivations import _render
-    return derivations, _render
+    derivations = importlib.import_module(PACKAGE)      # not `from diffusion_core import`: on_pre_build
+    render = importlib.import_module(f"{PACKAGE}._render")  # drops the modules, not the package's attribute
+    here = Path(derivations.__file__).resolve()
+    if _root and not here.is_relative_to(_root[0]):
+        raise PluginError(f"the build would check the derivations in {here.parent}, not this checkout's "
+                          f"({_root[0] / 'diffusion_core' / 'derivations'}); install it with pip install -e .")
+    return derivations, render
 
 
 def on_config(config):
-    docs = str(Path(config.docs_dir).resolve())
-    if docs not in sys.path:
-        sys.path.insert(0, docs)
+    root = Path(config.config_file_path).resolve().parent
+    _root[:] = [root]
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
     return config
 
 
 def on_pre_build(config):
     # fresh modules on every build, so `mkdocs serve` picks up edits
-    for name in [m for m in sys.modules if m == "derivations" or m.startswith("derivations.")]:
+    for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
         del sys.modules[name]
     _checked.clear()
     _stats.update(steps=0, seconds=0.0)
@@ -79,7 +87,11 @@ def _check(ref: str, where: str) -> Checked:
             f"{where}: derivation {ref!r} raised {type(exc).__name__}: {exc}") from exc
     _stats["seconds"] += time.perf_counter() - start
     _stats["steps"] += len(report.steps)
-    _checked[ref] = Checked(render.render_markdown(spec, built, report), spec, built)
+    try:
+        markdown = render.render_markdown(spec, built, report)
+    except ValueError as exc:        # the module's code cannot be shown as runnable code (see _source.py)
+        raise PluginError(f"{where}: cannot show the code of {ref!r}: {exc}") from None
+    _checked[ref] = Checked(markdown, spec, built)
     return _checked[ref]
 
 

@@ -7,7 +7,7 @@ loads it (the source files are not touched, so ``help()`` is unchanged):
 
 * ``:math:`x```  becomes inline math ``$x$``;
 * a ``.. math::`` block with the option ``:checked-by: part.page:name`` becomes the result display of
-  that checked derivation (``docs/derivations/api/``); the docstring's formula must be exactly that
+  that checked derivation (``diffusion_core/derivations/api/``); the docstring's formula must be exactly that
   display's LaTeX (up to whitespace), or the build stops (``derivation_hook.docstring_result``);
 * any other ``.. math::`` block becomes a display marked as not machine-checked, so the site's count
   of checked displays stays true (see ``docs/hooks/equation_hook.py``);
