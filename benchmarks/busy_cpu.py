@@ -24,13 +24,13 @@ TRAIN = ["train", "--no-progress", "--log-every", "50"]
 SAMPLE = ["sample", "--no-progress", "--num", "256", "--steps", "50"]
 
 
-def _timed(argv: list[str], env: dict[str, str], busy: int, limit: float) -> dict:
+def _timed(argv: list[str], env: dict[str, str], busy: int, limit: float, cwd: str) -> dict:
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
     try:
         time.sleep(1.0)
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "diffusion_core.cli", *argv], env=env, capture_output=True,
-                              text=True, timeout=limit)
+                              text=True, timeout=limit, cwd=cwd)  # not the checkout: PYTHONPATH picks the code
         wall = time.perf_counter() - start
     except subprocess.TimeoutExpired:
         return {"busy": busy, "wall_s": None, "note": f"stopped after {limit:.0f} s"}
@@ -62,12 +62,12 @@ def main() -> None:
         for busy in args.busy:
             run_dir = Path(tmp) / f"train-{busy}"
             steps = ["--steps", str(args.steps)] if args.steps else []
-            runs = [{"command": "train", **_timed([*TRAIN, *steps, "--out-dir", str(run_dir)], env, busy, args.limit)}]
+            runs = [{"command": "train", **_timed([*TRAIN, *steps, "--out-dir", str(run_dir)], env, busy, args.limit, tmp)}]
             if runs[0]["wall_s"] is not None:
                 runs[0]["img_per_s"] = _img_per_s(run_dir)
                 sample = [*SAMPLE, "--checkpoint", str(run_dir / "checkpoint.safetensors"),
                           "--out", str(Path(tmp) / f"samples-{busy}.png")]
-                runs.append({"command": "sample", **_timed(sample, env, busy, args.limit)})
+                runs.append({"command": "sample", **_timed(sample, env, busy, args.limit, tmp)})
             for row in runs:
                 print(json.dumps(row), flush=True)
             rows += runs

@@ -2,9 +2,9 @@
 
 On a CPU, PyTorch runs each operation on ``torch.get_num_threads()`` OpenMP threads that meet at a barrier after
 every parallel region and spin there while they wait. When another program keeps a core busy, one of our
-threads is descheduled now and then, and every other thread spins at the barrier until it runs again: on a
-2-core machine beside one CPU-bound process, training the default digits model with two threads ran about
-3x slower than alone, while one thread (a whole core, undisturbed) lost only the speed-up of the second.
+threads is descheduled now and then, and every other thread spins at the barrier until it runs again: with every
+core in use the run becomes several times slower, while one thread fewer (a whole core, undisturbed) loses only
+that thread's share (the README's "A busy CPU" gives the measured table).
 
 :class:`AdaptiveThreads` measures, from the kernel's per-CPU counters (``/proc/stat``) minus this process's own
 CPU time, how many of the cores this process may run on (its affinity) the rest of the machine kept busy over

@@ -16,7 +16,7 @@
 # This page samples from a small U-Net trained on scikit-learn's 1,797 handwritten 8x8 digits with
 # `diffusion-core train` at its default settings (`diffusion_core.examples.RECIPES["digits"]`). It loads the
 # checkpoint from `checkpoints/digits/` beside it; run on its own, without that folder, it first trains the
-# checkpoint there: 75 s on a 2-core AMD EPYC CPU.
+# checkpoint there: 207 s on the idle 2-core AMD EPYC development VM of 2026-12-06 (75 s on a faster one).
 # We compare ancestral DDPM sampling with deterministic DDIM ($\eta = 0$) at several numbers of steps,
 # always from the same starting noise, and measure how digit-like the results are.
 

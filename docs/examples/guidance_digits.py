@@ -18,7 +18,8 @@
 # class-conditional U-Net trained on scikit-learn's 8x8 digits, with the label replaced by the null label a tenth of
 # the time, so that the same network is also the unconditional model (`diffusion-core train` with the settings
 # `diffusion_core.examples.RECIPES["digits-cond"]`; run on its own, without `checkpoints/digits-cond/` beside it,
-# this page first trains that checkpoint there: 80 s on 2 CPU cores). We sample every class at the guidance scales
+# this page first trains that checkpoint there: about as long as the unconditional one, 207 s on the idle 2-core
+# AMD EPYC development VM of 2026-12-06, 80 s on a faster one). We sample every class at the guidance scales
 # $s = 1$ (no guidance), 2 and 4, from the same starting noise, and measure what changes.
 
 # %%

@@ -128,7 +128,7 @@ plt.show()
 #
 # The same three solvers on the trained digits network (the unconditional `digits-8` checkpoint of
 # [Digits: DDPM against DDIM](digits.py), from `checkpoints/digits/` beside this page, which is trained first when
-# it is missing: 75 s on a 2-core AMD EPYC CPU), from one fixed batch of starting noise. Each solver uses its
+# it is missing: 207 s on the idle 2-core AMD EPYC VM of 2026-12-06), from one fixed batch of starting noise. Each solver uses its
 # default spacing of the timesteps (linspace for DDIM and 2M, log-SNR for Heun). Heun's NFE are odd, $2N - 1$
 # for $N$ steps: 5, 9 and 19.
 

@@ -20,7 +20,7 @@
 # $v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0$ (Salimans and Ho, 2022) rather than the
 # noise $\epsilon$; the last section shows why. This page loads that checkpoint from `checkpoints/swiss-roll/`
 # beside it and only samples from it; run on its own, without that folder, it first trains the checkpoint there
-# (5 min 20 s on a 2-core AMD EPYC VM that was busy with other work at the time; less on an idle one).
+# (71 s on the idle 2-core AMD EPYC development VM of 2026-12-06, a CPU without native bf16).
 
 # %%
 import base64
