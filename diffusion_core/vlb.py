@@ -51,7 +51,7 @@ def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
         = \log\left(\frac{\sigma_{2}}{\sigma_{1}}\right)
           + \frac{\sigma_{1}^{2} + \left(\mu_{1} - \mu_{2}\right)^{2}}{2 \sigma_{2}^{2}} - \frac{1}{2}
 
-    (checked by SymPy on the KL-divergence page, ``docs/derivations/background/kl.py``; the training-objective
+    (checked by SymPy on the KL-divergence page, ``diffusion_core/derivations/background/kl.py``; the training-objective
     page ties this function to it).
     """
     mean1, logvar1, mean2, logvar2 = (torch.as_tensor(v) for v in (mean1, logvar1, mean2, logvar2))
@@ -82,7 +82,7 @@ def discretized_gaussian_log_likelihood(
         = \frac{\operatorname{erf}{\left(\frac{\sqrt{2} \left(x + \delta - \mu\right)}{2 \sigma} \right)}
                  - \operatorname{erf}{\left(\frac{\sqrt{2} \left(x - \delta - \mu\right)}{2 \sigma} \right)}}{2}
 
-    (checked in ``docs/derivations/api/losses.py``, also against this function). The edge bins extend to
+    (checked in ``diffusion_core/derivations/api/losses.py``, also against this function). The edge bins extend to
     infinity: the level :math:`-1` owns :math:`(-\infty, -1 + \delta]` and the level :math:`1` owns
     :math:`[1 - \delta, \infty)`.
     """
