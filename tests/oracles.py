@@ -2,22 +2,12 @@ r"""Closed-form oracles for the tests: the exact denoiser of a 1-D (elementwise)
 "network" on any DDPM schedule or Gaussian path, with class-conditional variants, and the data law's CDF, density
 and moments. Imported as ``from oracles import ...`` (pytest puts ``tests/`` on the path).
 
-Data :math:`x_0 \sim \sum_k w_k \mathcal N(\mu_k, s_k^2)`, each coordinate independently, and
-:math:`x_t = a x_0 + s\epsilon` (:math:`a = \alpha_t`, :math:`s = \sigma_t`; on a DDPM schedule
-:math:`a = \sqrt{\bar\alpha_t}`, :math:`s = \sqrt{1 - \bar\alpha_t}`). Given component :math:`k`,
-:math:`x_t \sim \mathcal N(a\mu_k, v_k)` with :math:`v_k = a^2 s_k^2 + s^2`, so
-
-.. math::
-    r_k(x_t) &= p(k \mid x_t) \propto w_k\,\mathcal N(x_t; a\mu_k, v_k), \\
-    \mathbb E[x_0 \mid x_t] &= \sum_k r_k \Big(\mu_k + \frac{a s_k^2}{v_k}(x_t - a\mu_k)\Big), \\
-    \mathbb E[\epsilon \mid x_t] &= \sum_k r_k\,\frac{s\,(x_t - a\mu_k)}{v_k},
-
-the MSE-optimal predictions of :math:`x_0` and :math:`\epsilon` (each written from its own closed form, not one
-from the other, so that neither loses digits to the cancellation in :math:`(x_t - a\hat x_0)/s`). In EDM's
-variables (:math:`\tilde x = x_t/a = x_0 + \tilde\sigma\epsilon`, :math:`\tilde\sigma = s/a`) the denoiser is
+The exact predictions are the library's :class:`diffusion_core.mixture.GaussianMixture` (the formulas, written
+once, are in its docstring; ``tests/test_mixture.py`` checks them against quadrature). In EDM's variables
+(:math:`\tilde x = x_t/a = x_0 + \tilde\sigma\epsilon`, :math:`\tilde\sigma = s/a`) the denoiser is
 :math:`D(\tilde x; \tilde\sigma) = \sum_k r_k (\mu_k + \frac{s_k^2}{s_k^2 + \tilde\sigma^2}(\tilde x - \mu_k))`,
-:math:`r_k \propto w_k\mathcal N(\tilde x; \mu_k, s_k^2 + \tilde\sigma^2)`: :meth:`Mixture.denoise` writes it so,
-in numpy, for reference solutions.
+:math:`r_k \propto w_k\mathcal N(\tilde x; \mu_k, s_k^2 + \tilde\sigma^2)`: :meth:`Mixture.denoise` writes it
+so, independently, in numpy, for reference solutions.
 
 As a network (:meth:`Mixture.network`), the oracle reads only what a network reads: ``net(x_in, t_in)``, with
 ``t_in`` the time input the path gives its network (a DDPM schedule's ORIGINAL step, also on a respaced schedule;
@@ -36,6 +26,7 @@ import torch
 from scipy import integrate, stats
 
 from diffusion_core import Diffusion, NoiseSchedule
+from diffusion_core.mixture import GaussianMixture
 from diffusion_core.paths import DiscreteVP, GaussianPath, VarianceExploding
 
 __all__ = ["Mixture", "ConditionalMixture", "OracleNetwork", "stratified_normal", "assert_moments",
@@ -50,43 +41,24 @@ def _f64(v) -> torch.Tensor:
     return torch.as_tensor(v, dtype=F64)
 
 
-class Mixture:
-    """An elementwise 1-D Gaussian mixture ``sum_k weights[k] N(means[k], sds[k]^2)``: its exact posterior
-    predictions at any :math:`(\\alpha, \\sigma)`, as a network on any schedule or path, and its law."""
+class Mixture(GaussianMixture):
+    """The library's :class:`~diffusion_core.mixture.GaussianMixture` (its exact posterior predictions at any
+    :math:`(\\alpha, \\sigma)`), as a network on any schedule or path, and its law for the tests' statistics."""
 
-    def __init__(self, weights: Sequence[float], means: Sequence[float], sds: Sequence[float]):
-        self.w, self.mu, self.sd = (torch.tensor(list(v), dtype=F64) for v in (weights, means, sds))
-        if not (self.w.shape == self.mu.shape == self.sd.shape and self.w.ndim == 1 and len(self.w) >= 1):
-            raise ValueError("weights, means and sds must be equally long 1-D sequences")
-        if abs(self.w.sum().item() - 1) > 1e-12 or bool((self.w <= 0).any()) or bool((self.sd <= 0).any()):
-            raise ValueError("weights must be positive and sum to 1, sds positive")
-
-    def __repr__(self) -> str:
-        return f"Mixture(weights={self.w.tolist()}, means={self.mu.tolist()}, sds={self.sd.tolist()})"
+    w = property(lambda self: self.weights)
+    mu = property(lambda self: self.means)
+    sd = property(lambda self: self.sds)
 
     @property
     def K(self) -> int:
         return len(self.w)
 
+    def __repr__(self) -> str:
+        return f"Mixture(weights={self.w.tolist()}, means={self.mu.tolist()}, sds={self.sd.tolist()})"
+
     def shifted(self, delta: float) -> Mixture:
         """The same mixture with every component moved by ``delta``."""
         return Mixture(self.w.tolist(), (self.mu + delta).tolist(), self.sd.tolist())
-
-    # ------------------------------------------------------------------ exact predictions (torch, float64)
-    def _params(self):
-        return torch.log(self.w), self.mu, self.sd
-
-    def responsibilities(self, x, alpha, sigma) -> torch.Tensor:
-        """:math:`p(k \\mid x_t = x)`, shape ``(*x.shape, K)``; ``alpha``, ``sigma`` broadcast against ``x``."""
-        return _responsibilities(_f64(x), _f64(alpha), _f64(sigma), *self._params())[-1]
-
-    def x0(self, x, alpha, sigma) -> torch.Tensor:
-        """:math:`\\mathbb E[x_0 \\mid x_t = x]`, float64; ``alpha``, ``sigma`` broadcast against ``x``."""
-        return _x0(_f64(x), _f64(alpha), _f64(sigma), *self._params())
-
-    def eps(self, x, alpha, sigma) -> torch.Tensor:
-        """:math:`\\mathbb E[\\epsilon \\mid x_t = x]`, float64."""
-        return _eps(_f64(x), _f64(alpha), _f64(sigma), *self._params())
 
     def denoise(self, xb, sig: float) -> np.ndarray:
         """EDM's :math:`D(\\tilde x; \\tilde\\sigma) = \\mathbb E[x_0 \\mid x_0 + \\tilde\\sigma\\epsilon = \\tilde x]`
@@ -123,14 +95,6 @@ class Mixture:
     def cdf(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)[..., None]
         return (self.w.numpy() * stats.norm.cdf(x, self.mu.numpy(), self.sd.numpy())).sum(-1)
-
-    @property
-    def mean(self) -> float:
-        return float((self.w * self.mu).sum())
-
-    @property
-    def var(self) -> float:
-        return float((self.w * (self.sd**2 + self.mu**2)).sum()) - self.mean**2
 
     @property
     def std(self) -> float:
@@ -225,13 +189,7 @@ class OracleNetwork:
             raise TypeError(f"on must be a Diffusion, NoiseSchedule or GaussianPath, got {type(on).__name__}")
         if self.target == "velocity" and self.path is None:
             raise ValueError("the velocity target needs a continuous path (its time derivatives)")
-        # one row of parameters per label, padded to the same component count (padding: weight 0)
         self.laws = laws
-        K = max(m.K for m in laws)
-        pad = lambda v, fill: torch.cat([v, v.new_full((K - len(v),), fill)])  # noqa: E731
-        self.log_w = torch.stack([pad(torch.log(m.w), -math.inf) for m in laws])
-        self.mu = torch.stack([pad(m.mu, 0.0) for m in laws])
-        self.sd = torch.stack([pad(m.sd, 1.0) for m in laws])
 
     def _coefficients(self, t_in: torch.Tensor, shape):
         """(a, s, t) at the time input: t is the path's time (None on a schedule)."""
@@ -247,15 +205,18 @@ class OracleNetwork:
         t = torch.exp(4 * t_in) if isinstance(self.path, VarianceExploding) else t_in / 1000
         return self.path.alpha(t).reshape(shape), self.path.sigma(t).reshape(shape), t
 
-    def _params(self, labels: torch.Tensor | None, ndim: int):
-        """log w, mu, sd of each row's law, shaped ``(B or 1, 1, ..., K)``."""
+    def _predict(self, which: str, x, a, s, labels: torch.Tensor | None) -> torch.Tensor:
+        """The library mixture's ``which`` ("x0" or "eps") for each row's law (row-wise by label)."""
         if labels is None:
-            return self.log_w[0], self.mu[0], self.sd[0]
+            return getattr(self.laws[0], which)(x, a, s)
         labels = labels.cpu()
         if not torch.compiler.is_compiling():
             assert bool((labels >= 0).all()) and bool((labels < len(self.laws)).all()), labels.tolist()
-        shape = (-1, *([1] * (ndim - 1)), self.log_w.shape[1])
-        return tuple(p.index_select(0, labels).reshape(shape) for p in (self.log_w, self.mu, self.sd))
+        rows = labels.reshape(-1, *([1] * (x.ndim - 1)))
+        out = torch.zeros_like(x)
+        for c, law in enumerate(self.laws):
+            out = torch.where(rows == c, getattr(law, which)(x, a, s), out)
+        return out
 
     def __call__(self, x_in: torch.Tensor, t_in: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.conditional and labels is None:
@@ -266,44 +227,24 @@ class OracleNetwork:
             self.calls.append(t_in.clone())
         shape = (-1, *([1] * (x_in.ndim - 1)))
         xd = x_in.detach().cpu().to(F64)
-        log_w, mu, sd = self._params(labels, x_in.ndim)
         if self.target == "edm":
             sig = torch.exp(4 * t_in.detach().cpu().to(F64)).reshape(shape)  # c_noise = ln(sigma / alpha) / 4
             total = sig**2 + self.sigma_data**2
             xb = xd * total.sqrt()  # x_in = c_in xb, c_in = 1 / sqrt(sig^2 + sigma_data^2)
-            x0 = _x0(xb, torch.ones_like(sig), sig, log_w, mu, sd)
+            x0 = self._predict("x0", xb, torch.ones_like(sig), sig, labels)
             c_skip, c_out = self.sigma_data**2 / total, sig * self.sigma_data / total.sqrt()
             return ((x0 - c_skip * xb) / c_out).to(device=x_in.device, dtype=x_in.dtype)
         a, s, t = self._coefficients(t_in.detach(), shape)
-        if self.target == "x0":
-            out = _x0(xd, a, s, log_w, mu, sd)
-        elif self.target == "eps":
-            out = _eps(xd, a, s, log_w, mu, sd)
+        if self.target in ("x0", "eps"):
+            out = self._predict(self.target, xd, a, s, labels)
         else:
-            x0, eps = _x0(xd, a, s, log_w, mu, sd), _eps(xd, a, s, log_w, mu, sd)
+            x0, eps = self._predict("x0", xd, a, s, labels), self._predict("eps", xd, a, s, labels)
             if self.target == "v":
                 out = a * eps - s * x0
             else:
                 d_alpha, d_sigma = (v.reshape(shape) for v in self.path.derivatives(t))
                 out = d_alpha * x0 + d_sigma * eps
         return out.to(device=x_in.device, dtype=x_in.dtype)
-
-
-def _responsibilities(x, a, s, log_w, mu, sd):
-    x, a, s = x[..., None], a[..., None], s[..., None]
-    var = a * a * sd**2 + s * s
-    r = torch.softmax(log_w - 0.5 * torch.log(var) - 0.5 * (x - a * mu) ** 2 / var, dim=-1)
-    return x, a, s, var, r
-
-
-def _x0(x, a, s, log_w, mu, sd):
-    x, a, s, var, r = _responsibilities(x, a, s, log_w, mu, sd)
-    return (r * (mu + a * sd**2 * (x - a * mu) / var)).sum(-1)
-
-
-def _eps(x, a, s, log_w, mu, sd):
-    x, a, s, var, r = _responsibilities(x, a, s, log_w, mu, sd)
-    return (r * s * (x - a * mu) / var).sum(-1)
 
 
 # ----------------------------------------------------------------------------- helpers for sample statistics

@@ -14,7 +14,7 @@ LAYERS = [
     {"_version", "errors", "_validation", "_progress", "_sync", "cpu_threads"},
     {"schedule"},
     {"paths", "targets"},
-    {"grids", "weighting", "time_sampling", "forward"},
+    {"grids", "weighting", "time_sampling", "forward", "mixture"},
     {"reverse"},
     {"diffusion"},
     {"denoiser"},
