@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from diffusion_core.train import data, folder_data
-from diffusion_core.train.data import class_folders, image_folder
+from diffusion_core.train.data import class_folders, list_images
 from diffusion_core.train.folder_data import CACHE_DIR_NAME, folder_batches, global_batch, prepare_image_folder
 
 
@@ -97,15 +97,15 @@ def test_prepare_layout_and_values(tmp_path, count_decodes):
     assert isinstance(p.images, np.memmap) and not p.images.flags.writeable
     assert p.images.dtype == np.uint8 and p.images.shape == (5, 8, 8, 3) and len(p) == 5 and len(count_decodes) == 5
     assert p.labels.dtype == np.int64 and p.labels.tolist() == [0, 0, 1, 1, 1] and p.class_names == ["a", "b"]
-    # Exactly what the in-memory path decodes (same files, same order, same pixels).
-    assert torch.equal(_as_x0(p.images), image_folder(root, 8, 3))
+    # Exactly what decode_image gives for each file, in class_folders' order.
+    assert np.array_equal(p.images, np.stack([data.decode_image(f, 8, 3) for f in class_folders(root)[0]]))
     index = json.loads((cache / "8px-3ch.json").read_text())
     assert {k: index[k] for k in ("format", "image_size", "channels", "count", "class_names", "images", "labels")} == {
         "format": folder_data.FORMAT_VERSION, "image_size": 8, "channels": 3, "count": 5, "class_names": ["a", "b"],
         "images": "8px-3ch.images.npy", "labels": "8px-3ch.labels.npy"}
     assert len(index["fingerprint"]) == 64 and index["source"] == str(root.resolve())
     # The cache folder is neither images nor a class; another setting gets its own files beside the first.
-    assert len(image_folder(root, 8, 3)) == 5 and class_folders(root)[2] == ["a", "b"]
+    assert len(list_images(root)) == 5 and class_folders(root)[2] == ["a", "b"]
     grey = prepare_image_folder(root, 4, 1)
     assert grey.images.shape == (5, 4, 4, 1) and (cache / "4px-1ch.json").exists()
     want = np.stack([data.decode_image(f, 4, 1) for f in class_folders(root)[0]])

@@ -1,7 +1,7 @@
 """Training: config, data, EMA, checkpoints, DDP through torchrun, and the loop."""
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import Dataset, Precision, TrainConfig
-from .data import digits, image_folder, load_dataset, toy_data
+from .data import digits, toy_data
 from .ema import EMA
 from .folder_data import PreparedFolder, folder_batches, prepare_image_folder
 from .models import build_model, load_model, model_config_for
@@ -10,6 +10,6 @@ from .trainer import NonFiniteLossError, TrainingInterrupted, TrainResult, train
 
 __all__ = [
     "Checkpoint", "Dataset", "EMA", "PreparedFolder", "NonFiniteLossError", "Precision", "TrainConfig", "TrainResult", "TrainingInterrupted",
-    "autocast_dtype", "build_model", "digits", "folder_batches", "image_folder", "load_checkpoint", "load_dataset", "load_model",
+    "autocast_dtype", "build_model", "digits", "folder_batches", "load_checkpoint", "load_model",
     "model_config_for", "prepare_image_folder", "resolve_device", "save_checkpoint", "toy_data", "train",
 ]

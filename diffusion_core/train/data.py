@@ -2,8 +2,8 @@
 
 * 2-D toy sets, drawn from their generative definitions with a seeded generator;
 * scikit-learn's bundled 8x8 digits (values 0..16);
-* a folder of the user's PNG/JPEG images, resized to a square (:func:`image_folder`; the streamed
-  alternative, prepared once into a memory-mapped file, is :mod:`diffusion_core.train.folder_data`).
+* the reading of a folder of the user's PNG/JPEG images (listing, class subfolders, decoding), which
+  :mod:`diffusion_core.train.folder_data` prepares once into a memory-mapped file.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from ..errors import InvalidInput
 from ._fs import RUN_MARKERS
 from .config import Dataset
 
-__all__ = ["load_dataset", "toy_data", "digits", "image_folder", "decode_image", "list_images",
+__all__ = ["toy_data", "digits", "decode_image", "list_images",
            "class_folders", "IMAGE_SUFFIXES", "TOY_CLASSES", "toy_data_labelled", "load_builtin",
            "digits_labels"]
 
@@ -169,8 +169,7 @@ def _to_mode(im, mode: str):
 
 def decode_image(path: str | Path, image_size: int, channels: int) -> np.ndarray:
     """One image file as ``(image_size, image_size, channels)`` uint8: converted to L (ITU-R 601-2 luma)
-    or RGB, centre-cropped to a square, resized (bicubic). Shared by :func:`image_folder` and the
-    prepared (streamed) folders.
+    or RGB, centre-cropped to a square, resized (bicubic), as the prepared (streamed) folders hold it.
 
     Raises:
         ValueError: ``channels`` is not 1 or 3, or ``image_size`` not positive; the file cannot be read;
@@ -193,35 +192,6 @@ def decode_image(path: str | Path, image_size: int, channels: int) -> np.ndarray
             raise _bomb_error(path, e) from None
         except (UnidentifiedImageError, OSError) as e:
             raise InvalidInput(f"cannot read image {str(path)!r}: {e}") from None
-
-
-def image_folder(path: str | Path, image_size: int, channels: int) -> torch.Tensor:
-    """Every PNG/JPEG under ``path`` (recursively, hidden ones skipped; see :func:`list_images`), decoded
-    by :func:`decode_image`, as ``(N, channels, image_size, image_size)`` in [-1, 1], all in memory.
-
-    Raises:
-        FileNotFoundError: the folder does not exist.
-        ValueError: it holds no image, or an image cannot be read.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data_dir {str(root)!r} is not a folder")
-    _check_settings(image_size, channels)
-    files = list_images(root)
-    if not files:
-        raise InvalidInput(f"data_dir {str(root)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})")
-    out = np.empty((len(files), image_size, image_size, channels), dtype=np.uint8)
-    for i, f in enumerate(files):
-        out[i] = decode_image(f, image_size, channels)
-    return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def load_dataset(dataset: Dataset, *, data_dir: str | None = None, image_size: int = 0, channels: int = 0,
-                 toy_size: int = 100_000, seed: int = 0) -> torch.Tensor:
-    """The whole training set as one tensor (``image_size`` and ``channels`` are for folders only)."""
-    if dataset is Dataset.FOLDER:
-        return image_folder(data_dir, image_size, channels)
-    return load_builtin(dataset, toy_size=toy_size, seed=seed)[0]
 
 
 def load_builtin(dataset: Dataset, *, toy_size: int = 100_000, seed: int = 0
