@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusion_core.train import Dataset, data, digits, prepare_image_folder, toy_data
-from diffusion_core.train.data import decode_image, list_images, load_builtin
+from diffusion_core.train import Dataset, digits, images, prepare_image_folder, toy_data
+from diffusion_core.train.data import load_builtin
+from diffusion_core.train.images import decode_image, list_images
 
 TOY = [d for d in Dataset if d.is_toy]
 
@@ -139,11 +140,11 @@ def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path, dtype):
     assert list(want.ravel()[1:5]) == [0, 1, 1, 2] and want.min() == 0 and want.max() == 255
     im = Image.fromarray(arr.astype(dtype))
     assert im.mode == {"<u2": "I;16", ">u2": "I;16B", "<i4": "I"}[dtype]
-    assert np.array_equal(data._to_mode(im, "L"), want)  # each 16-bit mode, in memory
+    assert np.array_equal(images._to_mode(im, "L"), want)  # each 16-bit mode, in memory
 
     _write(tmp_path / "g16.png", arr.astype(np.uint16))  # a 16-bit PNG file
     with Image.open(tmp_path / "g16.png") as check:
-        assert check.mode in data._SIXTEEN_BIT
+        assert check.mode in images._SIXTEEN_BIT
     assert np.array_equal(decode_image(tmp_path / "g16.png", 16, 1)[..., 0], want)
     assert np.array_equal(decode_image(tmp_path / "g16.png", 16, 3), np.repeat(want[..., None], 3, 2))
     assert np.array_equal(prepare_image_folder(tmp_path, 16, 1).images[0, ..., 0], want)
@@ -211,7 +212,7 @@ def test_hidden_files_and_folders_are_skipped(tmp_path):
 def test_bad_settings(tmp_path):
     _write(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
     for size in (0, -3, 2.5, True):
-        with pytest.raises(ValueError, match="image_size must be a positive integer"):
+        with pytest.raises(ValueError, match="image_size must be a positive int"):
             prepare_image_folder(tmp_path, size, 3)
     with pytest.raises(ValueError, match="channels must be 1 or 3"):
         decode_image(tmp_path / "a.png", 4, 4)

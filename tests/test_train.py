@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-import diffusion_core.train.device as device_mod
+import diffusion_core.train.runtime as runtime
 import diffusion_core.train.step as train_step
 import diffusion_core.train.trainer as trainer
 from diffusion_core.losses import LossTerms
@@ -236,7 +236,7 @@ def test_autocast_dtype_mapping(monkeypatch):
 @pytest.mark.parametrize("native_bf16", [False, True])
 def test_auto_precision_trains_in_what_the_probe_says(tmp_path, monkeypatch, native_bf16):
     """Both branches of auto on any CPU: the probe is faked, the autocast state is observed inside the loss."""
-    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_bf16)
     seen = _spy_autocast(monkeypatch)
     r = train(_mlp_config(tmp_path, steps=2, precision="auto"), progress=False)
     assert seen == [torch.bfloat16 if native_bf16 else None] * 2 and torch.isfinite(r.losses).all()
