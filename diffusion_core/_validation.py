@@ -109,6 +109,13 @@ def check_str(name: str, value, *, what: str = "", optional: bool = False) -> st
                            f"got {value!r}")
 
 
+def check_dict(name: str, value) -> dict:
+    """``value`` must be a ``dict``."""
+    if isinstance(value, dict):
+        return value
+    raise InvalidInputType(f"{name} must be a dict, got {type(value).__name__}")
+
+
 def check_in(name: str, value, allowed: tuple, *, what: str = ""):
     """``value`` must be one of ``allowed`` (plain values; :func:`check_choice` is for enums)."""
     if isinstance(value, bool) or value not in allowed:
