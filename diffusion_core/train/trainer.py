@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from .._progress import tqdm_class
@@ -31,7 +30,7 @@ from .images import save_image_grid, save_scatter
 from .models import build_model, model_config_for
 from .resume import check_resume, check_resume_data, gather_rng, restore, settle
 from .run_dir import CHECKPOINT_NAME, NoRunDir, RunDir, write_json
-from .run_log import LogRecord, RunLog
+from .run_log import LogRecord, LossWindow, RunLog, first_non_finite
 from .runtime import (StopRequest, TrainingInterrupted, agree, autocast_dtype, configure_backends, resolve_device,
                       setup_distributed)
 from .step import TrainStep
@@ -175,7 +174,7 @@ class _Run:
         """Steps ``start`` .. ``config.steps - 1``; after each, whatever is due (:meth:`_after_step`)."""
         config = self.config
         self.batches = self.source.batches(self.gen, self.start)
-        self.window = _Window(min(config.log_every, config.steps), self.device)  # a log at least at the end
+        self.window = LossWindow(min(config.log_every, config.steps), self.device)  # a log at least at the end
         self.started = time.perf_counter()
         self.wall_offset = self.run_log.wall_offset if self.run_log is not None else 0.0
         self.tick, self.tick_step, self.saved_at = self.started, self.start, self.started
@@ -237,7 +236,7 @@ class _Run:
         """Stop at the first NaN/Inf loss since the last check (every rank together)."""
         w = self.window
         with host_sync_point("non-finite check"):
-            bad = _first_bad(w.losses[w.checked:w.n], self.info.enabled)
+            bad = first_non_finite(w.losses[w.checked:w.n], self.info.enabled)
             if bad is not None:
                 first = step - w.n + w.checked + bad + 1
                 raise NonFiniteLossError(f"loss became NaN or Inf at step {first}{self._last_good()}")
@@ -289,34 +288,6 @@ class _Run:
 
     def _preview(self, name: str) -> None:
         preview(self.step_fn.ema.model, self.diffusion, self.source.sample_shape, self.device, self.run_dir.claim(name))
-
-
-class _Window:
-    """Per-step losses and gradient norms since the last log record, in preallocated device buffers: the step
-    writes into them without a sync, and the memory stays the same however long the run."""
-
-    def __init__(self, size: int, device: torch.device) -> None:
-        self.losses = torch.zeros(size, device=device)
-        self.grad_norms = torch.zeros(size, device=device)
-        self.n = self.checked = 0
-
-    def add(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
-        self.losses[self.n].copy_(loss)
-        self.grad_norms[self.n].copy_(grad_norm)
-        self.n += 1
-
-    def reset(self) -> None:
-        self.n = self.checked = 0
-
-
-def _first_bad(losses: torch.Tensor, distributed: bool) -> int | None:
-    """Index of the first non-finite entry of ``losses`` (one host read), agreed over ranks."""
-    bad = torch.cat([~torch.isfinite(losses), torch.ones(1, dtype=torch.bool, device=losses.device)])
-    idx = bad.to(torch.uint8).argmax().to(torch.int64)  # the first True; the appended one means "none"
-    if distributed:  # every rank must stop together, or the others hang in the next all-reduce
-        dist.all_reduce(idx, op=dist.ReduceOp.MIN)
-    i = int(idx)
-    return None if i >= len(losses) else i
 
 
 @torch.no_grad()
