@@ -39,7 +39,7 @@ not measured.
 | Workload | What one timed call does |
 |---|---|
 | `qsample` | q(x_t \\| x_0) on a batch of 3x32x32 images, **including drawing the noise**: ours `q_sample(schedule, x0, t)`; diffusers `add_noise(x0, randn_like(x0), t)` |
-| `train` | one whole training step: noise and timesteps, U-Net prediction, MSE loss, backward, `clip_grad_norm_`, AdamW, EMA update. Ours: `training_losses` + `diffusion_core.train.ema.EMA`; diffusers: their `UNet2DModel` with the same architecture, `DDPMScheduler.add_noise`, `EMAModel(foreach=True)` |
+| `train` | one whole training step: noise and timesteps, U-Net prediction, MSE loss, backward, `clip_grad_norm_`, AdamW, EMA update. Ours: `training_losses` + `diffusion_core.train.EMA`; diffusers: their `UNet2DModel` with the same architecture, `DDPMScheduler.add_noise`, `EMAModel(foreach=True)` |
 | `step` | one DDIM sampling step: a network call and the update |
 | `ddpm` | a whole DDPM sample, 1000 network calls |
 | `ddim` | a whole DDIM sample, 50 network calls |

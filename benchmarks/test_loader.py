@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from diffusion_core.train.folder_data import folder_batches, prepare_image_folder
+from diffusion_core.train import folder_batches, prepare_image_folder
 
 from . import hardware
 

@@ -22,7 +22,7 @@ from diffusion_core import (ClassifierFreeGuidance, Diffusion, NoiseSchedule, dd
                             dpmpp_2m_sample, heun_sample, training_losses)
 from diffusion_core.forward import q_sample
 from diffusion_core.nn import build_unet, get_preset
-from diffusion_core.train.ema import EMA
+from diffusion_core.train import EMA
 
 from .hardware import DTYPES
 from .matrix import GUIDANCE_SCALE, NUM_CLASSES, SOLVER_STEPS, Case

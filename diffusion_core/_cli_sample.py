@@ -101,13 +101,12 @@ def _sample_shape(ckpt, num: int) -> tuple[int, ...]:
 def sample(ns: argparse.Namespace) -> None:
     import torch
 
-    from ._validation import check_seed
+    from ._validation import check_range, check_seed
     from .guidance import ClassifierFreeGuidance
     from .train import TrainConfig, load_checkpoint, load_model, resolve_device
     from .train.images import save_image_grid, save_scatter
 
-    if ns.num < 1:
-        raise InvalidInput(f"--num must be >= 1, got {ns.num}")
+    check_range("--num", ns.num, low=1)
     if ns.eta and ns.sampler != "ddim":
         raise InvalidInput(f"--eta is for --sampler ddim only, got --sampler {ns.sampler}")
     check_seed("--seed", ns.seed)

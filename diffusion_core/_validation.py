@@ -55,15 +55,72 @@ def check_bool(name: str, value, *, optional: bool = False):
     raise InvalidInputType(f"{name} must be True or False{' or None' if optional else ''}, got {value!r}")
 
 
-def check_number(name: str, value, *, optional: bool = False, finite: bool = True):
+def check_number(name: str, value, *, optional: bool = False, finite: bool = True, low: float | None = None,
+                 high: float | None = None, low_open: bool = False, high_open: bool = False):
     """``value`` must be an int or float (not a bool), finite unless ``finite=False`` (then the caller's range
-    check refuses NaN); ``None`` too when ``optional``."""
+    check refuses NaN), and within the bounds given (:func:`check_range`); ``None`` too when ``optional``."""
     if optional and value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInputType(f"{name} must be a number, got {value!r}")
     if finite and not math.isfinite(value):
         raise InvalidInput(f"{name} must be a finite number, got {value!r}")
+    return check_range(name, value, low, high, low_open=low_open, high_open=high_open)
+
+
+def check_range(name: str, value, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+                high_open: bool = False):
+    """``value`` (a number) must lie between ``low`` and ``high`` (either may be ``None``: no bound), excluding an
+    end marked ``*_open``; NaN lies in no range. The message says ``lr must lie in (0, 1]`` or ``grad_clip must be
+    > 0``."""
+    above = low is None or (value > low if low_open else value >= low)
+    below = high is None or (value < high if high_open else value <= high)
+    if above and below:
+        return value
+    if low is not None and high is not None:
+        allowed = f"lie in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None:
+        allowed = f"be {'>' if low_open else '>='} {low}"
+    else:
+        allowed = f"be {'<' if high_open else '<='} {high}"
+    raise InvalidInput(f"{name} must {allowed}, got {value}")
+
+
+def check_fraction(name: str, value, *, high_open: bool = False) -> float:
+    """A number in ``[0, 1]`` (``[0, 1)`` with ``high_open``), returned as a float."""
+    return float(check_number(name, value, low=0, high=1, high_open=high_open))
+
+
+def check_int_sequence(name: str, value, *, minimum: int | None = None, allow_empty: bool = False) -> tuple[int, ...]:
+    """A list or tuple of ints (each as :func:`check_int` with ``minimum``), returned as a tuple (JSON gives lists;
+    a frozen config keeps tuples, which hash)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise InvalidInputType(f"{name} must be a tuple of ints, got {type(value).__name__} {value!r}")
+    if not value and not allow_empty:
+        raise InvalidInput(f"{name} must hold at least one value, got an empty sequence")
+    return tuple(check_int(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(value))
+
+
+def check_str(name: str, value, *, what: str = "", optional: bool = False) -> str | None:
+    """``value`` must be a ``str`` (``what`` says which, in the message); ``None`` too when ``optional``."""
+    if (optional and value is None) or isinstance(value, str):
+        return value
+    raise InvalidInputType(f"{name} must be a str{f' ({what})' if what else ''}{' or None' if optional else ''}, "
+                           f"got {value!r}")
+
+
+def check_dict(name: str, value) -> dict:
+    """``value`` must be a ``dict``."""
+    if isinstance(value, dict):
+        return value
+    raise InvalidInputType(f"{name} must be a dict, got {type(value).__name__}")
+
+
+def check_in(name: str, value, allowed: tuple, *, what: str = ""):
+    """``value`` must be one of ``allowed`` (plain values; :func:`check_choice` is for enums)."""
+    if isinstance(value, bool) or value not in allowed:
+        shown = " or ".join(", ".join(map(repr, allowed)).rsplit(", ", 1))
+        raise InvalidInput(f"{name} must be {shown}{f' {what}' if what else ''}, got {value!r}")
     return value
 
 

@@ -1,7 +1,8 @@
 """``diffusion-core train`` and ``diffusion-core sample``.
 
-Every ``train`` option is a field of :class:`~diffusion_core.train.TrainConfig`, so the command line, the
-Python API and the config stored in a checkpoint never disagree. What a user causes (a bad argument, a bad or
+Every ``train`` option is a field of :class:`~diffusion_core.train.TrainConfig`, built from the field's declaration
+(its type, default and help), so the command line, the Python API and the config stored in a checkpoint never
+disagree. What a user causes (a bad argument, a bad or
 corrupt file, an unwritable folder, a full disk, a diverged run, a size the memory cannot hold) prints one line
 and exits 2; Ctrl-C, from start-up on, prints one line and exits 130; anything else is a bug in diffusion_core and
 keeps its traceback. ``sample`` lives in ``_cli_sample.py``.
@@ -20,46 +21,6 @@ from enum import Enum
 from .errors import InvalidInput, NonFiniteError
 
 __all__ = ["main", "build_parser"]
-
-_HELP = {
-    "dataset": "training data: built-in digits or 2-D toy sets, or 'folder' with --data-dir",
-    "data_dir": "folder of PNG/JPEG images (with --dataset folder; subfolders that hold a run are skipped)",
-    "image_size": "resize folder images to this size (--dataset folder; default: the preset's)",
-    "model": "U-Net preset (ddpm-cifar10, digits-8, mnist-28, tiny-32, tiny) or 'mlp' for the 2-D toy sets "
-             "(default: mlp for the toy sets, digits-8 for digits, tiny-32 for a folder)",
-    "schedule": "noise schedule of the betas",
-    "num_timesteps": "number of diffusion steps T",
-    "parameterization": "what the network predicts",
-    "variance": "variance of the reverse step; learned_range needs --vlb-weight > 0",
-    "loss_type": "distance in the simple loss",
-    "min_snr_gamma": "min-SNR-gamma loss weighting (Hang et al. 2023), e.g. 5 (default: off)",
-    "vlb_weight": "lambda of the hybrid loss (improved DDPM uses 0.001)",
-    "steps": "optimizer steps in total (a resumed run continues up to this)",
-    "batch_size": "global batch size (split over torchrun processes)",
-    "lr": "peak learning rate of AdamW",
-    "warmup_steps": "linear learning-rate warmup steps (default: 200, or a fifth of a run shorter than 1,000 steps; "
-                    "on --resume the checkpoint's)",
-    "weight_decay": "AdamW weight decay",
-    "grad_clip": "clip the global gradient norm to this",
-    "ema_decay": "decay of the weights' exponential moving average",
-    "precision": "autocast precision (auto: bf16 where the hardware has it, else fp32)",
-    "compile": "torch.compile the network (default: on for CUDA)",
-    "channels_last": "channels_last memory format for image models (default: on; faster on CUDA and the CPU)",
-    "seed": "random seed of weights, data order and noise",
-    "class_cond": "class-conditional model (labels: digits 0-9, two-moons, 8-gaussians, or one subfolder per class)",
-    "p_uncond": "with --class-cond: probability of training with the null label, for classifier-free guidance "
-                "(default: 0.1)",
-    "hflip": "random horizontal flips (default: on for --dataset folder, off otherwise)",
-    "workers": "DataLoader worker processes streaming an image folder (default: 2 on CUDA, 0 on the CPU)",
-    "out_dir": "folder for checkpoint.safetensors, config.json, metrics.jsonl and PNGs "
-               "(default: runs/<dataset>, or the --resume checkpoint's folder)",
-    "log_every": "log to metrics.jsonl and the progress bar (and check the loss for NaN/Inf) every this many steps",
-    "checkpoint_every": "write the checkpoint every this many steps (also at the end and on Ctrl-C)",
-    "checkpoint_minutes": "also write it when this many minutes passed since the last one (0: off)",
-    "preview_every": "write a preview grid every this many steps (0: only at the end)",
-    "device": "auto, cpu, cuda or cuda:N",
-}
-
 
 class _Parser(argparse.ArgumentParser):
     """Bad arguments: one line naming the problem, not the whole usage block."""
@@ -124,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         default = f.default.value if isinstance(f.default, Enum) else f.default
-        tr.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=default, help=_HELP[f.name], **_arg_type(hints[f.name]))
+        tr.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=default, help=f.metadata["help"],
+                        **_arg_type(hints[f.name]))
     tr.add_argument("--resume", default=None, help="continue from this checkpoint (only optimizer settings and "
                     "run control may change; its folder is the default --out-dir)")
     tr.add_argument("--overwrite", action="store_true", help="replace a run already in --out-dir (refused otherwise)")
@@ -162,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(ns: argparse.Namespace) -> None:
     from .train import TrainConfig, train
-    from .train.distributed import teardown_distributed
+    from .train.runtime import teardown_distributed
 
     fields = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig)}
     try:

@@ -27,21 +27,12 @@ from typing import Any
 
 import torch
 
-from ._validation import check_labels
+from ._validation import check_fraction, check_labels
 from .denoiser import BaseDenoiser, Denoiser, as_denoiser
 from .errors import InvalidInput, InvalidInputType
 from .targets import Prediction, Target, target_of, to_x0_eps
 
 __all__ = ["ClassifierFreeGuidance", "drop_labels"]
-
-
-def _check_fraction(name: str, value: Any, upper_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidInputType(f"{name} must be a float, got {type(value).__name__} {value!r}")
-    ok = 0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0
-    if not ok:
-        raise InvalidInput(f"{name} must lie in [0, 1{')' if upper_open else ']'}, got {value}")
-    return float(value)
 
 
 def _batch_std(x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +86,7 @@ class ClassifierFreeGuidance(BaseDenoiser):
             raise InvalidInput(f"scale must be a finite number >= 0 (1: no guidance; Ho & Salimans' w = scale - 1), "
                                f"got {scale!r}")
         self.scale = float(scale)
-        self.rescale = _check_fraction("rescale", rescale)
+        self.rescale = check_fraction("rescale", rescale)
         known = self.denoiser.num_classes if isinstance(self.denoiser, Denoiser) else None
         if known == 0:
             raise InvalidInput("denoiser: classifier-free guidance needs a class-conditional network, and this one "
@@ -161,7 +152,7 @@ def drop_labels(labels: torch.Tensor, p_uncond: float, null_label: int,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Ho & Salimans' algorithm 1, the training side of guidance: each label replaced by ``null_label`` with
     probability ``p_uncond`` (they use 0.1 or 0.2), independently. A new tensor; no host sync (a select)."""
-    p_uncond = _check_fraction("p_uncond", p_uncond, upper_open=True)
+    p_uncond = check_fraction("p_uncond", p_uncond, high_open=True)
     check_labels(labels, None, null_label)
     if p_uncond == 0:
         return labels.clone()

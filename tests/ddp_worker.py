@@ -21,7 +21,7 @@ from safetensors.torch import save_file  # noqa: E402
 
 import diffusion_core.train.trainer as trainer  # noqa: E402
 from diffusion_core.train import TrainConfig, train  # noqa: E402
-from diffusion_core.train.distributed import teardown_distributed  # noqa: E402
+from diffusion_core.train.runtime import teardown_distributed  # noqa: E402
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ LAYERS = [
     {"losses", "metrics"},
     {"nn"},
     {"train"},
-    {"_cli_sample", "cli"},
+    {"_cli_sample", "cli", "examples"},
     {"__init__"},
     {"derivations"},
 ]

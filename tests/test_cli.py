@@ -37,12 +37,10 @@ def test_train_help_lists_every_option_with_its_help(capsys):
     code, out, err = run_cli(["train", "--help"], capsys)
     assert code == 0 and err == ""
     flat = _flat(out)
-    from diffusion_core.cli import _HELP
-
     for f in dataclasses.fields(TrainConfig):
         option = "--" + f.name.replace("_", "-")
         assert option in out, option
-        assert len(_HELP[f.name]) > 10 and _flat(_HELP[f.name]) in flat, f.name
+        assert len(f.metadata["help"]) > 10 and _flat(f.metadata["help"]) in flat, f.name
     assert "--compile, --no-compile" in out and "--channels-last, --no-channels-last" in out
     for extra in ("--resume", "--no-progress"):
         assert extra in out

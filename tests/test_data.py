@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusion_core.train import Dataset, data, digits, image_folder, load_dataset, toy_data
-from diffusion_core.train.data import decode_image, list_images
+from diffusion_core.train import Dataset, digits, images, prepare_image_folder, toy_data
+from diffusion_core.train.data import load_builtin
+from diffusion_core.train.images import decode_image, list_images
 
 TOY = [d for d in Dataset if d.is_toy]
 
@@ -28,7 +29,7 @@ def test_toy_sets_shape_finite_and_seeded(name):
     assert torch.equal(x, toy_data(name, 5000, torch.Generator().manual_seed(1)))
     assert not torch.equal(x, toy_data(name, 5000, torch.Generator().manual_seed(2)))
     want = toy_data(name, 300, torch.Generator().manual_seed(4))
-    assert torch.equal(load_dataset(Dataset(name), toy_size=300, seed=4), want)
+    assert torch.equal(load_builtin(Dataset(name), toy_size=300, seed=4)[0], want)  # what a run trains on
 
 
 def test_toy_sets_follow_their_definitions():
@@ -57,12 +58,19 @@ def test_digits():
     assert x.min() == -1.0 and x.max() == 1.0  # 0 and 16 both occur
     # Levels are the 17 values (v / 8 - 1) for v in 0..16.
     assert torch.equal(torch.unique(x), torch.arange(17, dtype=torch.float32) / 8 - 1)
-    assert torch.equal(load_dataset(Dataset.DIGITS), x)
+    assert torch.equal(load_builtin(Dataset.DIGITS)[0], x)
 
 
 def _write(path, array, **kw):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, **kw)
+
+
+def _decoded(root, image_size, channels):
+    """Every image under ``root`` as the image cache holds it (prepare_image_folder decodes list_images' files with
+    decode_image), as x0 in [-1, 1], ``(N, C, H, W)``."""
+    u8 = np.stack([decode_image(f, image_size, channels) for f in list_images(root)])
+    return torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def test_image_folder_shapes_ranges_and_exact_constants(tmp_path):
@@ -76,7 +84,7 @@ def test_image_folder_shapes_ranges_and_exact_constants(tmp_path):
     _write(tmp_path / "f.jpeg", np.full((10, 10, 3), 128, np.uint8))
     (tmp_path / "notes.txt").write_text("not an image")
 
-    x = image_folder(tmp_path, 8, 3)
+    x = _decoded(tmp_path, 8, 3)
     assert x.shape == (6, 3, 8, 8) and x.dtype == torch.float32
     assert x.min() >= -1 and x.max() <= 1
     white, black, noise, rgba, grey, red = x  # sorted by path: a, b, c, e, f, nested/d
@@ -87,40 +95,40 @@ def test_image_folder_shapes_ranges_and_exact_constants(tmp_path):
     assert torch.allclose(grey, torch.full((3, 8, 8), 128 / 127.5 - 1), atol=3 / 127.5)  # JPEG
     assert noise.std() > 0.1
 
-    grey1 = image_folder(tmp_path, 4, 1)
+    grey1 = _decoded(tmp_path, 4, 1)
     assert grey1.shape == (6, 1, 4, 4)
     assert torch.equal(grey1[0], torch.ones(1, 4, 4)) and torch.equal(grey1[1], -torch.ones(1, 4, 4))
-    assert torch.equal(load_dataset(Dataset.FOLDER, data_dir=str(tmp_path), image_size=8, channels=3), x)
 
 
 def test_image_folder_errors(tmp_path):
+    cache = tmp_path / "cache"
     with pytest.raises(FileNotFoundError, match="missing"):
-        image_folder(tmp_path / "missing", 8, 3)
+        prepare_image_folder(tmp_path / "missing", 8, 3, cache_dir=cache)
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("no images here")
     with pytest.raises(ValueError, match="data_dir") as e:
-        image_folder(empty, 8, 3)
+        prepare_image_folder(empty, 8, 3, cache_dir=cache)
     assert str(empty) in str(e.value)
 
     corrupt = tmp_path / "corrupt"
     _write(corrupt / "good.png", np.zeros((8, 8, 3), np.uint8))
     (corrupt / "zz_bad.png").write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
     with pytest.raises(ValueError, match="zz_bad.png"):
-        image_folder(corrupt, 8, 3)
+        prepare_image_folder(corrupt, 8, 3, cache_dir=cache)
 
     truncated = tmp_path / "truncated"
     _write(truncated / "t.png", np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8))
     data = (truncated / "t.png").read_bytes()
     (truncated / "t.png").write_bytes(data[: len(data) // 2])  # a valid header, then the file stops
     with pytest.raises(ValueError, match="t.png"):
-        image_folder(truncated, 8, 3)
+        prepare_image_folder(truncated, 8, 3, cache_dir=cache)
 
     with pytest.raises(ValueError, match="channels"):
-        image_folder(corrupt, 8, 2)
+        prepare_image_folder(corrupt, 8, 2, cache_dir=cache)
 
 
-# Decoding (decode_image, shared by image_folder and the prepared folders).
+# Decoding (decode_image, what the prepared folders hold).
 
 @pytest.mark.parametrize("dtype", ["<u2", ">u2", "<i4"])  # PIL modes I;16, I;16B, I
 def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path, dtype):
@@ -132,15 +140,14 @@ def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path, dtype):
     assert list(want.ravel()[1:5]) == [0, 1, 1, 2] and want.min() == 0 and want.max() == 255
     im = Image.fromarray(arr.astype(dtype))
     assert im.mode == {"<u2": "I;16", ">u2": "I;16B", "<i4": "I"}[dtype]
-    assert np.array_equal(data._to_mode(im, "L"), want)  # each 16-bit mode, in memory
+    assert np.array_equal(images._to_mode(im, "L"), want)  # each 16-bit mode, in memory
 
     _write(tmp_path / "g16.png", arr.astype(np.uint16))  # a 16-bit PNG file
     with Image.open(tmp_path / "g16.png") as check:
-        assert check.mode in data._SIXTEEN_BIT
+        assert check.mode in images._SIXTEEN_BIT
     assert np.array_equal(decode_image(tmp_path / "g16.png", 16, 1)[..., 0], want)
     assert np.array_equal(decode_image(tmp_path / "g16.png", 16, 3), np.repeat(want[..., None], 3, 2))
-    x = image_folder(tmp_path, 16, 1)
-    assert torch.equal(x[0, 0], torch.from_numpy(want).float() / 127.5 - 1)
+    assert np.array_equal(prepare_image_folder(tmp_path, 16, 1).images[0, ..., 0], want)
 
 
 PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 200, 90]], np.uint8)
@@ -188,7 +195,7 @@ def test_decompression_bomb_is_a_one_line_error(tmp_path, monkeypatch, limit):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             assert decode_image(tmp_path / "small.png", 8, 3).shape == (8, 8, 3)
-    for call in (lambda: decode_image(tmp_path / "zz_big.png", 8, 3), lambda: image_folder(tmp_path, 8, 3)):
+    for call in (lambda: decode_image(tmp_path / "zz_big.png", 8, 3), lambda: prepare_image_folder(tmp_path, 8, 3)):
         with pytest.raises(ValueError, match=r"zz_big\.png.*1,600 pixels") as e:
             call()
         assert "\n" not in str(e.value) and f"({limit:,})" in str(e.value)
@@ -199,13 +206,13 @@ def test_hidden_files_and_folders_are_skipped(tmp_path):
     _write(tmp_path / ".cache" / "b.png", np.zeros((4, 4, 3), np.uint8))
     (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork, not a PNG")
     assert list_images(tmp_path) == [tmp_path / "a.png"]
-    assert torch.equal(image_folder(tmp_path, 4, 3), torch.ones(1, 3, 4, 4))
+    assert np.array_equal(prepare_image_folder(tmp_path, 4, 3).images, np.full((1, 4, 4, 3), 255, np.uint8))
 
 
 def test_bad_settings(tmp_path):
     _write(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
     for size in (0, -3, 2.5, True):
-        with pytest.raises(ValueError, match="image_size must be a positive integer"):
-            image_folder(tmp_path, size, 3)
+        with pytest.raises(ValueError, match="image_size must be a positive int"):
+            prepare_image_folder(tmp_path, size, 3)
     with pytest.raises(ValueError, match="channels must be 1 or 3"):
         decode_image(tmp_path / "a.png", 4, 4)

@@ -14,9 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusion_core.train import data, folder_data
-from diffusion_core.train.data import class_folders, image_folder
-from diffusion_core.train.folder_data import CACHE_DIR_NAME, folder_batches, global_batch, prepare_image_folder
+from diffusion_core.train import folder_cache, images
+from diffusion_core.train.data_source import folder_batches, global_batch
+from diffusion_core.train.folder_cache import CACHE_DIR_NAME, prepare_image_folder
+from diffusion_core.train.images import class_folders, list_images
 
 
 def _write(path, array):
@@ -36,13 +37,13 @@ def _noise_folder(root, layout: dict[str, int], size=(10, 12), seed=0):
 @pytest.fixture
 def count_decodes(monkeypatch):
     calls = []
-    original = data.decode_image
+    original = images.decode_image
 
     def counting(path, image_size, channels):
         calls.append(path)
         return original(path, image_size, channels)
 
-    monkeypatch.setattr(data, "decode_image", counting)
+    monkeypatch.setattr(images, "decode_image", counting)
     return calls
 
 
@@ -97,18 +98,18 @@ def test_prepare_layout_and_values(tmp_path, count_decodes):
     assert isinstance(p.images, np.memmap) and not p.images.flags.writeable
     assert p.images.dtype == np.uint8 and p.images.shape == (5, 8, 8, 3) and len(p) == 5 and len(count_decodes) == 5
     assert p.labels.dtype == np.int64 and p.labels.tolist() == [0, 0, 1, 1, 1] and p.class_names == ["a", "b"]
-    # Exactly what the in-memory path decodes (same files, same order, same pixels).
-    assert torch.equal(_as_x0(p.images), image_folder(root, 8, 3))
+    # Exactly what decode_image gives for each file, in class_folders' order.
+    assert np.array_equal(p.images, np.stack([images.decode_image(f, 8, 3) for f in class_folders(root)[0]]))
     index = json.loads((cache / "8px-3ch.json").read_text())
     assert {k: index[k] for k in ("format", "image_size", "channels", "count", "class_names", "images", "labels")} == {
-        "format": folder_data.FORMAT_VERSION, "image_size": 8, "channels": 3, "count": 5, "class_names": ["a", "b"],
+        "format": folder_cache.FORMAT_VERSION, "image_size": 8, "channels": 3, "count": 5, "class_names": ["a", "b"],
         "images": "8px-3ch.images.npy", "labels": "8px-3ch.labels.npy"}
     assert len(index["fingerprint"]) == 64 and index["source"] == str(root.resolve())
     # The cache folder is neither images nor a class; another setting gets its own files beside the first.
-    assert len(image_folder(root, 8, 3)) == 5 and class_folders(root)[2] == ["a", "b"]
+    assert len(list_images(root)) == 5 and class_folders(root)[2] == ["a", "b"]
     grey = prepare_image_folder(root, 4, 1)
     assert grey.images.shape == (5, 4, 4, 1) and (cache / "4px-1ch.json").exists()
-    want = np.stack([data.decode_image(f, 4, 1) for f in class_folders(root)[0]])
+    want = np.stack([images.decode_image(f, 4, 1) for f in class_folders(root)[0]])
     assert np.array_equal(grey.images, want)
     # A pickled PreparedFolder carries paths, not arrays.
     assert len(pickle.dumps(p)) < 2000 and np.array_equal(pickle.loads(pickle.dumps(p)).images, p.images)
@@ -151,7 +152,7 @@ def test_killed_preparation_leaves_nothing_trusted(tmp_path, count_decodes):
     flag.parent.mkdir()
 
     def child():  # rebuilds, and is killed (SIGKILL: no cleanup runs) at its third image
-        original, done = data.decode_image, []
+        original, done = images.decode_image, []
 
         def hang_at_third(*args):
             if len(done) == 2:
@@ -160,7 +161,7 @@ def test_killed_preparation_leaves_nothing_trusted(tmp_path, count_decodes):
             done.append(args)
             return original(*args)
 
-        data.decode_image = hang_at_third
+        images.decode_image = hang_at_third
         prepare_image_folder(root, 8, 3)
         os._exit(0)
 
@@ -200,7 +201,7 @@ def test_prepare_errors_and_cache_dir(tmp_path, monkeypatch, count_decodes):
     def read_only(folder):
         raise PermissionError(f"cannot write the cache folder {str(folder)!r}; pass cache_dir= a writable folder")
 
-    monkeypatch.setattr(folder_data, "_lock", read_only)
+    monkeypatch.setattr(folder_cache, "_lock", read_only)
     assert len(prepare_image_folder(root, 8, 3, cache_dir=elsewhere)) == 2 and len(count_decodes) == 3
     with pytest.raises(PermissionError):
         prepare_image_folder(root, 4, 3, cache_dir=elsewhere)
@@ -210,7 +211,7 @@ def test_prepare_errors_and_cache_dir(tmp_path, monkeypatch, count_decodes):
         prepare_image_folder(tmp_path / "missing", 8, 3)
     with pytest.raises(ValueError, match="channels must be 1 or 3"):
         prepare_image_folder(root, 8, 2, cache_dir=elsewhere)
-    with pytest.raises(ValueError, match="image_size must be a positive integer"):
+    with pytest.raises(ValueError, match="image_size must be a positive int"):
         prepare_image_folder(root, 0, 3, cache_dir=elsewhere)
     (root / "zz_bad.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="zz_bad.png"):
@@ -297,11 +298,11 @@ def test_workers_stop_on_close_and_on_garbage_collection(prepared):
 
 def test_batch_argument_errors(prepared):
     for kw, match in ((dict(batch_size=6, world_size=4), "divisible by world_size=4"),
-                      (dict(batch_size=0), "batch_size must be an integer >= 1"),
-                      (dict(batch_size=4, world_size=2, rank=2), r"rank must be in \[0, world_size=2\)"),
-                      (dict(batch_size=4, start_step=-1), "start_step must be an integer >= 0"),
-                      (dict(batch_size=4, num_workers=-1), "num_workers must be an integer >= 0"),
-                      (dict(batch_size=4, seed=1.5), "seed must be an integer")):
+                      (dict(batch_size=0), "batch_size must be a positive int"),
+                      (dict(batch_size=4, world_size=2, rank=2), r"rank must be an int in \[0, 1\]"),
+                      (dict(batch_size=4, start_step=-1), "start_step must be an int >= 0"),
+                      (dict(batch_size=4, num_workers=-1), "num_workers must be an int >= 0"),
+                      (dict(batch_size=4, seed=1.5), "seed must be an int")):
         with pytest.raises(ValueError, match=match):
             folder_batches(prepared, **{"seed": 0, **kw})
 

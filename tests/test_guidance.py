@@ -223,7 +223,7 @@ def test_bad_guidance_options_are_named(kwargs, match):
 def test_bad_option_types_are_type_errors():
     with pytest.raises(InvalidInputType, match="scale must be a number"):
         ClassifierFreeGuidance(_net(), "7.5")
-    with pytest.raises(InvalidInputType, match="rescale must be a float"):
+    with pytest.raises(InvalidInputType, match="rescale must be a number"):
         ClassifierFreeGuidance(_net(), 2.0, rescale=None)
     with pytest.raises(InvalidInputType, match="null_label must be an int"):
         ClassifierFreeGuidance(_net(), 2.0, null_label=4.0)

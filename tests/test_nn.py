@@ -391,7 +391,7 @@ def test_num_classes_round_trips_and_old_dicts_load():
     assert MLPConfig.from_dict(json.loads(json.dumps(mcfg.to_dict()))) == mcfg
     assert build_mlp(mcfg.to_dict()).config == mcfg
     assert MLPConfig.from_dict({"dim": 3, "hidden": 64}).num_classes == 0
-    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+    with pytest.raises(ValueError, match="num_classes must be an int >= 0"):
         UNetConfig(image_size=8, num_classes=-1)
     with pytest.raises(TypeError, match="num_classes must be an int"):
         MLPConfig(num_classes=True)

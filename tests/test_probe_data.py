@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import diffusion_core.train.folder_data as folder_data
+import diffusion_core.train.folder_cache as folder_cache
 import diffusion_core.train.trainer as trainer
 from diffusion_core.errors import InvalidInput
 from diffusion_core.train import TrainConfig, prepare_image_folder, train
-from diffusion_core.train.folder_data import CACHE_DIR_NAME
+from diffusion_core.train.folder_cache import CACHE_DIR_NAME
 from support import run_cli, run_on_tiny_disk
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_a_full_disk_while_preparing_is_an_error_not_sigbus(tmp_path, monkeypatc
     def full(fd, offset, length):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(folder_data.os, "posix_fallocate", full)
+    monkeypatch.setattr(folder_cache.os, "posix_fallocate", full)
     data = _images(tmp_path / "data")
     with pytest.raises(OSError, match="No space left on device while preparing the image cache") as e:
         prepare_image_folder(data, 8, 3)

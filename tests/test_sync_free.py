@@ -13,7 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import diffusion_core as dc
 import diffusion_core.train.trainer as trainer
 from diffusion_core.train import TrainConfig, train
-from diffusion_core.train.sync import in_host_sync_point
+from diffusion_core._sync import in_host_sync_point
 
 aten = torch.ops.aten
 # Ops whose result the host must read before it can go on (a Python bool/int/float, or a shape that depends
@@ -90,13 +90,13 @@ def test_training_loop_syncs_only_at_its_check_points(tmp_path, monkeypatch, cas
     cfg = TrainConfig(**CASES[case], num_timesteps=50, steps=7, batch_size=8, log_every=3, checkpoint_every=5,
                       checkpoint_minutes=0, out_dir=str(tmp_path / "run"))
     mode = NoHostSync()
-    real_loop = trainer._loop
+    real_loop = trainer._Run._loop
 
     def loop_under_mode(*args, **kwargs):  # setup (data, model, checkpoint reads) is outside: it runs once
         with mode:
             return real_loop(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "_loop", loop_under_mode)
+    monkeypatch.setattr(trainer._Run, "_loop", loop_under_mode)
     monkeypatch.setattr(trainer, "preview", lambda *a, **k: None)
     result = train(cfg, progress=False)
     assert result.step == 7 and torch.isfinite(result.losses).all()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-import diffusion_core.train.device as device_mod
+import diffusion_core.train.runtime as runtime
 import diffusion_core.train.step as train_step
 import diffusion_core.train.trainer as trainer
 from diffusion_core.losses import LossTerms
@@ -236,7 +236,7 @@ def test_autocast_dtype_mapping(monkeypatch):
 @pytest.mark.parametrize("native_bf16", [False, True])
 def test_auto_precision_trains_in_what_the_probe_says(tmp_path, monkeypatch, native_bf16):
     """Both branches of auto on any CPU: the probe is faked, the autocast state is observed inside the loss."""
-    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_bf16)
     seen = _spy_autocast(monkeypatch)
     r = train(_mlp_config(tmp_path, steps=2, precision="auto"), progress=False)
     assert seen == [torch.bfloat16 if native_bf16 else None] * 2 and torch.isfinite(r.losses).all()
@@ -283,3 +283,63 @@ def test_config_validation():
     with pytest.raises(ValueError, match="unknown TrainConfig keys"):
         TrainConfig.from_dict({**cfg.to_dict(), "dropout": 0.1})
 
+
+
+# --------------------------------------------------------------------------- each thing declared once
+
+def test_every_option_is_declared_with_its_help_check_and_resume_policy():
+    """TrainConfig's fields carry what the command line and --resume need; these are the sets resume allowed
+    before the declarations moved next to the fields."""
+    import dataclasses
+
+    from diffusion_core.train.config import OnResume, options_on_resume
+
+    for f in dataclasses.fields(TrainConfig):
+        assert len(f.metadata["help"].split()) >= 2 and callable(f.metadata["check"]), f.name
+        assert isinstance(f.metadata["on_resume"], OnResume), f.name
+    assert options_on_resume(OnResume.RUN_CONTROL) == {
+        "steps", "out_dir", "log_every", "checkpoint_every", "checkpoint_minutes", "preview_every", "device",
+        "compile", "channels_last", "workers"}
+    assert options_on_resume(OnResume.OPTIMIZER) == {"lr", "warmup_steps", "weight_decay", "grad_clip", "ema_decay"}
+
+
+def test_an_option_without_help_cannot_be_declared():
+    import dataclasses
+
+    from diffusion_core.train.config import _declared, option
+
+    for bad in ("", "help", None):
+        with pytest.raises(TypeError, match="needs its help"):
+            option(0, bad, lambda name, v: v)
+
+    with pytest.raises(TypeError, match=r"fields \['bare'\] are not declared"):
+        @_declared
+        @dataclasses.dataclass(frozen=True)
+        class Bare:
+            fine: int = option(0, "a declared option", lambda name, v: v)
+            bare: int = 0
+
+
+def test_each_dataset_is_declared_once():
+    """Every --dataset name (unchanged), and what each declares agrees with what its loader gives."""
+    from diffusion_core.reverse import Clip
+    from diffusion_core.train import Dataset
+    from diffusion_core.train.data import load_builtin
+
+    assert [d.value for d in Dataset] == ["digits", "swiss-roll", "two-moons", "8-gaussians", "checkerboard", "folder"]
+    for d in Dataset:
+        spec = d.spec
+        assert TrainConfig(dataset=d, data_dir="x" if spec.kind == "folder" else None).model == spec.default_model
+        assert spec.clip is (Clip.NONE if d.is_toy else Clip.STATIC) and spec.hflip == (d is Dataset.FOLDER)
+        if spec.load is not None:
+            data, labels, names = load_builtin(d, toy_size=64)
+            assert tuple(data.shape[1:]) == spec.shape and names == list(spec.class_names)
+            assert (labels is None) == (not spec.class_names)
+            if labels is not None:
+                assert int(labels.max()) < len(names)
+
+
+def test_learning_rate_is_a_linear_warmup_then_constant():
+    lr = train_step.learning_rate
+    assert [lr(s, 1e-3, 4) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert lr(0, 2e-3, 0) == 2e-3  # no warmup

@@ -9,7 +9,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import diffusion_core.train.trainer as trainer
 from diffusion_core.train import TrainConfig, train
-from diffusion_core.train.distributed import DistInfo
+from diffusion_core.train.runtime import DistInfo
 from diffusion_core.train.models import build_model, model_config_for
 from diffusion_core.train.step import TrainStep
 

@@ -11,39 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .._validation import check_bool, check_fraction, check_int, check_int_sequence
 from ..errors import InvalidInput, InvalidInputType
-
-
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    # bool is an int subclass; True as a channel count is always a mistake.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputType(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise InvalidInput(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidInputType(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _check_dropout(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidInputType(f"{name} must be a float, got {type(value).__name__} {value!r}")
-    if not 0.0 <= value < 1.0:
-        raise InvalidInput(f"{name} must lie in [0, 1), got {value}")
-    return float(value)
-
-
-def _check_int_tuple(name: str, value: Any, allow_empty: bool) -> tuple[int, ...]:
-    # JSON gives lists; store tuples so the frozen config stays hashable.
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-        raise InvalidInputType(f"{name} must be a tuple of ints, got {type(value).__name__} {value!r}")
-    if not value and not allow_empty:
-        raise InvalidInput(f"{name} must hold at least one value, got an empty sequence")
-    return tuple(_check_int(f"{name}[{i}]", v) for i, v in enumerate(value))
 
 
 class _DictMixin:
@@ -107,20 +76,20 @@ class UNetConfig(_DictMixin):
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise fields in place once
-        _check_int("image_size", self.image_size)
-        _check_int("in_channels", self.in_channels)
-        _check_int("base_channels", self.base_channels)
-        set_(self, "channel_mults", _check_int_tuple("channel_mults", self.channel_mults, False))
-        _check_int("num_res_blocks", self.num_res_blocks)
+        check_int("image_size", self.image_size, minimum=1)
+        check_int("in_channels", self.in_channels, minimum=1)
+        check_int("base_channels", self.base_channels, minimum=1)
+        set_(self, "channel_mults", check_int_sequence("channel_mults", self.channel_mults, minimum=1))
+        check_int("num_res_blocks", self.num_res_blocks, minimum=1)
         set_(self, "attention_resolutions",
-             _check_int_tuple("attention_resolutions", self.attention_resolutions, True))
-        set_(self, "dropout", _check_dropout("dropout", self.dropout))
-        _check_int("num_heads", self.num_heads)
-        _check_int("norm_groups", self.norm_groups)
+             check_int_sequence("attention_resolutions", self.attention_resolutions, minimum=1, allow_empty=True))
+        set_(self, "dropout", check_fraction("dropout", self.dropout, high_open=True))
+        check_int("num_heads", self.num_heads, minimum=1)
+        check_int("norm_groups", self.norm_groups, minimum=1)
         if self.out_channels is not None:
-            _check_int("out_channels", self.out_channels)
-        _check_bool("learn_sigma", self.learn_sigma)
-        _check_int("num_classes", self.num_classes, minimum=0)
+            check_int("out_channels", self.out_channels, minimum=1)
+        check_bool("learn_sigma", self.learn_sigma)
+        check_int("num_classes", self.num_classes, minimum=0)
 
         factor = 2 ** (len(self.channel_mults) - 1)
         if self.image_size % factor:
@@ -181,14 +150,14 @@ class MLPConfig(_DictMixin):
     num_classes: int = 0  # > 0: class-conditional, a label embedding with a null label (see MLPDenoiser)
 
     def __post_init__(self) -> None:
-        _check_int("dim", self.dim)
-        _check_int("hidden", self.hidden)
-        _check_int("depth", self.depth)
-        _check_int("time_embed_dim", self.time_embed_dim, minimum=2)
-        _check_bool("residual", self.residual)
-        object.__setattr__(self, "dropout", _check_dropout("dropout", self.dropout))
-        _check_bool("learn_sigma", self.learn_sigma)
-        _check_int("num_classes", self.num_classes, minimum=0)
+        check_int("dim", self.dim, minimum=1)
+        check_int("hidden", self.hidden, minimum=1)
+        check_int("depth", self.depth, minimum=1)
+        check_int("time_embed_dim", self.time_embed_dim, minimum=2)
+        check_bool("residual", self.residual)
+        object.__setattr__(self, "dropout", check_fraction("dropout", self.dropout, high_open=True))
+        check_bool("learn_sigma", self.learn_sigma)
+        check_int("num_classes", self.num_classes, minimum=0)
 
     @property
     def model_out_channels(self) -> int:

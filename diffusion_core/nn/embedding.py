@@ -38,23 +38,6 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
-class SinusoidalEmbedding(nn.Module):
-    """Module wrapper around :func:`timestep_embedding` (no parameters)."""
-
-    def __init__(self, dim: int, max_period: float = 10000.0):
-        super().__init__()
-        if dim < 2:
-            raise InvalidInput(f"dim must be >= 2 to hold a sin and a cos feature, got {dim}")
-        self.dim = dim
-        self.max_period = max_period
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return timestep_embedding(t, self.dim, self.max_period)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, max_period={self.max_period}"
-
-
 class LabelEmbedding(nn.Embedding):
     r"""Class labels to vectors, added to a network's time embedding (as ADM does, Dhariwal & Nichol 2021).
 

@@ -28,8 +28,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .._validation import check_int
-from ..errors import InvalidInput, InvalidInputType, NonFiniteError
+from .._validation import check_dict, check_int
+from ..errors import InvalidInput, NonFiniteError
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "check_finite", "tensors_sha256", "checkpoint_sha256",
            "FORMAT"]
@@ -102,8 +102,7 @@ def save_checkpoint(
     """Write a checkpoint atomically to ``path`` and return it."""
     check_int("step", step, minimum=0)
     for name, value in (("train_config", train_config), ("model_config", model_config), ("model", model)):
-        if not isinstance(value, dict):
-            raise InvalidInputType(f"{name} must be a dict, got {type(value).__name__}")
+        check_dict(name, value)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}

@@ -1,37 +1,32 @@
-"""The training configuration: one frozen dataclass, validated once, saved into every checkpoint."""
+"""The training configuration: one frozen dataclass, validated once, saved into every checkpoint.
+
+Each option is declared once, as a field made by :func:`option`: its default, its check, the help of its
+``diffusion-core train`` option, and what ``--resume`` allows for it (:class:`OnResume`). The command line builds
+every ``train`` option from these fields, and resuming reads its policy from them.
+"""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 from .._validation import (check_bool, check_choice, check_device_name, check_fits_memory, check_int, check_number,
-                           check_path, check_seed)
+                           check_path, check_seed, check_str)
 from ..diffusion import Diffusion
+from ..errors import InvalidInput
 from ..losses import LossType
-from ..targets import Target
-from ..reverse import Clip, VarianceType
-from ..schedule import SCHEDULE_BYTES_PER_STEP, NoiseSchedule, ScheduleKind
-from ..errors import InvalidInput, InvalidInputType
 from ..nn import list_presets
+from ..reverse import VarianceType
+from ..schedule import SCHEDULE_BYTES_PER_STEP, NoiseSchedule, ScheduleKind
+from ..targets import Target
+from .data import Dataset
 
-__all__ = ["Dataset", "Precision", "TrainConfig", "DEFAULT_MODEL"]
+__all__ = ["Dataset", "OnResume", "Precision", "TrainConfig", "option", "options_on_resume"]
 
-
-class Dataset(str, Enum):
-    """Built-in data (nothing is downloaded) or a folder of the user's images."""
-
-    DIGITS = "digits"  # scikit-learn's bundled 8x8 digits, 1,797 images
-    SWISS_ROLL = "swiss-roll"
-    TWO_MOONS = "two-moons"
-    EIGHT_GAUSSIANS = "8-gaussians"
-    CHECKERBOARD = "checkerboard"
-    FOLDER = "folder"  # PNG/JPEG files under data_dir
-
-    @property
-    def is_toy(self) -> bool:
-        return self not in (Dataset.DIGITS, Dataset.FOLDER)
+DEFAULT_P_UNCOND = 0.1  # Ho & Salimans 2022
+DEFAULT_WARMUP = 200  # linear warmup steps of a run of 1,000 steps or more; a fifth of a shorter run
 
 
 class Precision(str, Enum):
@@ -43,143 +38,180 @@ class Precision(str, Enum):
     FP16 = "fp16"
 
 
-# The model a dataset trains when none is named: the only kind that fits the 2-D sets, the digits' own U-Net, and
-# for a folder the narrow CIFAR-sized U-Net (RGB, 32x32; --model and --image-size choose others).
-DEFAULT_MODEL = {d: "mlp" for d in Dataset if d.is_toy} | {Dataset.DIGITS: "digits-8", Dataset.FOLDER: "tiny-32"}
-DEFAULT_P_UNCOND = 0.1  # Ho & Salimans 2022
-DEFAULT_WARMUP = 200  # linear warmup steps of a run of 1,000 steps or more; a fifth of a shorter run
+class OnResume(str, Enum):
+    """What a resumed run may do with an option."""
 
-_ENUM_FIELDS = {
-    "dataset": Dataset,
-    "schedule": ScheduleKind,
-    "parameterization": Target,
-    "variance": VarianceType,
-    "loss_type": LossType,
-    "precision": Precision,
-}
+    RUN_CONTROL = "run control"  # change it: it changes how the run goes (length, folder, device), not what it learns
+    OPTIMIZER = "optimizer setting"  # change it, with a notice: how it goes on learning (lower lr after a divergence)
+    FIXED = "fixed"  # nothing: a different model, data, schedule, loss, precision or seed is another experiment
 
 
+Check = Callable[[str, Any], Any]  # check(name, value) -> the value (normalised), or raises InvalidInput
+
+
+def option(default: Any, help: str, check: Check, on_resume: OnResume = OnResume.FIXED) -> Any:
+    """A :class:`TrainConfig` field: its ``default``, the ``help`` of its command-line option, the ``check`` its
+    value passes (:mod:`diffusion_core._validation`) and what ``--resume`` allows for it."""
+    if not isinstance(help, str) or len(help.split()) < 2:
+        raise TypeError(f"an option needs its help text, got {help!r}")
+    return dataclasses.field(default=default, metadata={"help": help, "check": check, "on_resume": OnResume(on_resume)})
+
+
+def _declared(cls: type) -> type:
+    """Refuse, when the module is imported, a field not made by :func:`option` (it would have no help and no check)."""
+    bare = [f.name for f in dataclasses.fields(cls) if "help" not in f.metadata]
+    if bare:
+        raise TypeError(f"{cls.__name__} fields {bare} are not declared with option(default, help, check)")
+    return cls
+
+
+def options_on_resume(policy: OnResume) -> frozenset[str]:
+    """The names of the options whose resume policy is ``policy``."""
+    return frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["on_resume"] is policy)
+
+
+# The checks the options use: check(name, value) -> value.
+def _int(minimum: int, optional: bool = False) -> Check:
+    return partial(check_int, minimum=minimum, optional=optional)
+
+
+def _number(optional: bool = False, **bounds: Any) -> Check:
+    return partial(check_number, optional=optional, **bounds)
+
+
+def _choice(enum: type[Enum]) -> Check:
+    return lambda name, value: check_choice(name, value, enum)
+
+
+def _timesteps(name: str, value: Any) -> int:
+    """A positive int whose schedule tables fit in memory: no machine holds T = 1e12 (a checkpoint may claim it)."""
+    return check_fits_memory(name, check_int(name, value, minimum=1), SCHEDULE_BYTES_PER_STEP, "the schedule's tables")
+
+
+def _device(name: str, value: Any) -> str:
+    return check_device_name(check_str(name, value, what="'auto', 'cpu', 'cuda' or 'cuda:N'"))
+
+
+_OPTIONAL_BOOL = partial(check_bool, optional=True)
+_OPTIONAL_PATH = partial(check_path, optional=True)
+_RUN, _OPT = OnResume.RUN_CONTROL, OnResume.OPTIMIZER
+
+
+@_declared
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a run needs. ``model`` is a U-Net preset name (see ``diffusion_core.nn.list_presets``)
-    or ``"mlp"`` for the 2-D toy sets; ``None`` picks the dataset's (``DEFAULT_MODEL``). Defaults train the
+    or ``"mlp"`` for the 2-D toy sets; ``None`` picks the dataset's (its ``spec.default_model``). Defaults train the
     digits model on a CPU in a few minutes."""
 
-    dataset: Dataset = Dataset.DIGITS
-    data_dir: str | None = None
-    image_size: int | None = None  # folder images are resized to this; default: the preset's size
-    model: str | None = None  # None: mlp for the 2-D toy sets, digits-8 for the digits, tiny-32 for a folder
-    schedule: ScheduleKind = ScheduleKind.COSINE
-    num_timesteps: int = 1000
+    dataset: Dataset = option(Dataset.DIGITS, "training data: built-in digits or 2-D toy sets, or 'folder' with "
+                              "--data-dir", _choice(Dataset))
+    data_dir: str | None = option(None, "folder of PNG/JPEG images (with --dataset folder; subfolders that hold a run "
+                                  "are skipped)", _OPTIONAL_PATH)
+    image_size: int | None = option(None, "resize folder images to this size (--dataset folder; default: the "
+                                    "preset's)", _int(1, optional=True))
+    model: str | None = option(None, "U-Net preset (ddpm-cifar10, digits-8, mnist-28, tiny-32, tiny) or 'mlp' for the "
+                               "2-D toy sets (default: mlp for the toy sets, digits-8 for digits, tiny-32 for a folder)",
+                               partial(check_str, what="a U-Net preset or 'mlp'", optional=True))
+    schedule: ScheduleKind = option(ScheduleKind.COSINE, "noise schedule of the betas", _choice(ScheduleKind))
+    num_timesteps: int = option(1000, "number of diffusion steps T", _timesteps)
     # v (Salimans & Ho 2022) rather than DDPM's eps: with the cosine schedule's alpha_bar_T ~ 2e-9, x0 recovered
     # from eps divides the network's error by sqrt(alpha_bar_T) at the first sampling step; from v it does not.
     # Measured on the swiss roll (3,000 steps): DDIM-50 sliced W1 at 33.6x the data-vs-data floor with eps, 1.07x with v.
-    parameterization: Target = Target.V
-    variance: VarianceType = VarianceType.FIXED_LARGE
-    loss_type: LossType = LossType.MSE
-    min_snr_gamma: float | None = None
-    vlb_weight: float = 0.0  # improved DDPM's lambda; must be > 0 with the learned variance
-    steps: int = 1000
-    batch_size: int = 128
-    lr: float = 2e-3
+    parameterization: Target = option(Target.V, "what the network predicts", _choice(Target))
+    variance: VarianceType = option(VarianceType.FIXED_LARGE, "variance of the reverse step; learned_range needs "
+                                    "--vlb-weight > 0", _choice(VarianceType))
+    loss_type: LossType = option(LossType.MSE, "distance in the simple loss", _choice(LossType))
+    min_snr_gamma: float | None = option(None, "min-SNR-gamma loss weighting (Hang et al. 2023), e.g. 5 (default: off)",
+                                         _number(optional=True, low=0, low_open=True))
+    # improved DDPM's lambda; must be > 0 with the learned variance
+    vlb_weight: float = option(0.0, "lambda of the hybrid loss (improved DDPM uses 0.001)", _number(low=0))
+    steps: int = option(1000, "optimizer steps in total (a resumed run continues up to this)", _int(1), _RUN)
+    batch_size: int = option(128, "global batch size (split over torchrun processes)", _int(1))
+    # AdamW moves each weight by about lr per step: above 1 is a typo, not a setting
+    lr: float = option(2e-3, "peak learning rate of AdamW", _number(low=0, high=1, low_open=True), _OPT)
     # None: 200 steps, or a fifth of a run shorter than 1,000 steps (on resume: the checkpoint's); train() sets it.
     # A warmup longer than the run gets a warning naming the learning rate it ends at (a resume finishes it).
-    warmup_steps: int | None = None
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    precision: Precision = Precision.AUTO
-    compile: bool | None = None  # None: on for CUDA, off for the CPU (compiling costs a minute there)
-    channels_last: bool | None = None  # None: on for image models (faster on CUDA and on the CPU alike)
-    class_cond: bool = False  # class-conditional network (labels: digits 0-9, toy components, class subfolders)
-    p_uncond: float | None = None  # class_cond only: probability of training on the null label; None: 0.1
-    hflip: bool | None = None  # random horizontal flips; None: on for image folders (as DDPM's CIFAR-10 runs), off otherwise
-    # DataLoader worker processes for image folders; None: 2 on CUDA, 0 on the CPU, where the training threads need
-    # the cores and reading the prepared uint8 cache is thousands of times faster than a training step anyway
-    workers: int | None = None
-    seed: int = 0
-    out_dir: str | None = None  # None: runs/<dataset>, or the checkpoint's folder when resuming
-    log_every: int = 50
-    checkpoint_every: int = 500  # also at the end, on Ctrl-C and every checkpoint_minutes
-    checkpoint_minutes: float = 10.0  # 0: only by step count
-    preview_every: int = 0  # 0: a preview grid only at the end
-    device: str = "auto"
+    warmup_steps: int | None = option(None, "linear learning-rate warmup steps (default: 200, or a fifth of a run "
+                                      "shorter than 1,000 steps; on --resume the checkpoint's)", _int(0, optional=True),
+                                      _OPT)
+    weight_decay: float = option(0.0, "AdamW weight decay", _number(low=0), _OPT)
+    grad_clip: float = option(1.0, "clip the global gradient norm to this", _number(low=0, low_open=True), _OPT)
+    ema_decay: float = option(0.999, "decay of the weights' exponential moving average",
+                              _number(low=0, high=1, high_open=True), _OPT)
+    precision: Precision = option(Precision.AUTO, "autocast precision (auto: bf16 where the hardware has it, else "
+                                  "fp32)", _choice(Precision))
+    # None: on for CUDA, off for the CPU (compiling costs a minute there)
+    compile: bool | None = option(None, "torch.compile the network (default: on for CUDA)", _OPTIONAL_BOOL, _RUN)
+    # None: on for image models (faster on CUDA and on the CPU alike)
+    channels_last: bool | None = option(None, "channels_last memory format for image models (default: on; faster on "
+                                        "CUDA and the CPU)", _OPTIONAL_BOOL, _RUN)
+    class_cond: bool = option(False, "class-conditional model (labels: digits 0-9, two-moons, 8-gaussians, or one "
+                              "subfolder per class)", check_bool)
+    p_uncond: float | None = option(None, "with --class-cond: probability of training with the null label, for "
+                                    "classifier-free guidance (default: 0.1)", _number(optional=True))
+    # None: on where the dataset declares flips (image folders, as DDPM's CIFAR-10 runs), off otherwise
+    hflip: bool | None = option(None, "random horizontal flips (default: on for --dataset folder, off otherwise)",
+                                _OPTIONAL_BOOL)
+    # None: 2 on CUDA, 0 on the CPU, where the training threads need the cores and reading the prepared uint8 cache
+    # is thousands of times faster than a training step anyway
+    workers: int | None = option(None, "DataLoader worker processes streaming an image folder (default: 2 on CUDA, 0 "
+                                 "on the CPU)", _int(0, optional=True), _RUN)
+    seed: int = option(0, "random seed of weights, data order and noise", check_seed)
+    out_dir: str | None = option(None, "folder for checkpoint.safetensors, config.json, metrics.jsonl and PNGs "
+                                 "(default: runs/<dataset>, or the --resume checkpoint's folder)", _OPTIONAL_PATH, _RUN)
+    log_every: int = option(50, "log to metrics.jsonl and the progress bar (and check the loss for NaN/Inf) every "
+                            "this many steps", _int(1), _RUN)
+    checkpoint_every: int = option(500, "write the checkpoint every this many steps (also at the end and on Ctrl-C)",
+                                   _int(1), _RUN)
+    checkpoint_minutes: float = option(10.0, "also write it when this many minutes passed since the last one (0: off)",
+                                       _number(low=0), _RUN)
+    preview_every: int = option(0, "write a preview grid every this many steps (0: only at the end)", _int(0), _RUN)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", _device, _RUN)
 
     def __post_init__(self) -> None:
-        for name, enum in _ENUM_FIELDS.items():
-            object.__setattr__(self, name, check_choice(name, getattr(self, name), enum))
-        self._check_types()
-        self._check_ranges()
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, f.metadata["check"](f.name, getattr(self, f.name)))
+        self._check_class_cond()
         self._check_data_and_model()
         if self.variance is VarianceType.LEARNED_RANGE and self.vlb_weight <= 0:
             raise InvalidInput("variance='learned_range' needs vlb_weight > 0 (improved DDPM uses 0.001)")
 
-    def _check_types(self) -> None:
-        for name in ("num_timesteps", "steps", "batch_size", "log_every", "checkpoint_every"):
-            check_int(name, getattr(self, name), minimum=1)
-        for name in ("warmup_steps", "preview_every", "workers", "image_size"):
-            check_int(name, getattr(self, name), minimum=1 if name == "image_size" else 0,
-                      optional=name in ("warmup_steps", "workers", "image_size"))
-        check_seed("seed", self.seed)
-        for name in ("lr", "weight_decay", "grad_clip", "ema_decay", "vlb_weight", "checkpoint_minutes",
-                     "min_snr_gamma", "p_uncond"):
-            check_number(name, getattr(self, name), optional=name in ("min_snr_gamma", "p_uncond"))
-        for name in ("compile", "channels_last", "hflip", "class_cond"):
-            check_bool(name, getattr(self, name), optional=name != "class_cond")
-        for name in ("data_dir", "out_dir"):
-            object.__setattr__(self, name, check_path(name, getattr(self, name), optional=True))
-        if not isinstance(self.device, str):
-            raise InvalidInputType(f"device must be a str ('auto', 'cpu', 'cuda' or 'cuda:N'), got {self.device!r}")
-        check_device_name(self.device)
-        # the schedule's tables: no machine holds T = 1e12 (a checkpoint's header may claim anything)
-        check_fits_memory("num_timesteps", self.num_timesteps, SCHEDULE_BYTES_PER_STEP, "the schedule's tables")
-
-    def _check_ranges(self) -> None:
-        if not 0 < self.lr <= 1:  # AdamW moves each weight by about lr per step: above 1 is a typo, not a setting
-            raise InvalidInput(f"lr must lie in (0, 1], got {self.lr}")
-        if not 0 <= self.ema_decay < 1:
-            raise InvalidInput(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if not self.grad_clip > 0:
-            raise InvalidInput(f"grad_clip must be > 0, got {self.grad_clip}")
-        if self.weight_decay < 0 or self.vlb_weight < 0 or self.checkpoint_minutes < 0:
-            raise InvalidInput("weight_decay, vlb_weight and checkpoint_minutes must be >= 0, got "
-                               f"{self.weight_decay}, {self.vlb_weight}, {self.checkpoint_minutes}")
-        if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
-            raise InvalidInput(f"min_snr_gamma must be > 0, got {self.min_snr_gamma}")
+    def _check_class_cond(self) -> None:
         if self.p_uncond is not None and not self.class_cond:
             raise InvalidInput(f"p_uncond is the label dropout of a class-conditional run; got p_uncond={self.p_uncond} "
                                "without class_cond")
         if self.class_cond:
             p = DEFAULT_P_UNCOND if self.p_uncond is None else self.p_uncond
-            if not 0 <= p < 1:
-                raise InvalidInput(f"p_uncond must lie in [0, 1), got {p!r}")
-            object.__setattr__(self, "p_uncond", p)
+            object.__setattr__(self, "p_uncond", check_number("p_uncond", p, low=0, high=1, high_open=True))
 
     def _check_data_and_model(self) -> None:
-        ds = self.dataset
-        if self.hflip and ds is not Dataset.FOLDER:
-            raise InvalidInput(f"hflip is for image folders only (flipped digits or 2-D points are other data), got dataset={ds.value!r}")
-        if ds is Dataset.FOLDER and not self.data_dir:
+        """The rules each dataset declares (:class:`~.data.DatasetSpec`): flips, data_dir and image_size for folders
+        only, and the kind of model the data fits (its default when none is named)."""
+        ds, spec = self.dataset, self.dataset.spec
+        if self.hflip and not spec.hflip:
+            raise InvalidInput("hflip is for image folders only (flipped digits or 2-D points are other data), got "
+                               f"dataset={ds.value!r}")
+        if spec.kind == "folder" and not self.data_dir:
             raise InvalidInput("dataset='folder' needs data_dir, the folder of PNG/JPEG images")
-        if ds is not Dataset.FOLDER and self.data_dir:
+        if spec.kind != "folder" and self.data_dir:
             raise InvalidInput(f"data_dir is only used with dataset='folder', got dataset={ds.value!r}")
-        if ds is not Dataset.FOLDER and self.image_size is not None:
-            size = "the digits are 8x8" if ds is Dataset.DIGITS else "2-D points have no size"
+        if spec.kind != "folder" and self.image_size is not None:
+            size = (f"the {ds.value} are {spec.shape[-2]}x{spec.shape[-1]}" if spec.kind == "images"
+                    else f"{spec.shape[0]}-D points have no size")
             raise InvalidInput(f"image_size is for dataset='folder' ({size}), got image_size={self.image_size}")
         if self.model is None:
-            object.__setattr__(self, "model", DEFAULT_MODEL[ds])
-        if not isinstance(self.model, str):
-            raise InvalidInputType(f"model must be a str (a U-Net preset or 'mlp'), got {self.model!r}")
+            object.__setattr__(self, "model", spec.default_model)
         presets = list_presets()
         if self.model != "mlp" and self.model not in presets:
             raise InvalidInput(f"unknown model {self.model!r}; allowed: 'mlp' (2-D toy sets) or a U-Net preset: "
                                f"{', '.join(presets)}")
-        if ds.is_toy and self.model != "mlp":
+        if spec.model_kind == "mlp" and self.model != "mlp":
             raise InvalidInput(f"the 2-D toy sets train model='mlp', got model={self.model!r} for dataset={ds.value!r} "
                                "(leave the model out to get mlp)")
-        if not ds.is_toy and self.model == "mlp":
+        if spec.model_kind == "unet" and self.model == "mlp":
             raise InvalidInput(f"model='mlp' is for the 2-D toy sets; dataset={ds.value!r} needs a U-Net preset "
-                               f"({', '.join(presets)}; default {DEFAULT_MODEL[ds]})")
+                               f"({', '.join(presets)}; default {spec.default_model})")
 
     @property
     def uses_channels_last(self) -> bool:
@@ -194,11 +226,10 @@ class TrainConfig:
     def diffusion(self) -> Diffusion:
         """The :class:`Diffusion` this run trains (rebuilt from the config: schedules are not stored)."""
         schedule = NoiseSchedule.make(self.schedule, self.num_timesteps)
-        # Image data lives in [-1, 1]: clip the predicted x0 there when sampling. Without it the first DDIM
-        # step from the cosine schedule's alpha_bar_T = 2.4e-9 multiplies the noise-prediction error by
-        # sqrt(alpha_bar_next / alpha_bar_T) (about 630 for DDIM-50) and samples blow up.
-        clip = Clip.NONE if self.dataset.is_toy else Clip.STATIC
-        return Diffusion(schedule, self.parameterization, self.variance, clip)
+        # The dataset's clip: image data lives in [-1, 1], so the predicted x0 is clipped there when sampling.
+        # Without it the first DDIM step from the cosine schedule's alpha_bar_T = 2.4e-9 multiplies the
+        # noise-prediction error by sqrt(alpha_bar_next / alpha_bar_T) (about 630 for DDIM-50) and samples blow up.
+        return Diffusion(schedule, self.parameterization, self.variance, self.dataset.spec.clip)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

@@ -1,76 +1,94 @@
-"""Training data, all in memory and scaled to [-1, 1]; nothing is downloaded.
+"""The datasets a run trains on, each declared once: a member of :class:`Dataset` holding its :class:`DatasetSpec`.
 
-* 2-D toy sets, drawn from their generative definitions with a seeded generator;
-* scikit-learn's bundled 8x8 digits (values 0..16);
-* a folder of the user's PNG/JPEG images, resized to a square (:func:`image_folder`; the streamed
-  alternative, prepared once into a memory-mapped file, is :mod:`diffusion_core.train.folder_data`).
+A spec says everything the library needs to know about a dataset: its kind (2-D points, built-in images held in
+memory, or a folder of the user's images streamed from disk), the shape of one example, its class names (the labels
+of ``class_cond``), the model it trains when none is named, how the sampler clips the predicted x0, whether random
+horizontal flips are on by default, and how to load it. A new built-in dataset is one more member (and its loader).
+Nothing is downloaded: the 2-D sets are drawn from their generative definitions with a seeded generator, the digits
+are scikit-learn's bundled 8x8 ones (values 0..16), and every set is scaled to about [-1, 1].
 """
 from __future__ import annotations
 
 import math
-import os
-import re
-import warnings
-from pathlib import Path
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..errors import InvalidInput
-from ._fs import RUN_MARKERS
-from .config import Dataset
+from ..reverse import Clip
 
-__all__ = ["load_dataset", "toy_data", "digits", "image_folder", "decode_image", "list_images",
-           "class_folders", "IMAGE_SUFFIXES", "TOY_CLASSES", "toy_data_labelled", "load_builtin",
-           "digits_labels"]
+__all__ = ["Dataset", "DatasetSpec", "digits", "digits_labels", "load_builtin", "toy_data", "toy_data_labelled",
+           "TOY_SIZE"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # greyscale PNGs with 16-bit samples
+TOY_SIZE = 100_000  # points drawn for a run on a 2-D set
+Loader = Callable[[int, torch.Generator], "tuple[torch.Tensor, torch.Tensor | None]"]
 
 
-TOY_CLASSES = {Dataset.TWO_MOONS: ["upper", "lower"], Dataset.EIGHT_GAUSSIANS: [f"{45 * k} deg" for k in range(8)]}
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset, as the rest of the library sees it."""
+
+    name: str  # the --dataset value
+    kind: str  # "points" (2-D toy sets, the MLP's), "images" (built in, held in memory) or "folder" (streamed)
+    default_model: str  # --model when none is given: "mlp" for points, a U-Net preset for images
+    clip: Clip  # the sampler's clip of the predicted x0: images live in [-1, 1]; points have no bounds
+    shape: tuple[int, ...] | None = None  # one example's shape; None for a folder (the model preset sets it)
+    # (n, generator) -> (data, labels or None): n points drawn from the generator for a 2-D set, the whole set
+    # (n and the generator unused) for the digits; None for a folder, which is read from disk (folder_cache.py)
+    load: Loader | None = None
+    class_names: tuple[str, ...] = ()  # labels 0..K-1 of class_cond; () for a set without classes
+    hflip: bool = False  # random horizontal flips by default; False: refused (a flipped digit is another digit)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("points", "images", "folder"):
+            raise AssertionError(f"dataset {self.name!r}: unknown kind {self.kind!r}")
+        if (self.kind == "folder") != (self.load is None) or (self.kind == "folder") != (self.shape is None):
+            raise AssertionError(f"dataset {self.name!r}: a folder has neither load nor shape, a built-in set both")
+        if (self.kind == "points") != (self.default_model == "mlp"):
+            raise AssertionError(f"dataset {self.name!r}: points train the mlp, images a U-Net preset")
+
+    @property
+    def model_kind(self) -> str:
+        """``"mlp"`` for 2-D points, ``"unet"`` for images: the only kind of network the data fits."""
+        return "mlp" if self.kind == "points" else "unet"
 
 
-def toy_data(name: Dataset | str, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``n`` points of a 2-D toy set, shape ``(n, 2)``, roughly within [-1, 1] (unit-scale standard deviation)."""
-    return toy_data_labelled(name, n, generator)[0]
+def _uniform_and_noise(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every 2-D set draws these first, in this order, so that each set's stream of random numbers is fixed."""
+    return torch.rand(n, generator=g, dtype=torch.float64), torch.randn(n, 2, generator=g, dtype=torch.float64)
 
 
-def toy_data_labelled(name: Dataset | str, n: int, generator: torch.Generator | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`toy_data` and, for the sets made of natural components (two moons, eight Gaussians; see
-    ``TOY_CLASSES``), each point's component as its class label; ``None`` for the others."""
-    name = Dataset(name)
-    labels = None
-    g = generator or torch.Generator().manual_seed(0)
-    u = torch.rand(n, generator=g, dtype=torch.float64)
-    noise = torch.randn(n, 2, generator=g, dtype=torch.float64)
-    if name is Dataset.SWISS_ROLL:
-        theta = 1.5 * math.pi * (1 + 2 * u)  # the classic roll: radius grows with the angle
-        x = torch.stack([theta * torch.cos(theta), theta * torch.sin(theta)], 1) / 10 + 0.025 * noise
-    elif name is Dataset.TWO_MOONS:
-        upper = u < 0.5
-        angle = math.pi * torch.rand(n, generator=g, dtype=torch.float64)
-        x = torch.where(
-            upper[:, None],
-            torch.stack([torch.cos(angle), torch.sin(angle)], 1),
-            torch.stack([1 - torch.cos(angle), 0.5 - torch.sin(angle)], 1),
-        )
-        labels = (~upper).long()
-        x = (x - torch.tensor([0.5, 0.25], dtype=torch.float64)) / 1.2 + 0.05 * noise
-    elif name is Dataset.EIGHT_GAUSSIANS:
-        k = torch.randint(0, 8, (n,), generator=g)
-        centres = torch.stack([torch.cos(k * math.pi / 4), torch.sin(k * math.pi / 4)], 1).double()
-        x = 0.8 * centres + 0.05 * noise
-        labels = k
-    elif name is Dataset.CHECKERBOARD:
-        # 4x4 board on [-1, 1]^2; keep the cells whose row and column have the same parity.
-        col = torch.randint(0, 4, (n,), generator=g)
-        row = 2 * torch.randint(0, 2, (n,), generator=g) + (col % 2)
-        x = torch.stack([col, row], 1).double() / 2 - 1 + torch.rand(n, 2, generator=g, dtype=torch.float64) / 2
-    else:
-        raise InvalidInput(f"{name.value!r} is not a 2-D toy set")
-    return x.float(), labels
+def _swiss_roll(n: int, g: torch.Generator) -> tuple[torch.Tensor, None]:
+    u, noise = _uniform_and_noise(n, g)
+    theta = 1.5 * math.pi * (1 + 2 * u)  # the classic roll: radius grows with the angle
+    return torch.stack([theta * torch.cos(theta), theta * torch.sin(theta)], 1) / 10 + 0.025 * noise, None
+
+
+def _two_moons(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    u, noise = _uniform_and_noise(n, g)
+    upper = u < 0.5
+    angle = math.pi * torch.rand(n, generator=g, dtype=torch.float64)
+    x = torch.where(upper[:, None], torch.stack([torch.cos(angle), torch.sin(angle)], 1),
+                    torch.stack([1 - torch.cos(angle), 0.5 - torch.sin(angle)], 1))
+    return (x - torch.tensor([0.5, 0.25], dtype=torch.float64)) / 1.2 + 0.05 * noise, (~upper).long()
+
+
+def _eight_gaussians(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    _, noise = _uniform_and_noise(n, g)
+    k = torch.randint(0, 8, (n,), generator=g)
+    centres = torch.stack([torch.cos(k * math.pi / 4), torch.sin(k * math.pi / 4)], 1).double()
+    return 0.8 * centres + 0.05 * noise, k
+
+
+def _checkerboard(n: int, g: torch.Generator) -> tuple[torch.Tensor, None]:
+    _uniform_and_noise(n, g)
+    # 4x4 board on [-1, 1]^2; keep the cells whose row and column have the same parity.
+    col = torch.randint(0, 4, (n,), generator=g)
+    row = 2 * torch.randint(0, 2, (n,), generator=g) + (col % 2)
+    return torch.stack([col, row], 1).double() / 2 - 1 + torch.rand(n, 2, generator=g, dtype=torch.float64) / 2, None
 
 
 def digits() -> torch.Tensor:
@@ -87,150 +105,64 @@ def digits_labels() -> torch.Tensor:
     return torch.from_numpy(load_digits().target)
 
 
-def _raise(error: OSError) -> None:
-    raise error
+def _points(draw) -> Loader:
+    """A 2-D set's loader: its ``draw(n, generator)``, computed in float64, returned as float32."""
+    def load(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, labels = draw(n, g)
+        return x.float(), labels
+    return load
 
 
-def list_images(root: str | Path) -> list[Path]:
-    """The PNG/JPEG files under ``root`` (recursively), sorted; hidden files and folders (a name starting
-    with ".", such as the ``.diffusion-core-cache`` folder or macOS ``._x.jpg`` files) are skipped, and so is
-    any subfolder that holds a training run (``RUN_MARKERS``): a run kept inside its data folder does not
-    train on its own loss plot and previews. A folder that cannot be read is an error (``PermissionError``),
-    not an empty folder."""
-    root = Path(root)
-    found = []
-    for folder, dirs, names in os.walk(root, onerror=_raise):
-        here = Path(folder)
-        if here != root and any(m in names for m in RUN_MARKERS):
-            dirs[:] = []
-            continue
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [here / n for n in names
-                  if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES and (here / n).is_file()]
-    return sorted(found)
+class Dataset(str, Enum):
+    """Built-in data (nothing is downloaded) or a folder of the user's images; ``Dataset.X.spec`` declares it."""
+
+    spec: DatasetSpec
+
+    def __new__(cls, spec: DatasetSpec) -> "Dataset":
+        member = str.__new__(cls, spec.name)
+        member._value_ = spec.name
+        member.spec = spec
+        return member
+
+    DIGITS = DatasetSpec("digits", "images", "digits-8", Clip.STATIC, shape=(1, 8, 8),
+                         load=lambda n, g: (digits(), digits_labels()), class_names=tuple(str(k) for k in range(10)))
+    SWISS_ROLL = DatasetSpec("swiss-roll", "points", "mlp", Clip.NONE, shape=(2,), load=_points(_swiss_roll))
+    TWO_MOONS = DatasetSpec("two-moons", "points", "mlp", Clip.NONE, shape=(2,), load=_points(_two_moons),
+                            class_names=("upper", "lower"))
+    EIGHT_GAUSSIANS = DatasetSpec("8-gaussians", "points", "mlp", Clip.NONE, shape=(2,), load=_points(_eight_gaussians),
+                                  class_names=tuple(f"{45 * k} deg" for k in range(8)))
+    CHECKERBOARD = DatasetSpec("checkerboard", "points", "mlp", Clip.NONE, shape=(2,), load=_points(_checkerboard))
+    # PNG/JPEG files under data_dir, as RGB 32x32 for the default model (tiny-32); flipped as DDPM's CIFAR-10 runs
+    FOLDER = DatasetSpec("folder", "folder", "tiny-32", Clip.STATIC, hflip=True)
+
+    @property
+    def is_toy(self) -> bool:
+        """A 2-D point set (trains the MLP)."""
+        return self.spec.kind == "points"
 
 
-def class_folders(data_dir: str | Path) -> tuple[list[Path], np.ndarray, list[str]]:
-    """``(files, labels, class_names)`` of a folder, torchvision ImageFolder style: each first-level subfolder
-    holding images is a class (``class_names`` sorted, label = index); a folder whose images all lie at its
-    top level is unlabelled (``class_names == []``, every label 0). Files as :func:`list_images`.
-
-    Raises:
-        FileNotFoundError: ``data_dir`` is not a folder.
-        ValueError: no image, or images both at the top level and in subfolders.
-    """
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data_dir {str(root)!r} is not a folder")
-    files = list_images(root)
-    if not files:
-        raise InvalidInput(f"data_dir {str(root)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})")
-    top = [f.name for f in files if f.parent == root]
-    first = [f.relative_to(root).parts[0] for f in files]
-    names = sorted({c for f, c in zip(files, first) if f.parent != root})
-    if top and names:
-        raise InvalidInput(f"data_dir {str(root)!r} mixes images at its top level ({top[0]!r}, ...) with class "
-                         f"subfolders ({names[0]!r}, ...): put every image in a class subfolder, or none")
-    label = {c: i for i, c in enumerate(names)}
-    return files, np.array([label.get(c, 0) for c in first], dtype=np.int64), names
+def toy_data(name: Dataset | str, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` points of a 2-D toy set, shape ``(n, 2)``, roughly within [-1, 1] (unit-scale standard deviation)."""
+    return toy_data_labelled(name, n, generator)[0]
 
 
-def _check_settings(image_size: int, channels: int) -> str:
-    """The PIL mode for ``channels``; ValueError for a bad ``channels`` or ``image_size``."""
-    if channels not in (1, 3):
-        raise InvalidInput(f"channels must be 1 or 3 for an image folder, got {channels}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise InvalidInput(f"image_size must be a positive integer, got {image_size!r}")
-    return "L" if channels == 1 else "RGB"
+def toy_data_labelled(name: Dataset | str, n: int, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`toy_data` and, for the sets made of natural components (two moons, eight Gaussians: those with
+    ``class_names``), each point's component as its class label; ``None`` for the others."""
+    dataset = Dataset(name)
+    if not dataset.is_toy:
+        raise InvalidInput(f"{dataset.value!r} is not a 2-D toy set")
+    return dataset.spec.load(n, generator or torch.Generator().manual_seed(0))
 
 
-def _bomb_error(path: Path, error: Exception) -> InvalidInput:
-    """One line for PIL's decompression-bomb error (or warning): the file and its pixel count."""
-    from PIL import Image
-
-    found = re.search(r"\((\d+) pixels\)", str(error))
-    pixels = f"{int(found.group(1)):,} pixels" if found else f"too many pixels ({error})"
-    return InvalidInput(f"image {str(path)!r} has {pixels}, more than PIL.Image.MAX_IMAGE_PIXELS "
-                      f"({Image.MAX_IMAGE_PIXELS:,}) allows (a decompression-bomb guard); shrink it first")
-
-
-def _to_mode(im, mode: str):
-    """``im`` converted to ``mode`` ("L" or "RGB"): 16-bit greyscale scaled to 8 bits (``round(v * 255 / 65535)``,
-    where a plain ``convert`` would clip at 255), palette images through RGB(A), alpha dropped."""
-    from PIL import Image
-
-    if im.mode in _SIXTEEN_BIT:
-        v = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
-        im = Image.fromarray(((2 * v + 257) // 514).astype(np.uint8))  # v / 257 rounded; never a tie
-    elif im.mode in ("P", "PA"):
-        im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
-    return im if im.mode == mode else im.convert(mode)
-
-
-def decode_image(path: str | Path, image_size: int, channels: int) -> np.ndarray:
-    """One image file as ``(image_size, image_size, channels)`` uint8: converted to L (ITU-R 601-2 luma)
-    or RGB, centre-cropped to a square, resized (bicubic). Shared by :func:`image_folder` and the
-    prepared (streamed) folders.
-
-    Raises:
-        ValueError: ``channels`` is not 1 or 3, or ``image_size`` not positive; the file cannot be read;
-            it has more pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (PIL's warning for that is an error here).
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    mode = _check_settings(image_size, channels)
-    path = Path(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as im:
-                im = _to_mode(im, mode)
-                side = min(im.size)
-                left, top = (im.width - side) // 2, (im.height - side) // 2
-                im = im.crop((left, top, left + side, top + side)).resize((image_size, image_size), Image.BICUBIC)
-                return np.asarray(im).reshape(image_size, image_size, channels)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise _bomb_error(path, e) from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise InvalidInput(f"cannot read image {str(path)!r}: {e}") from None
-
-
-def image_folder(path: str | Path, image_size: int, channels: int) -> torch.Tensor:
-    """Every PNG/JPEG under ``path`` (recursively, hidden ones skipped; see :func:`list_images`), decoded
-    by :func:`decode_image`, as ``(N, channels, image_size, image_size)`` in [-1, 1], all in memory.
-
-    Raises:
-        FileNotFoundError: the folder does not exist.
-        ValueError: it holds no image, or an image cannot be read.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data_dir {str(root)!r} is not a folder")
-    _check_settings(image_size, channels)
-    files = list_images(root)
-    if not files:
-        raise InvalidInput(f"data_dir {str(root)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})")
-    out = np.empty((len(files), image_size, image_size, channels), dtype=np.uint8)
-    for i, f in enumerate(files):
-        out[i] = decode_image(f, image_size, channels)
-    return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def load_dataset(dataset: Dataset, *, data_dir: str | None = None, image_size: int = 0, channels: int = 0,
-                 toy_size: int = 100_000, seed: int = 0) -> torch.Tensor:
-    """The whole training set as one tensor (``image_size`` and ``channels`` are for folders only)."""
-    if dataset is Dataset.FOLDER:
-        return image_folder(data_dir, image_size, channels)
-    return load_builtin(dataset, toy_size=toy_size, seed=seed)[0]
-
-
-def load_builtin(dataset: Dataset, *, toy_size: int = 100_000, seed: int = 0
+def load_builtin(dataset: Dataset, *, toy_size: int = TOY_SIZE, seed: int = 0
                  ) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     """A built-in set as ``(data, labels, class_names)``; ``labels`` is ``None`` (and ``class_names`` empty) for
-    the toy sets without natural classes (swiss roll, checkerboard)."""
-    if dataset is Dataset.DIGITS:
-        return digits(), digits_labels(), [str(k) for k in range(10)]
-    if dataset is Dataset.FOLDER:
-        raise InvalidInput("load_builtin is for the built-in sets; image folders are streamed (folder_data)")
-    x, labels = toy_data_labelled(dataset, toy_size, torch.Generator().manual_seed(seed))
-    return x, labels, TOY_CLASSES.get(dataset, [])
+    the toy sets without natural classes (swiss roll, checkerboard). A 2-D set draws ``toy_size`` points from
+    ``seed``."""
+    spec = Dataset(dataset).spec
+    if spec.load is None:
+        raise InvalidInput("load_builtin is for the built-in sets; image folders are streamed (folder_cache)")
+    data, labels = spec.load(toy_size, torch.Generator().manual_seed(seed))
+    return data, labels, list(spec.class_names)

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..nn import MLPConfig, UNetConfig, build_mlp, build_unet, get_preset, list_presets
 from .checkpoint import Checkpoint
-from .config import Dataset, TrainConfig
+from .config import TrainConfig
 from ..errors import InvalidInput
 
 __all__ = ["model_config_for", "build_model", "check_weights_fit", "load_model"]
@@ -21,11 +21,12 @@ def model_config_for(config: TrainConfig, data_channels: int, num_classes: int =
     (``data_size``, 8: a 28x28 preset would train on 8x8 images and sample 28x28 ones), and for a folder the
     images are resized to ``config.image_size`` or the preset's size."""
     learn_sigma = config.diffusion().learned_variance
-    if config.model == "mlp":
-        return {"kind": "mlp", **MLPConfig(dim=2, learn_sigma=learn_sigma, num_classes=num_classes).to_dict()}
+    spec = config.dataset.spec
+    if config.model == "mlp":  # points: as many features as the dataset declares coordinates
+        return {"kind": "mlp", **MLPConfig(dim=spec.shape[0], learn_sigma=learn_sigma, num_classes=num_classes).to_dict()}
     overrides: dict[str, Any] = {"learn_sigma": learn_sigma, "num_classes": num_classes, "in_channels": data_channels}
     preset = get_preset(config.model)
-    if config.dataset is Dataset.FOLDER:
+    if spec.kind == "folder":
         if config.image_size is not None:
             overrides["image_size"] = config.image_size
     elif data_size is not None and preset.image_size != data_size:

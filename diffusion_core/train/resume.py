@@ -9,7 +9,7 @@ import torch.distributed as dist
 
 from ..errors import InvalidInput
 from .checkpoint import Checkpoint, load_checkpoint
-from .config import Dataset, TrainConfig
+from .config import OnResume, TrainConfig, options_on_resume
 from .data_source import DataSource
 from .models import check_weights_fit
 from .step import TrainStep
@@ -17,12 +17,14 @@ from .step import TrainStep
 __all__ = ["RUN_CONTROL", "OPTIMIZER_SETTINGS", "resume_changes", "settle", "check_resume", "check_resume_data",
            "restore", "gather_rng"]
 
-# Fields a resumed run may change. Run control changes nothing the model learns; the optimizer's settings
-# change how it goes on learning (the usual recovery after a divergence: lower lr, tighter clip), with a notice.
-# Any other difference (model, data, schedule, loss, precision, seed) is a different experiment and is refused.
-RUN_CONTROL = {"steps", "out_dir", "log_every", "checkpoint_every", "checkpoint_minutes", "preview_every", "device",
-               "compile", "channels_last", "workers"}
-OPTIMIZER_SETTINGS = {"lr", "warmup_steps", "weight_decay", "grad_clip", "ema_decay"}
+# Fields a resumed run may change, as each option declares (TrainConfig, OnResume). Run control changes nothing the
+# model learns; the optimizer's settings change how it goes on learning (the usual recovery after a divergence:
+# lower lr, tighter clip), with a notice. Any other difference (model, data, schedule, loss, precision, seed) is a
+# different experiment and is refused.
+RUN_CONTROL = options_on_resume(OnResume.RUN_CONTROL)
+OPTIMIZER_SETTINGS = options_on_resume(OnResume.OPTIMIZER)
+
+
 def resume_changes(config: TrainConfig, saved: dict) -> list[str]:
     """The optimizer settings that ``config`` changes from a checkpoint's ``saved`` config; raises
     :class:`InvalidInput` if anything else that shapes the model or the data differs. ``saved`` is read as
@@ -56,7 +58,7 @@ def settle(config: TrainConfig, resume) -> tuple[TrainConfig, Checkpoint | None,
             raise InvalidInput(f"steps={config.steps} is below the checkpoint's step {ckpt.step}; "
                                f"pass --steps {ckpt.step + 1} or more to train on")
     config = config.replace(out_dir=config.run_dir)
-    if config.dataset is Dataset.FOLDER and Path(config.out_dir).resolve() == Path(config.data_dir).resolve():
+    if config.data_dir is not None and Path(config.out_dir).resolve() == Path(config.data_dir).resolve():
         raise InvalidInput(f"out_dir is data_dir {config.data_dir!r}: the run's PNGs would become training images; "
                            "give the run a folder of its own")
     return config, ckpt, notices

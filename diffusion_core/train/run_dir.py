@@ -10,6 +10,7 @@
   ``overwrite=True``. The earlier run is removed only when the new one is ready to write (:meth:`RunDir.start`):
   a run that fails before that leaves the earlier one whole, and a folder it created is removed again.
 * Temp files left by a checkpoint write that was killed (``.checkpoint.safetensors.*.tmp``) are removed.
+* Under DDP only rank 0 holds a ``RunDir``; the others hold a :class:`NoRunDir` (the path, no lock, no writes).
 """
 from __future__ import annotations
 
@@ -22,9 +23,13 @@ import shutil
 from pathlib import Path
 
 from ..errors import InvalidInput
-from ._fs import CHECKPOINT_NAME, MANIFEST_NAME, missing_folders, remove_empty_folders
 
-__all__ = ["RunDir", "CHECKPOINT_NAME", "MANIFEST_NAME", "RUN_FILES"]
+__all__ = ["RunDir", "NoRunDir", "CHECKPOINT_NAME", "MANIFEST_NAME", "RUN_FILES", "RUN_MARKERS", "missing_folders",
+           "remove_empty_folders", "write_json"]
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+MANIFEST_NAME = ".diffusion-core-run.json"  # the list of the files a run wrote (RunDir)
+RUN_MARKERS = (MANIFEST_NAME, CHECKPOINT_NAME)  # a folder holding one of these is a training run's (not data)
 
 # The names a run writes into its folder: these, previews of a step and TensorBoard event files (RUN_PATTERN),
 # and data-cache/ when the data folder is read-only.
@@ -191,3 +196,48 @@ class RunDir:
                 f.unlink(missing_ok=True)
         for f in self.path.glob(".diffusion-core-replaced.*"):  # an overwrite killed between its two steps
             shutil.rmtree(f, ignore_errors=True)
+
+
+class NoRunDir:
+    """What ranks other than 0 hold: the path, and no lock (they write nothing)."""
+
+    def __init__(self, path) -> None:
+        self.path = Path(path)
+        self.checkpoint = self.path / CHECKPOINT_NAME
+
+    def claim(self, name: str) -> Path:
+        return self.path / name
+
+    def start(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def write_json(path: Path, value) -> None:
+    """``value`` as indented JSON at ``path``, replaced in one step."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    os.replace(tmp, path)
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) where they are empty; stop at the first that is not."""
+    for f in folders:
+        try:
+            f.rmdir()
+        except OSError:
+            return

@@ -1,7 +1,8 @@
 """What a run logs: ``metrics.jsonl`` (one JSON object per logged step, appended as it trains and continued on
 resume), TensorBoard scalars when the ``tensorboard`` package is installed, and ``loss.png``.
 
-Memory stays bounded: the trainer hands over one record per ``log_every`` steps and nothing is kept here.
+Memory stays bounded: the losses of the steps since the last record wait in preallocated device buffers
+(:class:`LossWindow`, read once per ``log_every`` steps), and the trainer hands over one record per window.
 """
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LogRecord", "RunLog", "read_metrics"]
+import torch
+import torch.distributed as dist
+
+__all__ = ["LogRecord", "LossWindow", "RunLog", "first_non_finite", "read_metrics"]
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -98,3 +102,31 @@ def _tensorboard_writer(out_dir: str | Path, purge_step: int | None, claim):
         if name.startswith("events.out.tfevents."):
             claim(name)
     return writer
+
+
+class LossWindow:
+    """Per-step losses and gradient norms since the last log record, in preallocated device buffers: the step
+    writes into them without a sync, and the memory stays the same however long the run."""
+
+    def __init__(self, size: int, device: torch.device) -> None:
+        self.losses = torch.zeros(size, device=device)
+        self.grad_norms = torch.zeros(size, device=device)
+        self.n = self.checked = 0
+
+    def add(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        self.losses[self.n].copy_(loss)
+        self.grad_norms[self.n].copy_(grad_norm)
+        self.n += 1
+
+    def reset(self) -> None:
+        self.n = self.checked = 0
+
+
+def first_non_finite(losses: torch.Tensor, distributed: bool) -> int | None:
+    """Index of the first non-finite entry of ``losses`` (one host read), agreed over ranks."""
+    bad = torch.cat([~torch.isfinite(losses), torch.ones(1, dtype=torch.bool, device=losses.device)])
+    idx = bad.to(torch.uint8).argmax().to(torch.int64)  # the first True; the appended one means "none"
+    if distributed:  # every rank must stop together, or the others hang in the next all-reduce
+        dist.all_reduce(idx, op=dist.ReduceOp.MIN)
+    i = int(idx)
+    return None if i >= len(losses) else i

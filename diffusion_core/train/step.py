@@ -1,4 +1,5 @@
-"""One optimizer step with no host sync: loss under autocast, backward, gradient clipping, AdamW, EMA.
+"""One optimizer step with no host sync: loss under autocast, backward, gradient clipping, AdamW at the step's
+learning rate (:func:`learning_rate`: linear warmup, then constant), and the weights' moving average (:class:`EMA`).
 
 Compilation follows PyTorch's guidance: a single process compiles the network *and* the loss as one graph
 (``fullgraph=True``, static shapes, so it compiles once and never again across steps); under DDP the model is
@@ -8,17 +9,57 @@ the backward pass (dynamo's DDPOptimizer splits the graph at the buckets, so no 
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .._validation import check_number
 from ..losses import training_losses
 from .config import TrainConfig
-from .distributed import DistInfo
-from .ema import EMA
+from .runtime import DistInfo
 
-__all__ = ["TrainStep"]
+__all__ = ["TrainStep", "EMA", "learning_rate"]
+
+
+def learning_rate(step: int, lr: float, warmup_steps: int) -> float:
+    """The learning rate of optimizer step ``step`` (counted from 0): a linear warmup from ``lr / warmup_steps``
+    up to ``lr`` over the first ``warmup_steps`` steps, then constant, as in Ho et al. 2020 (no decay)."""
+    return lr * min(1.0, (step + 1) / max(1, warmup_steps))
+
+
+class EMA:
+    r"""Keeps :math:`\theta_\mathrm{ema} \leftarrow \theta_\mathrm{ema} + (1-d)(\theta - \theta_\mathrm{ema})`.
+
+    The averaged copy lives in ``self.model`` (eval mode, no gradients) on the same device as the source; each
+    update is one fused foreach op.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = check_number("decay", decay, low=0, high=1, high_open=True)
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def decay_at(self, step: int) -> float:
+        """The decay used after ``step`` updates: warmed up as ``(1+n)/(10+n)`` so that a short run's
+        average is not dominated by the initial weights (0.999**500 = 0.61 would be)."""
+        return min(self.decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int | None = None) -> None:
+        """One EMA step; ``step`` (the number of optimizer steps done) enables the decay warmup."""
+        decay = self.decay if step is None else self.decay_at(step)
+        ema_params = [p for p in self.model.parameters()]
+        params = [p.detach() for p in model.parameters()]
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        for b_ema, b in zip(self.model.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
 
 
 class TrainStep:
@@ -75,8 +116,8 @@ class TrainStep:
     def __call__(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, step: int,
                  labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
-        for group in self.optimizer.param_groups:  # linear warmup, then constant (Ho et al.)
-            group["lr"] = c.lr * min(1.0, (step + 1) / max(1, c.warmup_steps))
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(step, c.lr, c.warmup_steps)
         with self._autocast:
             loss = self.loss(x0, t, noise, labels)
         self.scaler.scale(loss).backward()

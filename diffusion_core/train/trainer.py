@@ -1,44 +1,39 @@
 """The training loop: validate everything, take the run folder, then train, log and checkpoint.
 
-Nothing is written before every input has been checked (config, data, resume checkpoint, out_dir); then the run
-takes its folder (``RunDir``), an image folder's cache is built, and only when the run starts writing is an earlier
-run it replaces removed (a run that fails before that leaves no trace, and no folder it made). The step
-itself (``step.py``) never reads a value back from the device; the loop does so only at the named
+Nothing is written before every input has been checked (config, data, resume checkpoint, out_dir): a :class:`_Run`
+is built first. It then takes its folder (``RunDir``), an image folder's cache is built, and only when the run starts
+writing is an earlier run it replaces removed (a run that fails before that leaves no trace, and no folder it made).
+The step itself (``step.py``) never reads a value back from the device; the loop does so only at the named
 ``host_sync_point``s: every ``log_every`` steps (NaN/Inf check, ``metrics.jsonl``) and before a checkpoint.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from .._progress import tqdm_class
+from .._sync import host_sync_point
 from .._validation import check_fits_memory
 from ..cpu_threads import AdaptiveThreads
-from ..errors import InvalidInput, NonFiniteError
 from ..ddpm_samplers import ddim_sample
+from ..errors import InvalidInput, NonFiniteError
 from .checkpoint import save_checkpoint
 from .config import DEFAULT_WARMUP, TrainConfig
 from .data_source import DataSource
-from .device import autocast_dtype, configure_backends, resolve_device
-from .distributed import setup_distributed
 from .images import save_image_grid, save_scatter
-from .interrupt import StopRequest, TrainingInterrupted
 from .models import build_model, model_config_for
-from .resume import (OPTIMIZER_SETTINGS, RUN_CONTROL, check_resume, check_resume_data, gather_rng,  # noqa: F401
-                     resume_changes, restore, settle)
-from .run_dir import CHECKPOINT_NAME, RunDir
-from .run_log import LogRecord, RunLog
+from .resume import check_resume, check_resume_data, gather_rng, restore, settle
+from .run_dir import CHECKPOINT_NAME, NoRunDir, RunDir, write_json
+from .run_log import LogRecord, LossWindow, RunLog, first_non_finite
+from .runtime import (StopRequest, TrainingInterrupted, agree, autocast_dtype, configure_backends, resolve_device,
+                      setup_distributed)
 from .step import TrainStep
-from .sync import host_sync_point
 
 __all__ = ["NonFiniteLossError", "TrainResult", "TrainingInterrupted", "train"]
 
@@ -60,15 +55,6 @@ class TrainResult:
     checkpoint: Path | None
 
 
-def _check_sizes(config: TrainConfig, source: DataSource, device: torch.device) -> None:
-    """Sizes no machine can hold are refused here, in words, instead of by the allocator mid-run."""
-    per_example = 4 * math.prod(source.sample_shape)
-    check_fits_memory("batch_size", config.batch_size, 4 * per_example, "a batch (data, noise, noisy data, "
-                      "prediction)", device)
-    check_fits_memory("log_every", min(config.log_every, config.steps), 8, "the per-step losses of a log window",
-                      device)
-
-
 def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: bool = False,
           progress: bool = True) -> TrainResult:
     """Train as ``config`` says. ``resume``: continue from that checkpoint exactly where it stopped (its folder
@@ -79,63 +65,20 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: b
         NonFiniteLossError: the loss or the weights became NaN/Inf; the last good checkpoint is kept.
         TrainingInterrupted: Ctrl-C or SIGTERM; a checkpoint of the last finished step was written first.
     """
-    device = resolve_device(config.device)
-    auto_warmup = config.warmup_steps is None and resume is None
-    config, ckpt, notices = settle(config, resume)
-    info = setup_distributed(device)
-    if info.enabled and device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-        torch.cuda.set_device(device)
-    if config.batch_size % info.world_size:
-        raise InvalidInput(f"batch_size={config.batch_size} must be divisible by the number of processes ({info.world_size})")
-    configure_backends(device)
+    run = _Run(config, resume)
+    if run.start == run.config.steps:
+        log.warning("the checkpoint is already at step %d = steps; nothing to train", run.start)
+        return run.result()
+    return run.train(overwrite, progress)
 
-    torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP also broadcasts them)
-    source = DataSource(config, device, info)
-    model_config = model_config_for(config, source.channels, source.num_classes, source.data_size)
-    _check_sizes(config, source, device)
-    if ckpt is not None:
-        check_resume(ckpt, source, model_config)
-    model = build_model(model_config).to(device)
-    if info.rank > 0:  # dropout differs per rank; the data order (the generator below) is shared
-        torch.manual_seed(config.seed + 1_000_003 * info.rank)
-    diffusion = config.diffusion().to(device)
-    if config.uses_channels_last and source.is_image:
-        model = model.to(memory_format=torch.channels_last)
-    amp_dtype = autocast_dtype(config.precision, device)
-    compile_model = config.compile if config.compile is not None else device.type == "cuda"
-    step_fn = TrainStep(model, diffusion, config, device, info, amp_dtype, compile_model)
-    gen = torch.Generator(device).manual_seed(config.seed)  # data order, timesteps and noise
 
-    start = 0
-    if ckpt is not None:
-        start = restore(ckpt, resume, model, step_fn, config, gen, device, info)
-        if info.is_main:
-            for line in notices:
-                log.warning("resuming with a changed optimizer setting, %s", line)
-        if start == config.steps:
-            log.warning("the checkpoint is already at step %d = steps; nothing to train", start)
-            return TrainResult(model, step_fn.ema.model, torch.empty(0), start, None)
-
-    with RunDir(config.out_dir, resuming=Path(resume) if resume else None, overwrite=overwrite) if info.is_main \
-            else _NoRunDir(config.out_dir) as run_dir:
-        source.prepare(Path(config.out_dir) / "data-cache", run_dir.claim)  # Ctrl-C here stops at once
-        if ckpt is not None:
-            check_resume_data(ckpt, source)
-        run_dir.start()  # from here on the run writes (and an earlier run it replaces is gone)
-        if info.is_main:
-            _write_json(run_dir.claim("config.json"), {"train": config.to_dict(), "model": model_config})
-            _warmup_notice(config, auto_warmup)
-        run_log = RunLog(run_dir.path, resume_step=start if ckpt is not None else None,
-                         claim=run_dir.claim) if info.is_main else None
-        try:
-            with StopRequest() as stop:
-                return _loop(config, model_config, model, diffusion, step_fn, source, gen, info, device, start,
-                             run_dir, run_log, stop, progress)
-        finally:
-            source.close()
-            if run_log is not None:
-                run_log.close()
+def _check_sizes(config: TrainConfig, source: DataSource, device: torch.device) -> None:
+    """Sizes no machine can hold are refused here, in words, instead of by the allocator mid-run."""
+    per_example = 4 * math.prod(source.sample_shape)
+    check_fits_memory("batch_size", config.batch_size, 4 * per_example, "a batch (data, noise, noisy data, "
+                      "prediction)", device)
+    check_fits_memory("log_every", min(config.log_every, config.steps), 8, "the per-step losses of a log window",
+                      device)
 
 
 def _warmup_notice(config: TrainConfig, auto: bool) -> None:
@@ -148,174 +91,203 @@ def _warmup_notice(config: TrainConfig, auto: bool) -> None:
                     "resuming with more steps finishes the warmup", w, n, 100 * n / w)
 
 
-class _NoRunDir:
-    """What ranks other than 0 hold: the path, and no lock (they write nothing)."""
+class _Run:
+    """One training run. Built from the config, it checks every input and builds the data, network and optimizer
+    step (restored from the checkpoint it resumes), writing nothing; :meth:`train` then takes the run's folder and
+    runs the loop, whose parts (one step, the log, the checkpoint) are the methods below, sharing the run's state."""
 
-    def __init__(self, path) -> None:
-        self.path = Path(path)
-        self.checkpoint = self.path / CHECKPOINT_NAME
+    def __init__(self, config: TrainConfig, resume: str | Path | None) -> None:
+        self.resume = resume
+        self.device = resolve_device(config.device)
+        self.auto_warmup = config.warmup_steps is None and resume is None
+        self.config, self.ckpt, notices = settle(config, resume)
+        self._join_processes()
+        self._build()
+        self.start, self.last_saved, self.history = 0, None, []
+        if self.ckpt is not None:
+            self.start = restore(self.ckpt, resume, self.model, self.step_fn, self.config, self.gen, self.device,
+                                 self.info)
+            if self.info.is_main:
+                for line in notices:
+                    log.warning("resuming with a changed optimizer setting, %s", line)
 
-    def claim(self, name: str) -> Path:
-        return self.path / name
+    # ------------------------------------------------------------------ before the run: checks and set-up
+    def _join_processes(self) -> None:
+        """Join torchrun's process group (each process on its own GPU) and turn on the CUDA backend switches."""
+        self.info = info = setup_distributed(self.device)
+        if info.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", info.local_rank)
+            torch.cuda.set_device(self.device)
+        if self.config.batch_size % info.world_size:
+            raise InvalidInput(f"batch_size={self.config.batch_size} must be divisible by the number of processes "
+                               f"({info.world_size})")
+        configure_backends(self.device)
 
-    def start(self) -> None:
-        pass
+    def _build(self) -> None:
+        """The data, network, diffusion, optimizer step and data generator, in the order the seeds fix: the same
+        initial weights on every rank (DDP also broadcasts them), dropout that differs per rank."""
+        config, device, info = self.config, self.device, self.info
+        torch.manual_seed(config.seed)
+        self.source = source = DataSource(config, device, info)
+        self.model_config = model_config_for(config, source.channels, source.num_classes, source.data_size)
+        _check_sizes(config, source, device)
+        if self.ckpt is not None:
+            check_resume(self.ckpt, source, self.model_config)
+        model = build_model(self.model_config).to(device)
+        if info.rank > 0:  # dropout differs per rank; the data order (the generator below) is shared
+            torch.manual_seed(config.seed + 1_000_003 * info.rank)
+        self.diffusion = config.diffusion().to(device)
+        if config.uses_channels_last and source.is_image:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        compile_model = config.compile if config.compile is not None else device.type == "cuda"
+        self.step_fn = TrainStep(model, self.diffusion, config, device, info, autocast_dtype(config.precision, device),
+                                 compile_model)
+        self.gen = torch.Generator(device).manual_seed(config.seed)  # data order, timesteps and noise
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
-def _loop(config, model_config, model, diffusion, step_fn, source, gen, info, device, start, run_dir, run_log, stop,
-          progress):
-    B, T, local = config.batch_size, diffusion.num_timesteps, source.local
-    batches = source.batches(gen, start)
-    window = _Window(min(config.log_every, config.steps), device)  # a log at least at the end
-    history: list[torch.Tensor] = []
-    last_saved: Path | None = None
-    started = time.perf_counter()
-    wall_offset = run_log.wall_offset if run_log is not None else 0.0
-    tick, tick_step, saved_at = started, start, started
-
-    def last_good() -> str:
-        return f"; the last good checkpoint is {last_saved}" if last_saved else ""
-
-    def save(step_now: int) -> None:
-        with host_sync_point("checkpoint"):
-            _save(step_now)
-
-    def _save(step_now: int) -> None:
-        nonlocal last_saved, saved_at
-        check_window(step_now)
-        rng = gather_rng(gen, device, info)
-        if info.is_main:
+    # ------------------------------------------------------------------ the run
+    def train(self, overwrite: bool, progress: bool) -> TrainResult:
+        """Take the run's folder, prepare the data, write ``config.json``, run the loop; close what it opened."""
+        config, info = self.config, self.info
+        resuming = Path(self.resume) if self.resume else None
+        folder = RunDir(config.out_dir, resuming=resuming, overwrite=overwrite) if info.is_main \
+            else NoRunDir(config.out_dir)
+        with folder as self.run_dir:
+            self.source.prepare(Path(config.out_dir) / "data-cache", self.run_dir.claim)  # Ctrl-C here stops at once
+            if self.ckpt is not None:
+                check_resume_data(self.ckpt, self.source)
+            self.run_dir.start()  # from here on the run writes (and an earlier run it replaces is gone)
+            if info.is_main:
+                write_json(self.run_dir.claim("config.json"), {"train": config.to_dict(), "model": self.model_config})
+                _warmup_notice(config, self.auto_warmup)
+            self.run_log = RunLog(self.run_dir.path, resume_step=self.start if self.ckpt is not None else None,
+                                  claim=self.run_dir.claim) if info.is_main else None
             try:
-                last_saved = save_checkpoint(
-                    run_dir.claim(CHECKPOINT_NAME), step=step_now, train_config=config.to_dict(),
-                    model_config=model_config, model=model.state_dict(), ema=step_fn.ema.state_dict(),
-                    optimizer=step_fn.optimizer.state_dict(), scaler=step_fn.scaler.state_dict() if step_fn.scaler.is_enabled() else None, rng=rng,
-                    extra={"class_names": source.class_names,
-                           **({"data": source.data_record} if source.data_record else {})})
-            except NonFiniteError as e:
-                raise NonFiniteLossError(f"the weights became NaN or Inf by step {step_now} ({e}){last_good()}") from None
-            run_log.plot()
-        saved_at = time.perf_counter()
+                with StopRequest() as stop:
+                    return self._loop(stop, progress)
+            finally:
+                self.source.close()
+                if self.run_log is not None:
+                    self.run_log.close()
 
-    def check_window(step_now: int) -> None:
+    def _loop(self, stop: StopRequest, progress: bool) -> TrainResult:
+        """Steps ``start`` .. ``config.steps - 1``; after each, whatever is due (:meth:`_after_step`)."""
+        config = self.config
+        self.batches = self.source.batches(self.gen, self.start)
+        self.window = LossWindow(min(config.log_every, config.steps), self.device)  # a log at least at the end
+        self.started = time.perf_counter()
+        self.wall_offset = self.run_log.wall_offset if self.run_log is not None else 0.0
+        self.tick, self.tick_step, self.saved_at = self.started, self.start, self.started
+        self.bar = tqdm_class()(range(self.start, config.steps), disable=not (progress and self.info.is_main),
+                                desc="train", initial=self.start, total=config.steps)
+        self.model.train()
+        # On the CPU: as many threads as other programs leave cores free (a spinning thread pool sharing cores
+        # with another busy process runs several times slower).
+        with AdaptiveThreads.for_device(self.device) as threads:
+            try:
+                for step in self.bar:
+                    threads.update()
+                    self._step(step)
+                    self._after_step(step + 1, stop)
+            finally:
+                self.bar.close()
+        if self.info.is_main and config.steps > self.start:
+            self._preview("preview_final.png")
+        return self.result()
+
+    def _step(self, step: int) -> None:
+        """Optimizer step ``step``. The global batch (examples, timesteps, noise, label dropout) is drawn
+        identically on every rank and each keeps its slice, so N ranks see exactly the batch one process would."""
+        B, local, gen, device = self.config.batch_size, self.source.local, self.gen, self.device
+        x0, labels = next(self.batches)
+        t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=gen, device=device)[local]
+        noise = torch.randn((B, *self.source.sample_shape), generator=gen, device=device)[local]
+        if labels is not None:  # Ho & Salimans' label dropout (guidance.drop_labels), drawn for the global batch
+            coin = torch.rand((B,), generator=gen, device=device)[local]
+            labels = torch.where(coin < self.config.p_uncond, torch.full_like(labels, self.source.num_classes), labels)
+        loss, grad_norm = self.step_fn(x0, t, noise, step, labels)
+        self.window.add(loss, grad_norm)
+
+    def _after_step(self, done: int, stop: StopRequest) -> None:
+        """After ``done`` steps: the log and NaN/Inf check, a requested stop, a checkpoint, a preview, when due."""
+        config, info = self.config, self.info
+        at_log = done % config.log_every == 0 or done == config.steps
+        if at_log:
+            self._check_window(done)
+            self._write_log(done)
+        if agree(stop.requested, info, at_log):
+            self._save(done)
+            raise TrainingInterrupted(done, self.last_saved if info.is_main else None)
+        due = done % config.checkpoint_every == 0 or done == config.steps
+        if at_log and config.checkpoint_minutes and not due:
+            due = agree(time.perf_counter() - self.saved_at >= 60 * config.checkpoint_minutes, info, True)
+        if due:
+            self._save(done)
+        if info.is_main and config.preview_every and done % config.preview_every == 0:
+            self._preview(f"preview_{done:06d}.png")
+
+    def result(self) -> TrainResult:
+        losses = torch.cat(self.history)[-HISTORY_STEPS:] if self.history else torch.empty(0)
+        return TrainResult(self.model, self.step_fn.ema.model, losses, max(self.start, self.config.steps),
+                           self.last_saved)
+
+    # ------------------------------------------------------------------ what the loop writes
+    def _check_window(self, step: int) -> None:
+        """Stop at the first NaN/Inf loss since the last check (every rank together)."""
+        w = self.window
         with host_sync_point("non-finite check"):
-            bad = _first_bad(window.losses[window.checked:window.n], info.enabled)
+            bad = first_non_finite(w.losses[w.checked:w.n], self.info.enabled)
             if bad is not None:
-                first = step_now - window.n + window.checked + bad + 1
-                raise NonFiniteLossError(f"loss became NaN or Inf at step {first}{last_good()}")
-            window.checked = window.n
+                first = step - w.n + w.checked + bad + 1
+                raise NonFiniteLossError(f"loss became NaN or Inf at step {first}{self._last_good()}")
+            w.checked = w.n
 
-    def write_log(step_now: int) -> None:
-        nonlocal tick, tick_step
+    def _write_log(self, step: int) -> None:
+        """One ``metrics.jsonl`` record for the window that ends at ``step``, and the progress bar's numbers."""
+        w = self.window
         with host_sync_point("log"):
-            losses = window.losses[:window.n].to("cpu", torch.float32, copy=True)  # the buffer is reused
-            history.append(losses)
-            if sum(h.numel() for h in history) > HISTORY_STEPS:
-                history[:] = [torch.cat(history)[-HISTORY_STEPS:]]
+            losses = w.losses[:w.n].to("cpu", torch.float32, copy=True)  # the buffer is reused
+            self.history.append(losses)
+            if sum(h.numel() for h in self.history) > HISTORY_STEPS:
+                self.history[:] = [torch.cat(self.history)[-HISTORY_STEPS:]]
             now = time.perf_counter()
-            record = LogRecord(step=step_now, loss=float(losses.mean()), lr=step_fn.optimizer.param_groups[0]["lr"],
-                               grad_norm=float(window.grad_norms[:window.n].float().mean()),
-                               img_per_s=(step_now - tick_step) * B / (now - tick), wall_s=wall_offset + now - started)
-        tick, tick_step = now, step_now
-        window.reset()
-        if run_log is not None:
-            run_log.write(record)
-        bar.set_postfix(loss=f"{record.loss:.4f}", img_s=f"{record.img_per_s:.0f}")
+            record = LogRecord(step=step, loss=float(losses.mean()), lr=self.step_fn.optimizer.param_groups[0]["lr"],
+                               grad_norm=float(w.grad_norms[:w.n].float().mean()),
+                               img_per_s=(step - self.tick_step) * self.config.batch_size / (now - self.tick),
+                               wall_s=self.wall_offset + now - self.started)
+        self.tick, self.tick_step = now, step
+        w.reset()
+        if self.run_log is not None:
+            self.run_log.write(record)
+        self.bar.set_postfix(loss=f"{record.loss:.4f}", img_s=f"{record.img_per_s:.0f}")
 
-    bar = tqdm_class()(range(start, config.steps), disable=not (progress and info.is_main), desc="train", initial=start,
-               total=config.steps)
-    model.train()
-    done = start
-    # On the CPU: as many threads as other programs leave cores free (a spinning thread pool sharing cores
-    # with another busy process runs several times slower).
-    with AdaptiveThreads.for_device(device) as threads:
+    def _save(self, step: int) -> None:
+        """The checkpoint of ``step``, after the NaN/Inf check: every rank gives its RNG state, rank 0 writes."""
+        with host_sync_point("checkpoint"):
+            self._check_window(step)
+            rng = gather_rng(self.gen, self.device, self.info)
+            if self.info.is_main:
+                self.last_saved = self._write_checkpoint(step, rng)
+                self.run_log.plot()
+            self.saved_at = time.perf_counter()
+
+    def _write_checkpoint(self, step: int, rng: dict[str, torch.Tensor]) -> Path:
+        s, source = self.step_fn, self.source
         try:
-            for step in bar:
-                threads.update()
-                # The global batch is drawn identically on every rank; each keeps its slice, so N ranks
-                # see exactly the batch one process would.
-                x0, labels = next(batches)
-                t = torch.randint(0, T, (B,), generator=gen, device=device)[local]
-                noise = torch.randn((B, *source.sample_shape), generator=gen, device=device)[local]
-                if labels is not None:  # Ho & Salimans' label dropout (guidance.drop_labels), drawn for the global batch
-                    coin = torch.rand((B,), generator=gen, device=device)[local]
-                    labels = torch.where(coin < config.p_uncond, torch.full_like(labels, source.num_classes), labels)
-                loss, grad_norm = step_fn(x0, t, noise, step, labels)
-                window.add(loss, grad_norm)
-                done = step + 1
-                at_log = done % config.log_every == 0 or done == config.steps
-                if at_log:
-                    check_window(done)
-                    write_log(done)
-                if _agree(stop.requested, info, at_log):
-                    save(done)
-                    raise TrainingInterrupted(done, last_saved if info.is_main else None)
-                due = done % config.checkpoint_every == 0 or done == config.steps
-                if at_log and config.checkpoint_minutes and not due:
-                    due = _agree(time.perf_counter() - saved_at >= 60 * config.checkpoint_minutes, info, True)
-                if due:
-                    save(done)
-                if info.is_main and config.preview_every and done % config.preview_every == 0:
-                    preview(step_fn.ema.model, diffusion, source.sample_shape, device, run_dir.claim(f"preview_{done:06d}.png"))
-        finally:
-            bar.close()
-    if info.is_main and config.steps > start:
-        preview(step_fn.ema.model, diffusion, source.sample_shape, device, run_dir.claim("preview_final.png"))
-    losses = torch.cat(history)[-HISTORY_STEPS:] if history else torch.empty(0)
-    return TrainResult(model, step_fn.ema.model, losses, max(start, config.steps), last_saved)
+            return save_checkpoint(
+                self.run_dir.claim(CHECKPOINT_NAME), step=step, train_config=self.config.to_dict(),
+                model_config=self.model_config, model=self.model.state_dict(), ema=s.ema.state_dict(),
+                optimizer=s.optimizer.state_dict(), scaler=s.scaler.state_dict() if s.scaler.is_enabled() else None,
+                rng=rng, extra={"class_names": source.class_names,
+                                **({"data": source.data_record} if source.data_record else {})})
+        except NonFiniteError as e:
+            raise NonFiniteLossError(f"the weights became NaN or Inf by step {step} ({e}){self._last_good()}") from None
 
+    def _last_good(self) -> str:
+        return f"; the last good checkpoint is {self.last_saved}" if self.last_saved else ""
 
-class _Window:
-    """Per-step losses and gradient norms since the last log record, in preallocated device buffers: the step
-    writes into them without a sync, and the memory stays the same however long the run."""
-
-    def __init__(self, size: int, device: torch.device) -> None:
-        self.losses = torch.zeros(size, device=device)
-        self.grad_norms = torch.zeros(size, device=device)
-        self.n = self.checked = 0
-
-    def add(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
-        self.losses[self.n].copy_(loss)
-        self.grad_norms[self.n].copy_(grad_norm)
-        self.n += 1
-
-    def reset(self) -> None:
-        self.n = self.checked = 0
-
-
-def _first_bad(losses: torch.Tensor, distributed: bool) -> int | None:
-    """Index of the first non-finite entry of ``losses`` (one host read), agreed over ranks."""
-    bad = torch.cat([~torch.isfinite(losses), torch.ones(1, dtype=torch.bool, device=losses.device)])
-    idx = bad.to(torch.uint8).argmax().to(torch.int64)  # the first True; the appended one means "none"
-    if distributed:  # every rank must stop together, or the others hang in the next all-reduce
-        dist.all_reduce(idx, op=dist.ReduceOp.MIN)
-    i = int(idx)
-    return None if i >= len(losses) else i
-
-
-def _agree(flag: bool, info, at_sync_point: bool) -> bool:
-    """A decision every rank takes together. Under DDP it is exchanged only at log steps, which read
-    the device anyway; a single process decides at once."""
-    if not info.enabled:
-        return flag
-    if not at_sync_point:
-        return False
-    with host_sync_point("stop or checkpoint decision"):
-        t = torch.tensor(int(flag), device="cuda" if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
-
-
-def _write_json(path: Path, value) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    os.replace(tmp, path)
+    def _preview(self, name: str) -> None:
+        preview(self.step_fn.ema.model, self.diffusion, self.source.sample_shape, self.device, self.run_dir.claim(name))
 
 
 @torch.no_grad()

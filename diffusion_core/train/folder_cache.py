@@ -1,5 +1,5 @@
-"""Image folders streamed from disk: decoded once into a uint8 memory-mapped cache
-(:func:`prepare_image_folder`), then batched by a DataLoader (:func:`folder_batches`, in ``folder_stream.py``).
+"""The image-folder cache: every image of a folder decoded once into a uint8 memory-mapped file
+(:func:`prepare_image_folder`), which the run's DataLoader then streams (:func:`~.data_source.folder_batches`).
 
 Cache layout (``<data_dir>/.diffusion-core-cache/`` by default, else ``<cache_dir>/<name>-<hash of data_dir>/``),
 one set of files per ``(image_size, channels)``, e.g. ``32px-3ch``:
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data as _data
-from ._fs import missing_folders, remove_empty_folders
+from . import images as image_files  # through the module: tests count the decodes
+from .run_dir import missing_folders, remove_empty_folders
 
 log = logging.getLogger("diffusion_core.train")
 
@@ -33,11 +33,10 @@ try:
 except ImportError:  # Windows: no lock; prepare from one process at a time
     fcntl = None
 
-__all__ = ["CACHE_DIR_NAME", "FORMAT_VERSION", "PreparedFolder", "prepare_image_folder", "global_batch",
-           "folder_batches"]
+__all__ = ["CACHE_DIR_NAME", "FORMAT_VERSION", "PreparedFolder", "prepare_image_folder"]
 
 CACHE_DIR_NAME = ".diffusion-core-cache"
-# Bump when the layout or the decoding (data.decode_image) changes: old caches are rebuilt.
+# Bump when the layout or the decoding (images.decode_image) changes: old caches are rebuilt.
 # 2: the sources' ctime and inode in the fingerprint; the SHA-256 of the contents in the index.
 FORMAT_VERSION = 2
 
@@ -208,7 +207,7 @@ def _build(folder: Path, want: dict, source: Path, files: list[Path], labels: np
 
             files = progress_bar(files, desc=f"prepare {s}px", unit="img")
         for i, f in enumerate(files):
-            images[i] = _data.decode_image(f, s, c)
+            images[i] = image_files.decode_image(f, s, c)
         images.flush()
         digest = _content_sha256(images, labels)
         del images
@@ -236,10 +235,10 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 def prepare_image_folder(data_dir: str | Path, image_size: int, channels: int, *,
                          cache_dir: str | Path | None = None, progress: bool = False) -> PreparedFolder:
-    """Decode every image of ``data_dir`` once (:func:`~.data.decode_image`, labels from :func:`~.data.class_folders`)
+    """Decode every image of ``data_dir`` once (:func:`~.images.decode_image`, labels from :func:`~.images.class_folders`)
     into a uint8 memory-mapped cache, or reuse the cache when the files (relative paths, sizes, mtimes, ctimes,
     inodes) and settings are unchanged and the cache still matches the SHA-256 of its contents (else it is
-    rebuilt). Subfolders that hold a training run are not data (:func:`~.data.list_images`). ``cache_dir``: where to keep it instead of ``<data_dir>/.diffusion-core-cache``
+    rebuilt). Subfolders that hold a training run are not data (:func:`~.images.list_images`). ``cache_dir``: where to keep it instead of ``<data_dir>/.diffusion-core-cache``
     (one subfolder per data folder, so one ``cache_dir`` can serve many).
 
     Raises:
@@ -251,8 +250,8 @@ def prepare_image_folder(data_dir: str | Path, image_size: int, channels: int, *
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"data_dir {str(root)!r} is not a folder")
-    _data._check_settings(image_size, channels)
-    files, labels, class_names = _data.class_folders(root)
+    image_files.check_settings(image_size, channels)
+    files, labels, class_names = image_files.class_folders(root)
     want = {"format": FORMAT_VERSION, "stem": f"{image_size}px-{channels}ch", "image_size": image_size,
             "channels": channels, "count": len(files), "class_names": class_names,
             "fingerprint": _fingerprint(root, files)}
@@ -277,5 +276,3 @@ def prepare_image_folder(data_dir: str | Path, image_size: int, channels: int, *
             raise
     return PreparedFolder(folder, index)
 
-
-from .folder_stream import folder_batches, global_batch  # noqa: E402  (the stream reads what is prepared here)
