@@ -1,7 +1,7 @@
 """Training and sampling beside other busy processes: the wall time of the default ``diffusion-core train`` (and of a
 ``diffusion-core sample``) alone, beside one CPU-bound process and beside two.
 
-    python -m benchmarks.busy_cpu --out benchmarks/results/busy-cpu-$(date +%F).json
+    python -m benchmarks.busy_cpu --out benchmarks/results/busy-cpu/$(date +%F).json
     python -m benchmarks.busy_cpu --env DIFFUSION_CORE_ADAPT_THREADS=0   # the fixed thread count, for comparison
 
 Each busy process is ``python -c "while True: pass"``, started before the command and killed after it. Nothing
@@ -74,6 +74,7 @@ def main() -> None:
     result = {"cpu": cpu_model(), "cores": os.cpu_count(),
               "env": dict(kv.split("=", 1) for kv in args.env), "rows": rows}
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
