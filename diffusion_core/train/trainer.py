@@ -182,7 +182,7 @@ class _Run:
                                 desc="train", initial=self.start, total=config.steps)
         self.model.train()
         # On the CPU: as many threads as other programs leave cores free (a spinning thread pool sharing cores
-        # with another busy process runs several times slower).
+        # with another busy process stalls at every parallel region).
         with AdaptiveThreads.for_device(self.device) as threads:
             try:
                 for step in self.bar:
@@ -298,7 +298,7 @@ def preview(model: nn.Module, diffusion, sample_shape: tuple[int, ...], device: 
         g = torch.Generator(device).manual_seed(0)
         n = 1000 if len(sample_shape) == 1 else n
         x_T = torch.randn((n, *sample_shape), generator=g, device=device)
-        # At most T steps: ddim_sample rejects steps > T, which used to crash every run with num_timesteps < 50.
+        # At most T steps: ddim_sample refuses more steps than the schedule has.
         x = ddim_sample(model, diffusion, x_T, steps=min(50, diffusion.num_timesteps), progress=False).sample
         if len(sample_shape) == 1:
             return save_scatter(x, path)
