@@ -82,6 +82,9 @@ def time_grid(path: GaussianPath, steps: int, spacing: str | None = None, *, t_m
         if not 0 < t_min < t_max:
             raise InvalidInput(f"t_min must lie in (0, t_max={t_max:g}), got {t_min}")
         ends = torch.tensor([t_max, t_min], dtype=torch.float64)
+        if not bool(torch.isfinite(path.log_snr(ends[:1])).all()):
+            raise InvalidInput(f"spacing {spacing!r} is even in the noise level, which is infinite at t_max={t_max:g} "
+                               f"on {path!r}: pass sigma_max (EDM starts at 80) or a smaller t_max")
         frac = torch.arange(steps, dtype=torch.float64) / max(steps - 1, 1)
         if spacing == "log-snr":
             lam = path.log_snr(ends)

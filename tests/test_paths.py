@@ -192,3 +192,14 @@ def test_grid_arguments_are_checked():
         time_grid(DiscreteVP(dc.NoiseSchedule.cosine(10)), 11)
     with pytest.raises(InvalidInput, match="t_max or sigma_max"):
         time_grid(RectifiedFlow(), 4, t_max=0.5, sigma_max=3.0)
+
+
+@pytest.mark.parametrize("spacing", ["log-snr", "karras"])
+def test_noise_level_spacings_refuse_an_infinite_start_and_take_sigma_max(spacing):
+    """Rectified flow at t = 1 is pure noise: log-SNR -inf, sigma/alpha infinite. A grid even in the noise level
+    cannot start there (the grid would be NaN); with sigma_max = 80 it starts where sigma/alpha = 80."""
+    with pytest.raises(InvalidInput, match=f"spacing '{spacing}' is even in the noise level, which is infinite"):
+        time_grid(RectifiedFlow(), 8, spacing)
+    ts = time_grid(RectifiedFlow(), 8, spacing, sigma_max=80.0)
+    assert bool(torch.isfinite(ts).all()) and ts[-1] == 0
+    assert ts[0].item() == pytest.approx(80 / 81, rel=1e-12)  # t/(1 - t) = 80
