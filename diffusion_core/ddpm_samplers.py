@@ -76,15 +76,12 @@ def ddim_sample(model: Model, diffusion: Diffusion, x_T: torch.Tensor, *, steps:
                 labels: torch.Tensor | None = None, clip: Clip | str | None = None,
                 sigma_max: float | None = None) -> SampleResult:
     r"""DDIM (Song et al. 2021, eq. 12) over ``steps`` of the schedule's steps: :math:`x_{t-1}` drawn from
-    :math:`q_\sigma(x_{t-1} \mid x_t, \hat x_0)`, the update
+    :math:`q_\sigma(x_{t-1} \mid x_t, \hat x_0)`, the update that puts the predicted data :math:`\hat x_0` and the
+    noise it implies, :math:`\hat\epsilon`, back together at the noise level of step :math:`t - 1`, plus fresh
+    noise :math:`\sigma_t z`:
 
     .. math::
         :checked-by: ddim.index:update
-
-        \sqrt{\bar{\alpha}_{t-1}} \hat{x}_{0}
-        + \sqrt{1 - \bar{\alpha}_{t-1} - \sigma_{t}^{2}} \frac{x_{t} - \sqrt{\bar{\alpha}_{t}} \hat{x}_{0}}{\sqrt{1 - \bar{\alpha}_{t}}}
-        + \sigma_{t} z
-        = \sqrt{\bar{\alpha}_{t-1}} \hat{x}_{0} + \sqrt{1 - \bar{\alpha}_{t-1} - \sigma_{t}^{2}} \hat{\epsilon} + \sigma_{t} z
 
     with :math:`\sigma_t = \eta\sqrt{(1-\bar\alpha_{t-1})/(1-\bar\alpha_t)}\sqrt{1-\bar\alpha_t/\bar\alpha_{t-1}}`:
     :math:`\eta = 0` is deterministic, :math:`\eta = 1` DDPM's posterior variance

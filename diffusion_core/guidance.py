@@ -4,9 +4,12 @@ One class-conditional network is also the unconditional model: trained with the 
 label :math:`\varnothing` a fraction ``p_uncond`` of the time (their algorithm 1; :func:`drop_labels`), it
 predicts :math:`\hat\epsilon(x_t, c)` for a class :math:`c` and :math:`\hat\epsilon(x_t, \varnothing)` for
 none. Sampling (their algorithm 2) replaces the prediction by the extrapolation of eq. 6,
+:math:`\tilde\epsilon = (1 + w)\,\hat\epsilon(x_t, c) - w\,\hat\epsilon(x_t, \varnothing)`, that is
+:math:`\hat\epsilon_u + s\,(\hat\epsilon_c - \hat\epsilon_u)` with :math:`s = 1 + w`: the noise prediction
+(:math:`-\sigma_t` times the score) of the tilted density :math:`p_t(x)\,p_t(c \mid x)^s`,
 
-.. math:: \tilde\epsilon = (1 + w)\,\hat\epsilon(x_t, c) - w\,\hat\epsilon(x_t, \varnothing)
-          = \hat\epsilon_u + s\,(\hat\epsilon_c - \hat\epsilon_u), \qquad s = 1 + w.
+.. math::
+    :checked-by: score.guidance:cfg_eps
 
 Notation (code name → paper symbol):
 

@@ -249,7 +249,7 @@ class VarianceExploding(GaussianPath):
     """:math:`\\alpha_t = 1`, :math:`\\sigma_t = t`: the time is Karras et al.'s noise level :math:`\\sigma`
     (EDM; Song et al.'s VE SDE up to its time change). The network's time input is EDM's
     :math:`c_\\mathrm{noise} = \\frac14\\ln\\sigma` (Karras et al. table 1). Sampling starts at ``t_max`` =
-    :math:`\\sigma_\\max` = 80 by default (EDM's)."""
+    :math:`\\sigma_{\\max}` = 80 by default (EDM's)."""
 
     def __init__(self, sigma_max: float = 80.0) -> None:
         if not sigma_max > 0:

@@ -59,20 +59,12 @@ def q_posterior(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t:
     .. math::
         :checked-by: diffusion.reverse:posterior_mean
 
-        \frac{\frac{\sqrt{\alpha_{t}} x_{t}}{\beta_{t}} + \frac{\sqrt{\bar{\alpha}_{t-1}} x_{0}}{1 - \bar{\alpha}_{t-1}}}
-              {\frac{\alpha_{t}}{\beta_{t}} + \frac{1}{1 - \bar{\alpha}_{t-1}}}
-        = \frac{\sqrt{\bar{\alpha}_{t-1}} \beta_{t}}{1 - \bar{\alpha}_{t}} x_{0}
-          + \frac{\sqrt{\alpha_{t}} \left(1 - \bar{\alpha}_{t-1}\right)}{1 - \bar{\alpha}_{t}} x_{t}
-
     and the variance :math:`\tilde\beta_t` is one over the precision,
 
     .. math::
         :checked-by: diffusion.reverse:posterior_variance
 
-        \frac{1}{\frac{\alpha_{t}}{\beta_{t}} + \frac{1}{1 - \bar{\alpha}_{t-1}}}
-        = \frac{1 - \bar{\alpha}_{t-1}}{1 - \bar{\alpha}_{t}} \beta_{t}
-
-    (both checked by SymPy on the reverse-process page, ``diffusion_core/derivations/diffusion/reverse.py``).
+    (both derived and checked by SymPy on the reverse-process page).
     """
     check_same_shape("x0", x0, "x_t", x_t)
     check_timesteps(t, schedule.num_timesteps, x_t.shape[0])

@@ -115,7 +115,14 @@ def sample_euler(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, **op
     :math:`\tilde x_s = \hat x_0 + \tilde\sigma_s\hat\epsilon`, that is :math:`x_s = \alpha_s\hat x_0 + \sigma_s\hat\epsilon`:
     DDIM with :math:`\eta = 0` on every path (Song et al. 2021, sec. 4.3), and on rectified flow, where
     :math:`\alpha, \sigma` are linear in :math:`t`, the flow-matching step :math:`x + (s - t)\hat u`
-    (diffusers' ``FlowMatchEulerDiscreteScheduler``). Options as for :func:`sample_ddim` without ``eta``."""
+    (diffusers' ``FlowMatchEulerDiscreteScheduler``). Options as for :func:`sample_ddim` without ``eta``.
+
+    On a DDPM path, with :math:`\bar x = x/\sqrt{\bar\alpha}` and :math:`\bar\sigma = \sqrt{1-\bar\alpha}/\sqrt{\bar\alpha}`,
+    Euler's step with the slope :math:`\hat\epsilon` is DDIM's update:
+
+    .. math::
+        :checked-by: score.solvers:ddim_is_euler
+    """
     if "eta" in options:
         raise InvalidInput("eta is not an option of sample_euler (deterministic); use sample_ddim(eta=...)")
     return sample_ddim(denoiser, x, ts, **options)
@@ -183,7 +190,15 @@ def sample_heun(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, la
     :math:`d\tilde x/d\tilde\sigma = (\tilde x - \hat x_0)/\tilde\sigma`, each step an Euler predictor and a
     trapezoidal corrector evaluated at the next grid time, except the last step, to :math:`\tilde\sigma = 0`,
     which is Euler only and gives :math:`\hat x_0`. ``N`` steps cost :math:`2N - 1` network calls; the corrector
-    evaluates the network at grid times only (on a DDPM path, its integer steps)."""
+    evaluates the network at grid times only (on a DDPM path, its integer steps).
+
+    That ODE is the probability-flow ODE written in :math:`\tilde x = x/\alpha` and :math:`\tilde\sigma =
+    \sigma/\alpha`; on a variance-preserving path (:math:`\alpha = \sqrt{\bar\alpha}`,
+    :math:`\sigma = \sqrt{1-\bar\alpha}`):
+
+    .. math::
+        :checked-by: api.solvers:edm_ode
+    """
     g = _Grid(denoiser, x, ts)
     pred = _predictor(denoiser, g, labels, clip, percentile)
     sig = _edm_sigmas(g, x, "sample_heun")
@@ -229,10 +244,30 @@ def sample_dpmpp_2m(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *
                     labels: torch.Tensor | None = None, clip: Clip | str = Clip.NONE, percentile: float = 0.995,
                     **loop) -> SampleResult:
     r"""DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): the multistep second-order solver of the probability-flow
-    ODE in the data prediction, one network call per step. With :math:`h_k = \lambda_{k+1} - \lambda_k`
-    (:math:`\lambda` here half the log-SNR, as in the paper), the first-order step is
-    :math:`x_{k+1} = \frac{\sigma_{k+1}}{\sigma_k}x_k - \alpha_{k+1}(e^{-h_k} - 1)\hat x_0` (DDIM), and 2M replaces
-    :math:`\hat x_0` by :math:`(1 + \frac{1}{2r_k})\hat x_0 - \frac{1}{2r_k}\hat x_0^{prev}`, :math:`r_k = h_{k-1}/h_k`.
+    ODE in the data prediction, one network call per step.
+
+    In :math:`\lambda = \log(\alpha/\sigma)` (half the log-SNR, as in the paper) the ODE is
+    :math:`dx/d\lambda = -\alpha^2 x + \alpha\hat x_0`, and variation of constants solves its linear part
+    exactly: from :math:`x_s` at :math:`\lambda_s`,
+    :math:`x(\lambda) = \sigma(\lambda)\big(x_s/\sigma(\lambda_s) + \int_{\lambda_s}^{\lambda} e^u\hat x_0(u)\,du\big)`,
+    which solves the ODE (the variance-preserving case):
+
+    .. math::
+        :checked-by: score.solvers:exact_solution
+
+    Holding :math:`\hat x_0` at its value at the start of the step gives the first-order step, which is DDIM:
+
+    .. math::
+        :checked-by: score.solvers:first_order_is_ddim
+
+    With :math:`h_k = \lambda_{k+1} - \lambda_k`, that step is
+    :math:`x_{k+1} = \frac{\sigma_{k+1}}{\sigma_k}x_k - \alpha_{k+1}(e^{-h_k} - 1)\hat x_0`, and 2M replaces
+    :math:`\hat x_0` by :math:`(1 + \frac{1}{2r_k})\hat x_0 - \frac{1}{2r_k}\hat x_0^{prev}`, :math:`r_k = h_{k-1}/h_k`,
+    which the code computes as :math:`c_x x + c_0\hat x_0 + c_1(\hat x_0 - \hat x_0^{prev})`:
+
+    .. math::
+        :checked-by: score.solvers:dpmpp_2m_update
+
     First order: the first step, the last (to the data, where it gives :math:`\hat x_0`), and with
     ``lower_order_final`` and fewer than 15 steps the step into the last grid time before the data (as diffusers'
     ``DPMSolverMultistepScheduler(lower_order_final=True)``)."""

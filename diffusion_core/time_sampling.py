@@ -1,6 +1,6 @@
 r"""Where training spends its examples: the density :math:`p(t)` of the training times, for any path.
 
-* :class:`UniformTime`: :math:`t \sim U(0, t_\max]`; on a DDPM path a uniform integer step in :math:`1..T`
+* :class:`UniformTime`: :math:`t \sim U(0, t_{\max}]`; on a DDPM path a uniform integer step in :math:`1..T`
   (Ho et al. 2020, algorithm 1), drawn exactly as the DDPM trainer always drew it.
 * :class:`LogNormalSigma`: EDM's :math:`\ln(\sigma/\alpha) \sim \mathcal N(P_\mathrm{mean}, P_\mathrm{std}^2)`,
   :math:`P_\mathrm{mean} = -1.2`, :math:`P_\mathrm{std} = 1.2` (Karras et al. 2022, table 1).
@@ -24,7 +24,7 @@ __all__ = ["UniformTime", "LogNormalSigma", "LogitNormalTime"]
 
 @dataclass(frozen=True)
 class UniformTime:
-    """:math:`t \\sim U(0, t_\\max]`; on a DDPM path ``randint(0, T) + 1``."""
+    """:math:`t \\sim U(0, t_{\\max}]`; on a DDPM path ``randint(0, T) + 1``."""
 
     def __call__(self, path: GaussianPath, n: int, generator=None, device=None) -> torch.Tensor:
         if isinstance(path, DiscreteVP):
@@ -53,7 +53,7 @@ class LogNormalSigma:
 
 @dataclass(frozen=True)
 class LogitNormalTime:
-    """SD3: :math:`t = t_\\max\\,\\mathrm{sigmoid}(m + s\\,z)`, :math:`z \\sim \\mathcal N(0, 1)`."""
+    """SD3: :math:`t = t_{\\max}\\,\\mathrm{sigmoid}(m + s\\,z)`, :math:`z \\sim \\mathcal N(0, 1)`."""
 
     mean: float = 0.0
     std: float = 1.0

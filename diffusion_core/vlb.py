@@ -42,17 +42,13 @@ def _mean_flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
-    r"""Elementwise :math:`D_{KL}(\mathcal N(\mu_1,\sigma_1^2)\,\|\,\mathcal N(\mu_2,\sigma_2^2))` in nats:
+    r"""Elementwise :math:`D_{KL}(\mathcal N(\mu_1,\sigma_1^2)\,\|\,\mathcal N(\mu_2,\sigma_2^2))` in nats, from the
+    log-variances, by the closed form for two normal distributions:
 
     .. math::
         :checked-by: background.kl:gaussian
 
-        D_{\mathrm{KL}}\left(\mathcal{N}(\mu_{1}, \sigma_{1}^{2}) \,\middle\|\, \mathcal{N}(\mu_{2}, \sigma_{2}^{2})\right)
-        = \log\left(\frac{\sigma_{2}}{\sigma_{1}}\right)
-          + \frac{\sigma_{1}^{2} + \left(\mu_{1} - \mu_{2}\right)^{2}}{2 \sigma_{2}^{2}} - \frac{1}{2}
-
-    (checked by SymPy on the KL-divergence page, ``diffusion_core/derivations/background/kl.py``; the training-objective
-    page ties this function to it).
+    (derived and checked by SymPy on the KL-divergence page; the training-objective page ties this function to it).
     """
     mean1, logvar1, mean2, logvar2 = (torch.as_tensor(v) for v in (mean1, logvar1, mean2, logvar2))
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
@@ -73,14 +69,11 @@ def discretized_gaussian_log_likelihood(
     r"""Elementwise :math:`\log p(x)` in nats for data in :math:`[-1, 1]` quantized to ``bins`` levels, under
     :math:`\mathcal N(\mu, \sigma^2)` integrated over each level's bin (Ho et al. eq. 13; ``log_scale`` is
     :math:`\log\sigma`). An interior level :math:`x` owns the bin :math:`[x - \delta, x + \delta]`,
-    :math:`\delta = 1/(\text{bins} - 1)`, so :math:`p(x)` is
+    :math:`\delta = 1/(\text{bins} - 1)`, so :math:`p(x)` is the normal density's integral over that bin, a
+    difference of two error functions:
 
     .. math::
         :checked-by: api.losses:bin_probability
-
-        \int\limits_{x - \delta}^{x + \delta} \mathcal{N}(y; \mu, \sigma^{2})\, dy
-        = \frac{\operatorname{erf}{\left(\frac{\sqrt{2} \left(x + \delta - \mu\right)}{2 \sigma} \right)}
-                 - \operatorname{erf}{\left(\frac{\sqrt{2} \left(x - \delta - \mu\right)}{2 \sigma} \right)}}{2}
 
     (checked in ``diffusion_core/derivations/api/losses.py``, also against this function). The edge bins extend to
     infinity: the level :math:`-1` owns :math:`(-\infty, -1 + \delta]` and the level :math:`1` owns

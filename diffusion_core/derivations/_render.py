@@ -42,23 +42,21 @@ def result_latex(derivation: Derivation) -> str:
     return f"{tex(derivation.lines[0])} {REL_WORD[derivation.relation]} {tex(derivation.lines[-1])}"
 
 
-def same_latex(written: str, derivation: Derivation) -> bool:
-    """Whether ``written`` (a docstring's formula) is the derivation's result display, up to whitespace."""
-    return "".join(written.split()) == "".join(result_latex(derivation).split())
-
-
-def render_result(spec: DerivationSpec, derivation: Derivation, here: bool) -> str:
+def render_result(spec: DerivationSpec, derivation: Derivation, here: bool,
+                  link: tuple[str, str] | None = None) -> str:
     """The first line, the overall relation and the last line of a checked derivation, as one display.
 
-    Used to restate a result where the text needs it (before or after its derivation); it is
-    checked because every step of the derivation it summarizes is.  ``here``: the derivation is
-    on the same page, so the note links to it.
+    Used to restate a result where the text needs it (before or after its derivation, or on the API
+    page for a docstring that names it); it is checked because every step of the derivation it
+    summarizes is.  ``here``: the derivation is on the same page, so the note links to it; ``link``:
+    ``(page name, URL)`` of another page that shows it.
     """
     title = f"[{spec.title}](#{anchor(spec.ref)})" if here else f"*{spec.title}*"
+    where = f", derived on the page [{link[0]}]({link[1]})" if link else ""
     return "\n".join([
         '<div class="derivation-result" markdown>', "", "$$", result_latex(derivation),
         "$$", "", f'<p class="derivation-result-note" markdown="span">Checked by SymPy: the result '
-        f"of the derivation {title} (`{module_path(spec.ref)}`).</p>",
+        f"of the derivation {title} (`{module_path(spec.ref)}`){where}.</p>",
         "", "</div>"])
 
 

@@ -33,7 +33,8 @@ from PIL import Image
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, without ipywidgets; no bars here
 
-from diffusion_core import NoiseSchedule, q_sample
+from diffusion_core import NoiseSchedule
+from diffusion_core.forward import q_sample
 
 SIZE = 128
 path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)

@@ -32,7 +32,8 @@ from PIL import Image
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, without ipywidgets; no bars here
 
-from diffusion_core import NoiseSchedule, q_sample
+from diffusion_core import NoiseSchedule
+from diffusion_core.forward import q_sample
 
 T = 1000
 KINDS = ["linear", "cosine", "quadratic", "sigmoid"]

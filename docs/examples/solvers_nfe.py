@@ -93,8 +93,9 @@ for nfe in nfes:
     errors["DDIM"].append((nfe, rms_error(ddim_sample(eps_model, diffusion, x_T, steps=nfe, **kw).sample)))
     errors["DPM-Solver++(2M)"].append((nfe, rms_error(dpmpp_2m_sample(eps_model, diffusion, x_T, steps=nfe,
                                                                       **kw).sample)))
-    n = nfe // 2 + 1  # Heun: n steps cost 2n - 1 evaluations
-    errors["Heun"].append((2 * n - 1, rms_error(heun_sample(eps_model, diffusion, x_T, steps=n, **kw).sample)))
+    n = nfe // 2 + 1  # Heun: n steps cost 2n - 1 evaluations; from the top index too (its default starts at 80)
+    errors["Heun"].append((2 * n - 1, rms_error(heun_sample(eps_model, diffusion, x_T, steps=n, sigma_max=None,
+                                                            **kw).sample)))
 
 print(f"{'solver':18s}" + "".join(f"{n:>10d}" for n in nfes) + "   fitted order (NFE >= 20)")
 orders = {}
@@ -129,8 +130,10 @@ plt.show()
 # The same three solvers on the trained digits network (the unconditional `digits-8` checkpoint of
 # [Digits: DDPM against DDIM](digits.py), from `checkpoints/digits/` beside this page, which is trained first when
 # it is missing: 207 s on the idle 2-core AMD EPYC VM of 2026-12-06), from one fixed batch of starting noise. Each solver uses its
-# default spacing of the timesteps (linspace for DDIM and 2M, log-SNR for Heun). Heun's NFE are odd, $2N - 1$
-# for $N$ steps: 5, 9 and 19.
+# default time grid: DDIM and 2M the linspace spacing over all the timesteps, Heun EDM's own grid, Karras et al.'s
+# $\rho = 7$ spacing from the last timestep whose $\bar\sigma$ is at most EDM's 80 (the curves above started
+# Heun at the top index instead, `sigma_max=None`, to solve the same ODE as the others). Heun's NFE are odd,
+# $2N - 1$ for $N$ steps: 5, 9 and 19.
 
 # %%
 from diffusion_core.examples import example_checkpoint  # noqa: E402
@@ -162,11 +165,13 @@ plt.show()
 # %% [markdown]
 # With the trained network the solver's error is one error among several: the network's own, and the clipping of
 # $\hat x_0$ to the data range, which keeps the first, long steps in check. DDIM and 2M give nearly the same digits
-# from 5 evaluations on, so here the network, not the solver, sets the quality. Heun is the odd one out: its 3 or
-# 5 steps must cover the cosine schedule's whole range of noise levels, from $\bar\sigma \approx 2 \times 10^4$
-# down, each one long in $\log\bar\sigma$, and its samples are still far from digits; at 19 evaluations they catch
-# up. The sample quality per sampler and NFE, measured on the class-conditional
-# model, is on the [Benchmarks](../benchmarks.md) page.
+# from 5 evaluations on, so here the network, not the solver, sets the quality. Heun is the odd one out at 5
+# evaluations: its 3 steps, the last an Euler step to the data, are too long, and its samples are still noisy; from
+# 9 evaluations on its digits are those of DDIM and 2M. Before it defaulted to EDM's grid, Heun started at the
+# cosine schedule's top timestep, $\bar\sigma \approx 2 \times 10^4$, with log-SNR spacing
+# (`heun_sample(..., spacing="log-snr", sigma_max=None)`): its steps then spent themselves where the sample is pure
+# noise, and its digits caught up only at 19 evaluations. The sample quality per sampler and NFE, measured on the
+# class-conditional model, is on the [Benchmarks](../benchmarks.md) page.
 
 # %%
 print(f"notebook run time: {time.perf_counter() - start_time:.1f} s")

@@ -39,6 +39,8 @@ class Checked(NamedTuple):
 _checked: dict[str, Checked] = {}
 _stats = {"steps": 0, "seconds": 0.0}
 _root: list[Path] = []      # the project folder (mkdocs.yml's), whose derivations the build checks
+_pages: dict[str, tuple] = {}  # derivation ref -> (title and File of the page that embeds it, API page's File)
+API_PAGE = "api.md"         # where the library's docstrings are rendered (mkdocstrings)
 PACKAGE = "diffusion_core.derivations"
 
 
@@ -101,15 +103,39 @@ def _result(ref: str, where: str, here: bool) -> str:
     return render.render_result(checked.spec, checked.built, here)
 
 
-def docstring_result(ref: str, written: str, where: str) -> str:
-    """A docstring formula tied to a derivation (``:checked-by: ref``, see ``rst_docstrings.py``): the
-    derivation is checked, the formula must be its result display, and the display comes from it."""
+def docstring_result(ref: str, where: str) -> str:
+    """The formula of a library docstring that names its derivation (``:checked-by: ref``, see
+    ``rst_docstrings.py``): the derivation is checked, and its result display is what the API page shows,
+    linked to the page that derives it. An unknown ``ref`` stops the build."""
     checked = _check(ref, where)
     _, render = _framework()
-    if not render.same_latex(written, checked.built):
-        raise PluginError(f"{where}: the formula is not the result of {ref!r}; it says\n    {written}\n"
-                          f"and the checked derivation prints\n    {render.result_latex(checked.built)}")
-    return render.render_result(checked.spec, checked.built, here=False)
+    return render.render_result(checked.spec, checked.built, here=False, link=_link_from_api(ref))
+
+
+def on_files(files, config):
+    """Which page embeds which derivation, so that the API page's docstring formulas link to their page."""
+    _pages.clear()
+    api = files.get_file_from_path(API_PAGE)
+    for file in files.documentation_pages():
+        if file.src_uri.startswith("hooks/"):
+            continue
+        text = Path(file.abs_src_path).read_text(encoding="utf-8")
+        heading = re.search(r"^# (.+)$", text, re.M)
+        title = heading.group(1).strip() if heading else file.src_uri
+        for ref in MARKER.findall(text):
+            _pages.setdefault(ref, (title, file, api))
+    return files
+
+
+def _link_from_api(ref: str) -> tuple[str, str] | None:
+    """``(page title, URL relative to the API page)`` of the page that embeds ``ref``, if one does."""
+    if ref not in _pages or _pages[ref][2] is None:
+        return None
+    from mkdocs.utils import get_relative_url
+
+    title, page, api = _pages[ref]
+    _, render = _framework()
+    return title, f"{get_relative_url(page.url, api.url)}#{render.anchor(ref)}"
 
 
 def on_page_markdown(markdown, page, config, files):

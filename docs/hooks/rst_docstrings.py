@@ -6,9 +6,12 @@ Markdown, where those show as literal text. This extension rewrites each docstri
 loads it (the source files are not touched, so ``help()`` is unchanged):
 
 * ``:math:`x```  becomes inline math ``$x$``;
-* a ``.. math::`` block with the option ``:checked-by: part.page:name`` becomes the result display of
-  that checked derivation (``diffusion_core/derivations/api/``); the docstring's formula must be exactly that
-  display's LaTeX (up to whitespace), or the build stops (``derivation_hook.docstring_result``);
+* a ``.. math::`` block that only names a checked derivation (the line ``.. math::``, then the indented
+  line ``:checked-by: part.page:name`` and no formula) becomes that derivation's result display (first
+  line, relation, last line), checked by SymPy at this build and linked to the page that derives it
+  (``derivation_hook.docstring_result``). The docstring holds no LaTeX for it, so ``help()`` shows the
+  reference, not a formula printed by SymPy; a block with both the option and a formula, or one that names
+  a derivation that does not exist, stops the build;
 * any other ``.. math::`` block becomes a display marked as not machine-checked, so the site's count
   of checked displays stays true (see ``docs/hooks/equation_hook.py``);
 * a simple table becomes a Markdown table;
@@ -22,6 +25,7 @@ import re
 import sys
 
 import griffe
+from mkdocs.exceptions import PluginError
 
 ROLE = re.compile(r":math:`([^`]+)`")
 XREF = re.compile(r":(?:class|func|meth|attr|mod|data|exc|obj):`~?([^`]+)`")
@@ -50,8 +54,12 @@ def _math_blocks(lines: list[str]) -> list[str]:
             body.pop()
         option = CHECKED_BY.match(next((b for b in body if b), ""))
         if option:
-            formula = "\n".join(b for b in body if b and not CHECKED_BY.match(b))
-            out += [f"{indent}{row}" for row in _checked(option.group(1), formula).split("\n")] + [""]
+            formula = [b for b in body if b and not CHECKED_BY.match(b)]
+            if formula:
+                raise PluginError(f"a docstring's `.. math::` block with `:checked-by: {option.group(1)}` names its "
+                                  "derivation and holds no formula (the API page shows the derivation's checked "
+                                  "result); remove the lines\n    " + "\n    ".join(formula))
+            out += [f"{indent}{row}" for row in _checked(option.group(1)).split("\n")] + [""]
             continue
         out += [f'{indent}<div class="unchecked" markdown>', "", f"{indent}$$",
                 *[f"{indent}{b}" for b in body if b], f"{indent}$$", "", f"{indent}{NOTE}", "",
@@ -59,29 +67,34 @@ def _math_blocks(lines: list[str]) -> list[str]:
     return out
 
 
-def _checked(ref: str, formula: str) -> str:
+def _checked(ref: str) -> str:
     # MkDocs registers a hook module under its path as written in mkdocs.yml's `hooks:`
     hook = next((module for name, module in list(sys.modules.items())
                  if name.replace("\\", "/").rsplit("/", 1)[-1] == "derivation_hook.py"), None)
     if hook is None:
-        raise RuntimeError(f"the docstring formula checked by {ref!r} needs docs/hooks/derivation_hook.py "
-                           "in mkdocs.yml's hooks")
-    return hook.docstring_result(ref, formula, f"API reference, docstring formula checked by {ref!r}")
+        raise PluginError(f"the docstring formula checked by {ref!r} needs docs/hooks/derivation_hook.py "
+                          "in mkdocs.yml's hooks")
+    return hook.docstring_result(ref, f"API reference, docstring formula checked by {ref!r}")
 
 
 def _tables(lines: list[str]) -> list[str]:
-    """RST simple tables (a rule, rows, a rule; an optional header rule) as Markdown tables."""
+    """RST simple tables as Markdown tables: a rule, rows, a rule; the table ends at the rule followed by a
+    blank line (or the end), and a rule before it separates the header rows from the body."""
     out, i = [], 0
     while i < len(lines):
         rule = RULE.match(lines[i])
-        end = next((k for k in range(i + 1, len(lines)) if RULE.match(lines[k])), None) if rule else None
+        end = next((k for k in range(i + 1, len(lines)) if RULE.match(lines[k])
+                    and (k + 1 == len(lines) or not lines[k + 1].strip())), None) if rule else None
         if not rule or end is None:
             out.append(lines[i])
             i += 1
             continue
         starts = [m.start() for m in re.finditer(r"=+", lines[i])]
-        rows = []
+        header, rows = None, []
         for row in lines[i + 1:end]:
+            if RULE.match(row):                       # the header rule: the rows so far are the header
+                header, rows = rows, []
+                continue
             if not row.strip():
                 continue
             cells = [row[a:b].strip() for a, b in zip(starts, starts[1:] + [None])]
@@ -89,8 +102,11 @@ def _tables(lines: list[str]) -> list[str]:
                 rows[-1] = [f"{p} {c}".strip() for p, c in zip(rows[-1], cells)]
             else:
                 rows.append(cells)
-        header = ["Code", "Symbol"] if len(starts) == 2 else [""] * len(starts)
-        out += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(starts)]
+        if header:
+            head = [" ".join(col).strip() for col in zip(*header)]
+        else:
+            head = ["Code", "Symbol"] if len(starts) == 2 else [""] * len(starts)
+        out += ["", "| " + " | ".join(c.replace("|", "\\|") for c in head) + " |", "|" + "---|" * len(starts)]
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
         out.append("")
         i = end + 1

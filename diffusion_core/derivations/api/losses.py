@@ -1,4 +1,4 @@
-"""The bin probability in diffusion_core.losses' docstrings, checked and tied to the function (docs/api.md)."""
+"""The bin probability in diffusion_core.vlb's docstrings, checked and tied to the function (docs/api.md)."""
 import sympy as sp
 
 from diffusion_core.derivations import GaussPdf, Model, antiderivative, derivation, ordered
@@ -17,7 +17,7 @@ def library_bin_probability():
 
     import torch
 
-    from diffusion_core import discretized_gaussian_log_likelihood
+    from diffusion_core.vlb import discretized_gaussian_log_likelihood
     x0 = torch.tensor([0.2], dtype=torch.float64)
     return discretized_gaussian_log_likelihood(x0, torch.tensor([0.21], dtype=torch.float64),
                                                torch.tensor([math.log(0.01)], dtype=torch.float64)).exp()
@@ -30,4 +30,4 @@ def bin_probability(d):
          "the normal density's antiderivative",
          by=antiderivative(sp.erf((y - mu) / (sp.sqrt(2) * sigma)) / 2))
     d.numeric(library_bin_probability, at={x: 0.2, mu: 0.21, sigma: 0.01, delta: sp.Rational(1, 255)},
-              rtol=1e-9, label="diffusion_core.discretized_gaussian_log_likelihood (exponentiated)")
+              rtol=1e-9, label="diffusion_core.vlb.discretized_gaussian_log_likelihood (exponentiated)")

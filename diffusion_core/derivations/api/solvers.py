@@ -1,4 +1,4 @@
-"""The ODE in diffusion_core.solvers.heun_sample's docstring, checked (docs/api.md)."""
+"""The ODE that diffusion_core.samplers.sample_heun (and heun_sample) solve, named by its docstring (docs/api.md)."""
 import sympy as sp
 
 from diffusion_core.derivations import derivation

@@ -112,7 +112,8 @@ def posterior_variance(index):
 
 def posterior_mean(index, x_0, x_t):
     import torch
-    from diffusion_core import NoiseSchedule, q_posterior
+    from diffusion_core import NoiseSchedule
+    from diffusion_core.reverse import q_posterior
 
     def tensor(v):
         return torch.tensor([[v]], dtype=torch.float64)
@@ -197,7 +198,7 @@ def mean_eta_one(d):
     at = {**linear_schedule(500), x0: 0.3, xt: -1.2}
     d.numeric(lambda: posterior_mean(500, 0.3, -1.2), at=at, expr=d.lines[0],
               model=Model(bind={sigma: sigma_of(1)}), rtol=1e-10,
-              label="diffusion_core.q_posterior(...).mean")
+              label="diffusion_core.reverse.q_posterior(...).mean")
 
 
 @derivation("One DDIM step: the only randomness is sigma_t z", models=[ONE_STEP])

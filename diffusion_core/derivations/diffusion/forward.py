@@ -56,9 +56,10 @@ SE_VAR = math.sqrt(2 / (SAMPLES - 1))
 
 
 def library_moments():
-    """q(x_t | x_0) from diffusion_core.q_mean_variance (index t - 1 is the paper's step t)."""
+    """q(x_t | x_0) from diffusion_core.forward.q_mean_variance (index t - 1 is the paper's step t)."""
     import torch
-    from diffusion_core import NoiseSchedule, q_mean_variance
+    from diffusion_core import NoiseSchedule
+    from diffusion_core.forward import q_mean_variance
 
     schedule = NoiseSchedule.linear(1000, dtype=torch.float64)
     x0_t = torch.full((1, 1), X0_CHECK, dtype=torch.float64)
@@ -69,7 +70,8 @@ def library_moments():
 def chains():
     """SAMPLES independent chains (the coordinates of one example), each pushed through t steps."""
     import torch
-    from diffusion_core import NoiseSchedule, q_step_sample
+    from diffusion_core import NoiseSchedule
+    from diffusion_core.forward import q_step_sample
 
     schedule = NoiseSchedule.linear(1000, dtype=torch.float64)
     generator = torch.Generator().manual_seed(0)
@@ -135,10 +137,10 @@ def induction_mean(d):
     d.eq(sp.sqrt(alpha * abar_prev) * x0, "linearity; both noises have mean 0")
     d.eq(sp.sqrt(abar) * x0, "$\\bar\\alpha_t = \\alpha_t \\bar\\alpha_{t-1}$")
     d.numeric(lambda: library_moments().mean, at=AT_T, rtol=1e-12,
-              label="`diffusion_core.q_mean_variance` (linear schedule, $T = 1000$, $t = 100$)")
+              label="`diffusion_core.forward.q_mean_variance` (linear schedule, $T = 1000$, $t = 100$)")
     d.numeric(lambda: chains().mean(), at=AT_T, rtol=6 * SE_MEAN,
               label=f"the mean of {SAMPLES_TEXT} chains run through {T_CHECK} calls of "
-                    "`diffusion_core.q_step_sample` (tolerance: 6 standard errors)")
+                    "`diffusion_core.forward.q_step_sample` (tolerance: 6 standard errors)")
 
 
 @derivation("Induction step: the variance", models=[RECURSION, RECURSION_NORMAL])
@@ -152,10 +154,10 @@ def induction_variance(d):
     d.eq(1 - alpha * abar_prev, "the $\\alpha_t$ terms cancel")
     d.eq(1 - abar, "$\\bar\\alpha_t = \\alpha_t \\bar\\alpha_{t-1}$")
     d.numeric(lambda: library_moments().variance, at=AT_T, rtol=1e-12,
-              label="`diffusion_core.q_mean_variance` (linear schedule, $T = 1000$, $t = 100$)")
+              label="`diffusion_core.forward.q_mean_variance` (linear schedule, $T = 1000$, $t = 100$)")
     d.numeric(lambda: chains().var(), at=AT_T, rtol=6 * SE_VAR,
               label=f"the variance of {SAMPLES_TEXT} chains run through {T_CHECK} calls of "
-                    "`diffusion_core.q_step_sample` (tolerance: 6 standard errors)")
+                    "`diffusion_core.forward.q_step_sample` (tolerance: 6 standard errors)")
 
 
 @derivation("Two steps, substituted and expanded", models=[TWO_NOISES])

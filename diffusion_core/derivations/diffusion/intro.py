@@ -91,7 +91,9 @@ def ho_alphabar_T():
 def library_prior_kl():
     """The same KL from diffusion_core: q_mean_variance at the last index, then normal_kl."""
     import torch
-    from diffusion_core import NoiseSchedule, normal_kl, q_mean_variance
+    from diffusion_core import NoiseSchedule
+    from diffusion_core.forward import q_mean_variance
+    from diffusion_core.vlb import normal_kl
 
     schedule = NoiseSchedule.linear(1000, dtype=torch.float64)
     x0_t = torch.ones(1, 1, dtype=torch.float64)  # a pixel at the edge of the data range
@@ -110,7 +112,7 @@ def prior_gap(d):
     d.eq(times(sp.Rational(1, 2), ordered(abar_T * (x0**2 - 1), -sp.log(1 - abar_T))),
          "collect the terms")
     d.numeric(library_prior_kl, at={abar_T: ho_alphabar_T(), x0: 1.0}, rtol=1e-9,
-              label="`diffusion_core.normal_kl` of `q_mean_variance` at the last step "
+              label="`diffusion_core.vlb.normal_kl` of `diffusion_core.forward.q_mean_variance` at the last step "
                     "(linear schedule, $T = 1000$)")
 
 

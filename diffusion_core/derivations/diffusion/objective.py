@@ -149,11 +149,11 @@ def library_schedule():
 
 
 def library_kl():
-    """diffusion_core.normal_kl summed over 3 coordinates, variances beta~_3 and 0.04."""
+    """diffusion_core.vlb.normal_kl summed over 3 coordinates, variances beta~_3 and 0.04."""
     import math
 
     import torch
-    from diffusion_core import normal_kl
+    from diffusion_core.vlb import normal_kl
     f64 = torch.float64
     kl = normal_kl(torch.tensor(MU_T, dtype=f64), torch.tensor(math.log(float(BTILDE3)), dtype=f64),
                    torch.tensor(MU_TH, dtype=f64), torch.tensor(math.log(0.04), dtype=f64))
@@ -161,50 +161,62 @@ def library_kl():
 
 
 def library_vlb_term():
-    """diffusion_core.vlb_term at index 2 (fixed_small variance, eps), from bits/dim to nats."""
+    """diffusion_core.vlb.vlb_term at index 2 (fixed_small variance, eps), from bits/dim to nats."""
     import math
 
     import torch
-    from diffusion_core import Diffusion, vlb_term
+    from diffusion_core import Denoiser, Diffusion
+    from diffusion_core.vlb import vlb_term
     diffusion = Diffusion(library_schedule(), "eps", "fixed_small")
-    t = torch.tensor([2])
+    t = torch.tensor([2])                      # the schedule's index 2: the paper's step t = 3
     x0 = torch.tensor([[0.7, -0.4, 0.1]], dtype=torch.float64)
     x_t = diffusion.q_sample(x0, t, torch.tensor([NOISE], dtype=torch.float64))
-    return vlb_term(diffusion, torch.tensor([NOISE_TH], dtype=torch.float64), x0, x_t, t) * 3 * math.log(2)
+
+    def network(x, step):                      # a "network" that predicts the noise NOISE_TH
+        return torch.tensor([NOISE_TH], dtype=torch.float64)
+
+    # the denoiser's time is its path's, the paper's step t = index + 1
+    prediction = Denoiser(network, diffusion.path, "eps")(x_t, t + 1)
+    return vlb_term(diffusion, prediction, x0, x_t, t) * 3 * math.log(2)
 
 
-def library_conversion(name):
-    """x0_from_v or eps_from_v at index 2 (alpha-bar = 0.504), x_t = 0.3, v = -1.2."""
-    def call():
-        import torch
-
-        import diffusion_core
-        fn = getattr(diffusion_core, name)
-        return fn(library_schedule(), torch.tensor([[0.3]], dtype=torch.float64), torch.tensor([2]),
-                  torch.tensor([[-1.2]], dtype=torch.float64))
-    call.__name__ = name
-    return call
+def library_from_v():
+    """diffusion_core.targets.to_x0_eps for the v target at index 2 (alpha-bar = 0.504), x_t = 0.3, v = -1.2:
+    the pair (x0_hat, eps_hat)."""
+    import torch
+    from diffusion_core import Diffusion, Target
+    from diffusion_core.targets import to_x0_eps
+    x_t = torch.tensor([[0.3]], dtype=torch.float64)
+    # a_t = sqrt(alpha-bar) and s_t = sqrt(1 - alpha-bar) at the schedule's index 2
+    coefficients = Diffusion(library_schedule()).coefficients(torch.tensor([2]), x_t)
+    return to_x0_eps(Target.V, torch.tensor([[-1.2]], dtype=torch.float64), x_t, coefficients)
 
 
 def library_min_snr(parameterization, index):
-    """diffusion_core.min_snr_weight with gamma = 5."""
+    """diffusion_core.losses.min_snr_weight with gamma = 5."""
     def call():
         import torch
-        from diffusion_core import Diffusion, min_snr_weight
+        from diffusion_core import Diffusion
+        from diffusion_core.losses import min_snr_weight
         return min_snr_weight(Diffusion(library_schedule(), parameterization), torch.tensor([index]), 5.0)
     return call
 
 
 def library_tweedie():
-    """x0_from_eps fed the ideal noise prediction -s_t * score, the score by autograd (m = 0.5, s_0 = 0.3)."""
+    """The eps target read back as x0 (diffusion_core.targets.to_x0_eps), fed the ideal noise prediction
+    -s_t * score, the score by autograd (m = 0.5, s_0 = 0.3), at index 2."""
     import torch
-    from diffusion_core import x0_from_eps
+    from diffusion_core import Diffusion, Target
+    from diffusion_core.targets import to_x0_eps
     schedule = library_schedule()
     a_, s_ = schedule.sqrt_alphas_cumprod[2], schedule.sqrt_one_minus_alphas_cumprod[2]
     x_t = torch.tensor([[0.8]], dtype=torch.float64, requires_grad=True)
     marginal = torch.distributions.Normal(a_ * 0.5, torch.sqrt(a_**2 * 0.09 + s_**2))
     (score,) = torch.autograd.grad(marginal.log_prob(x_t).sum(), x_t)
-    return x0_from_eps(schedule, x_t.detach(), torch.tensor([2]), -s_ * score)
+    x_t = x_t.detach()
+    coefficients = Diffusion(schedule).coefficients(torch.tensor([2]), x_t)
+    x0_hat, _ = to_x0_eps(Target.EPS, -s_ * score, x_t, coefficients)
+    return x0_hat
 
 
 # ---- normal data: x_0 ~ N(m, s_0^2), x_t = a_t x_0 + s_t eps
@@ -271,7 +283,7 @@ def kl_term(d):
     d.eq(ordered(times(d_ / 2, ordered(btilde / sigma**2, -1, -sp.log(btilde / sigma**2))),
                  sqnorm(MUt - MUth, mut[i] - muth[i]) / (2 * sigma**2)),
          "collect the terms that do not depend on $i$")
-    d.numeric(library_kl, model=gaussians(3), rtol=1e-12, label="diffusion_core.normal_kl, summed",
+    d.numeric(library_kl, model=gaussians(3), rtol=1e-12, label="diffusion_core.vlb.normal_kl, summed",
               at={btilde: BTILDE3, sigma: sp.Rational(1, 5),
                   **{mut[k + 1]: MU_T[k] for k in range(3)}, **{muth[k + 1]: MU_TH[k] for k in range(3)}})
 
@@ -294,7 +306,7 @@ def eps_weight(d):
     d.eq(beta**2 / (2 * sigma**2 * alpha * (1 - abar)) * sqnorm(EPS - EPSth, e[i] - eth[i]),
          "take the factor out of the norm")
     d.numeric(library_vlb_term, model=forward(3), rtol=1e-9,
-              label="diffusion_core.vlb_term (fixed_small variance), converted to nats",
+              label="diffusion_core.vlb.vlb_term (fixed_small variance), converted to nats",
               at={**AT_STEP3, sigma: sp.sqrt(BTILDE3), **{e[k + 1]: NOISE[k] for k in range(3)},
                   **{eth[k + 1]: NOISE_TH[k] for k in range(3)}})
 
@@ -307,7 +319,8 @@ def x0_from_v(d):
          "definitions of $\\mathbf{x}_t$ and $\\mathbf{v}$")
     d.eq(times(ordered(a**2, s**2), X0), "the $\\boldsymbol{\\epsilon}$ terms cancel")
     d.eq(X0, "$a_t^2 + s_t^2 = 1$")
-    d.numeric(library_conversion("x0_from_v"), expr=a * Xt - s * V, model=Model(), rtol=1e-12,
+    d.numeric(lambda: library_from_v()[0], expr=a * Xt - s * V, model=Model(), rtol=1e-12,
+              label="$\\hat x_0$ of diffusion_core.targets.to_x0_eps for the $v$ target",
               at={**AT_INDEX2, Xt: sp.Rational(3, 10), V: -sp.Rational(12, 10)})
 
 
@@ -319,7 +332,8 @@ def eps_from_v(d):
          "definitions of $\\mathbf{x}_t$ and $\\mathbf{v}$")
     d.eq(times(ordered(a**2, s**2), EPS), "the $\\mathbf{x}_0$ terms cancel")
     d.eq(EPS, "$a_t^2 + s_t^2 = 1$")
-    d.numeric(library_conversion("eps_from_v"), expr=s * Xt + a * V, model=Model(), rtol=1e-12,
+    d.numeric(lambda: library_from_v()[1], expr=s * Xt + a * V, model=Model(), rtol=1e-12,
+              label="$\\hat\\epsilon$ of diffusion_core.targets.to_x0_eps for the $v$ target",
               at={**AT_INDEX2, Xt: sp.Rational(3, 10), V: -sp.Rational(12, 10)})
 
 
@@ -359,7 +373,7 @@ def min_snr(d):
                                   ("v", 0, sp.Min(snr, gamma) / (snr + 1)),
                                   ("x0", 2, sp.Min(snr, gamma))]:
         d.numeric(library_min_snr(target, index), expr=weight, model=Model(), rtol=1e-6,
-                  label=f"diffusion_core.min_snr_weight for {target} at index {index}",
+                  label=f"diffusion_core.losses.min_snr_weight for {target} at index {index}",
                   at={gamma: 5, snr: SNR_BY_INDEX[index]})
 
 
@@ -382,7 +396,7 @@ def tweedie(d):
     d.eq(ordered(x_t, s**2 * sp.Derivative(sp.log(p_xt), x_t)) / a,
          "differentiate $\\log p(x_t)$, $p(x_t) = \\mathcal{N}(x_t; a_t m, a_t^2 s_0^2 + s_t^2)$")
     d.numeric(library_tweedie, rtol=1e-9,
-              label="diffusion_core.x0_from_eps given $\\hat\\epsilon = -s_t \\nabla \\log p(x_t)$ "
+              label="diffusion_core.targets.to_x0_eps (the $\\epsilon$ target) given $\\hat\\epsilon = -s_t \\nabla \\log p(x_t)$ "
                     "(the score by torch autograd)",
               at={**AT_INDEX2, m: sp.Rational(1, 2), s0: sp.Rational(3, 10), x_t: sp.Rational(4, 5)})
 

@@ -115,10 +115,11 @@ AT_POINT = {alpha: 1 - AT_T[beta], beta: AT_T[beta], abar_prev: AT_T[abar_prev],
 
 
 def library_posterior_density():
-    """q(x_{t-1} | x_t, x_0) at AT_POINT: diffusion_core.q_posterior's moments, torch's Normal."""
+    """q(x_{t-1} | x_t, x_0) at AT_POINT: diffusion_core.reverse.q_posterior's moments, torch's Normal."""
     import torch
     from torch.distributions import Normal
-    from diffusion_core import NoiseSchedule, q_posterior
+    from diffusion_core import NoiseSchedule
+    from diffusion_core.reverse import q_posterior
 
     schedule = NoiseSchedule.linear(1000, dtype=torch.float64)
     x0_, xt_ = (torch.tensor([[AT_POINT[s]]], dtype=torch.float64) for s in (x0, xt))
@@ -128,14 +129,22 @@ def library_posterior_density():
 
 
 def library_eps_mean():
-    """mu_theta from diffusion_core: predict x0 from eps, then the posterior mean (t = 500)."""
+    """mu_theta from diffusion_core (t = 500): a Denoiser reads the noise prediction as (x0_hat, eps_hat),
+    then Diffusion.p_mean_variance puts x0_hat into the posterior mean."""
     import torch
-    from diffusion_core import Diffusion, NoiseSchedule
+    from diffusion_core import Denoiser, Diffusion, NoiseSchedule
 
     diffusion = Diffusion(NoiseSchedule.linear(1000, dtype=torch.float64), parameterization="eps")
     x_t = torch.tensor([[AT_T[xt]]], dtype=torch.float64)
     eps_theta = torch.tensor([[AT_T[eps]]], dtype=torch.float64)
-    return diffusion.p_mean_variance(eps_theta, x_t, torch.tensor([T_CHECK - 1])).mean
+
+    def network(x, t):  # a "network" that predicts this noise
+        return eps_theta
+
+    # The denoiser runs on the diffusion's path, whose time is the paper's step t; the Diffusion's
+    # methods take the schedule's index t - 1.
+    prediction = Denoiser(network, diffusion.path, "eps")(x_t, torch.tensor([T_CHECK]))
+    return diffusion.p_mean_variance(prediction, x_t, torch.tensor([T_CHECK - 1])).mean
 
 
 @derivation("Bayes' rule for the forward process", models=[ANY])
@@ -146,7 +155,7 @@ def bayes(d):
     d.eq(step_gauss * prev_gauss / marginal_gauss, "the forward step and the closed form",
          by=under(FORWARD))
     d.numeric(library_posterior_density, at=AT_POINT, model=ALGEBRA, rtol=1e-9,
-              label="the normal density with `diffusion_core.q_posterior`'s mean and variance "
+              label="the normal density with `diffusion_core.reverse.q_posterior`'s mean and variance "
                     "(linear schedule, $t = 500$)")
 
 
@@ -219,7 +228,7 @@ def eps_mean(d):
                ordered(xt, -times(beta / sp.sqrt(1 - abar), eps))),
          "factor out $1/\\sqrt{\\alpha_t}$")
     d.numeric(library_eps_mean, at=AT_T, rtol=1e-12,
-              label="`diffusion_core.Diffusion.p_mean_variance` ($\\epsilon$ parameterization, "
+              label="`diffusion_core.Denoiser` and `diffusion_core.Diffusion.p_mean_variance` ($\\epsilon$ parameterization, "
                     "linear schedule, $t = 500$)")
 
 

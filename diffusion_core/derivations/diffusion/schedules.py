@@ -62,17 +62,24 @@ def linear_schedule_at(index):
 
 
 def library_vlb_weight():
-    """diffusion_core.vlb_term of the linear schedule at index 10, unit noise error, in nats."""
+    """diffusion_core.vlb.vlb_term of the linear schedule at index 10, unit noise error, in nats."""
     import math
 
     import torch
-    from diffusion_core import Diffusion, NoiseSchedule, vlb_term
+    from diffusion_core import Denoiser, Diffusion, NoiseSchedule
+    from diffusion_core.vlb import vlb_term
     diffusion = Diffusion(NoiseSchedule.linear(1000, dtype=torch.float64), "eps", "fixed_small")
-    t_ = torch.tensor([10])
+    t_ = torch.tensor([10])                    # the schedule's index 10: the paper's step t = 11
     x0 = torch.tensor([[0.3]], dtype=torch.float64)
     noise = torch.tensor([[-0.8]], dtype=torch.float64)
     x_t = diffusion.q_sample(x0, t_, noise)
-    return vlb_term(diffusion, noise + 1, x0, x_t, t_) * math.log(2)
+
+    def network(x, step):                      # a "network" whose noise prediction is off by 1
+        return noise + 1
+
+    # the denoiser's time is its path's, the paper's step t = index + 1
+    prediction = Denoiser(network, diffusion.path, "eps")(x_t, t_ + 1)
+    return vlb_term(diffusion, prediction, x0, x_t, t_) * math.log(2)
 
 
 @derivation("Any curve of alpha-bar defines the betas, and the product gives it back",
@@ -115,7 +122,7 @@ def vlb_weight(d):
          "$\\mathrm{SNR}_t = \\frac{\\bar\\alpha_t}{1-\\bar\\alpha_t}$, "
          "$\\bar\\alpha_t = \\alpha_t\\bar\\alpha_{t-1}$, $\\beta_t = 1 - \\alpha_t$")
     d.numeric(library_vlb_weight, at=linear_schedule_at(10), rtol=1e-9,
-              label="diffusion_core.vlb_term (linear schedule, index 10, fixed_small) "
+              label="diffusion_core.vlb.vlb_term (linear schedule, index 10, fixed_small) "
                     "for a unit noise error, in nats")
 
 

@@ -113,11 +113,12 @@ class ExactMixtureNet:
 def library_guided_eps(scale, x_value, index):
     """ClassifierFreeGuidance(net, scale)'s eps for class 1 at x_t = x_value, cosine schedule (T = 1000)."""
     import torch
-    from diffusion_core import ClassifierFreeGuidance, Diffusion, NoiseSchedule
+    from diffusion_core import ClassifierFreeGuidance, Denoiser, DiscreteVP, NoiseSchedule
 
     schedule = NoiseSchedule.cosine(1000, dtype=torch.float64)
-    guided = ClassifierFreeGuidance(ExactMixtureNet(schedule), scale)
-    pred = guided(torch.tensor([[x_value]], dtype=torch.float64), torch.tensor([index]), Diffusion(schedule),
+    guided = ClassifierFreeGuidance(Denoiser(ExactMixtureNet(schedule), DiscreteVP(schedule)), scale)
+    # a DiscreteVP's time is the paper's step, the schedule's index + 1; the network gets the index
+    pred = guided(torch.tensor([[x_value]], dtype=torch.float64), torch.tensor([index + 1]),
                   labels=torch.tensor([1]))
     return pred.eps
 

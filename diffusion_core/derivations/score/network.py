@@ -70,7 +70,8 @@ UNIT_NORMAL = Model(bind={X: normal(0, 1), eps: normal(0, 1)})
 def regression_slope():
     """Least-squares slope of eps on x_t from 400 000 draws of q_sample (cosine schedule, index 499)."""
     import torch
-    from diffusion_core import NoiseSchedule, q_sample
+    from diffusion_core import NoiseSchedule
+    from diffusion_core.forward import q_sample
 
     g = torch.Generator().manual_seed(0)
     s = NoiseSchedule.cosine(1000, dtype=torch.float64)
@@ -95,7 +96,7 @@ def needs_t(d):
     # standard error of the slope: sqrt(Var(eps | x_t) / (n Var(x_t))) = sqrt(abar / n), about 0.0011
     d.numeric(regression_slope, at={ab: cosine_abar()}, rtol=0, atol=0.006,
               label="the least-squares slope of $\\epsilon$ on $x_t$ over 400 000 draws of "
-                    "`diffusion_core.q_sample` (cosine schedule, index 499; tolerance about 5 standard errors)")
+                    "`diffusion_core.forward.q_sample` (cosine schedule, index 499; tolerance about 5 standard errors)")
 
 
 # ---- parameters of one residual block

@@ -253,22 +253,26 @@ def finite_difference_score(x_value=X_CHECK, a=None, h=1e-4):
 
 
 def library_eps_from_posterior_mean():
-    """diffusion_core.eps_from_x0 at the linear schedule's alphabar, fed the exact E[x_0 | x_t]."""
+    """The x0 target read back as eps (diffusion_core.targets.to_x0_eps) at the linear schedule's alphabar,
+    fed the exact E[x_0 | x_t]."""
     import torch
-    from diffusion_core import NoiseSchedule
-    from diffusion_core.parameterization import eps_from_x0
+    from diffusion_core import Diffusion, NoiseSchedule, Target
+    from diffusion_core.targets import to_x0_eps
 
     schedule = NoiseSchedule.linear(1000, dtype=torch.float64)
     x = torch.tensor([[X_CHECK]], dtype=torch.float64)
     _, x0_hat = torch_mixture(library_abar())(x)
-    return eps_from_x0(schedule, x, torch.tensor([T_CHECK]), x0_hat)
+    # sqrt(alphabar) and sqrt(1 - alphabar) at the schedule's index T_CHECK
+    coefficients = Diffusion(schedule).coefficients(torch.tensor([T_CHECK]), x)
+    _, eps_hat = to_x0_eps(Target.X0, x0_hat, x, coefficients)
+    return eps_hat
 
 
 def library_denoiser_x0():
     """A noise predictor made from the score by autograd, -sqrt(1 - alphabar) d/dx log q(x),
     wrapped by diffusion_core.Denoiser: its x0 prediction at (x_t, t)."""
     import torch
-    from diffusion_core import Denoiser, Diffusion, NoiseSchedule
+    from diffusion_core import Denoiser, DiscreteVP, NoiseSchedule
 
     schedule = NoiseSchedule.linear(1000, dtype=torch.float64)
 
@@ -281,7 +285,9 @@ def library_denoiser_x0():
         return -(1 - a).sqrt() * score
 
     x = torch.tensor([[X_CHECK]], dtype=torch.float64)
-    return Denoiser(eps_model)(x, torch.tensor([T_CHECK]), Diffusion(schedule)).x0
+    denoiser = Denoiser(eps_model, DiscreteVP(schedule), "eps")
+    # a DiscreteVP's time is the paper's step, the schedule's index + 1; the network gets the index
+    return denoiser(x, torch.tensor([T_CHECK + 1])).x0
 
 
 @derivation("The score of a normal density",
@@ -324,8 +330,8 @@ def noise_is_score(d):
     d.eq((xt - sp.sqrt(ab) * E(x0, qpost)) / sp.sqrt(1 - ab), "linearity", by=AGREE)
     d.eq(-sp.sqrt(1 - ab) * sp.Derivative(sp.log(qt), xt), "Tweedie's formula", by=AGREE)
     d.numeric(library_eps_from_posterior_mean, at=at_library(), model=MIXTURE, rtol=1e-10,
-              label="`diffusion_core.parameterization.eps_from_x0` on the linear schedule at "
-                    f"$t = {T_CHECK}$, $x_t = {X_CHECK}$, fed the exact posterior mean")
+              label="$\\hat\\epsilon$ of `diffusion_core.targets.to_x0_eps` for the $x_0$ target, on the "
+                    f"linear schedule at index {T_CHECK}, $x_t = {X_CHECK}$, fed the exact posterior mean")
     d.numeric(library_denoiser_x0, at=at_library(), model=MIXTURE, rtol=1e-10,
               expr=E(x0, qpost),
               label="`diffusion_core.Denoiser` around the noise predictor "

@@ -276,28 +276,47 @@ def ddim_first_step():
     return out.trajectory[1]
 
 
-def _cosine_20():
+def _cosine():
     import torch
-    from diffusion_core import Diffusion, NoiseSchedule
+    from diffusion_core import NoiseSchedule
 
-    return Diffusion(NoiseSchedule.cosine(1000, dtype=torch.float64)).respaced(20, "log-snr")
+    return NoiseSchedule.cosine(1000, dtype=torch.float64)
 
 
-def lambdas_at(i):
-    """lambda = log(sqrt(alphabar)/sqrt(1 - alphabar)) at indices i (s), i-1 (t) and i+1 (p) of the cosine
-    schedule respaced to 20 log-SNR steps, from its alphas_cumprod."""
+def dpmpp_2m_run():
+    """dpmpp_2m_sample over 20 log-SNR-spaced steps of the cosine schedule, on N(0.5, 0.4^2) data from
+    x_T = 0.7, with its trajectory: trajectory[k] is the state after k steps."""
+    import torch
+    from diffusion_core import Diffusion, dpmpp_2m_sample
+
+    x_T = torch.tensor([[0.7]], dtype=torch.float64)
+    return dpmpp_2m_sample(_gaussian_eps(_cosine()), Diffusion(_cosine()), x_T, steps=20, spacing="log-snr",
+                           progress=False, return_trajectory=True).trajectory
+
+
+def step_values(i):
+    """The 2M step from the i-th of the 20 visited indices (counted from the lowest, as in
+    NoiseSchedule.spaced(20, "log-snr")): lambda = log(sqrt(alphabar)/sqrt(1 - alphabar)) at i (s), i-1 (t)
+    and i+1 (p) from the schedule's alphas_cumprod, the state x_s there, and the exact x0 predictions of
+    the data N(0.5, 0.4^2) at s and at p, the previous step's."""
     import math
 
-    ab_ = _cosine_20().schedule.alphas_cumprod
+    ab_ = _cosine().spaced(20, "log-snr").alphas_cumprod
     lam_of = lambda k: 0.5 * math.log(float(ab_[k]) / (1 - float(ab_[k])))  # noqa: E731
-    return {lam_s: lam_of(i), lam_t: lam_of(i - 1), lam_p: lam_of(i + 1)}
+    trajectory = dpmpp_2m_run()
+    k = 19 - i                                     # the run visits the indices from the top: step k leaves i
+
+    def x0_exact(x, a):                            # E[x_0 | x_t] for N(0.5, 0.4^2) data at alphabar a
+        return 0.5 + 0.16 * math.sqrt(a) * (x - math.sqrt(a) * 0.5) / (a * 0.16 + 1 - a)
+
+    x_now, x_before = float(trajectory[k]), float(trajectory[k - 1])
+    return {lam_s: lam_of(i), lam_t: lam_of(i - 1), lam_p: lam_of(i + 1), x_s: x_now,
+            x0_h: x0_exact(x_now, float(ab_[i])), x0_prev: x0_exact(x_before, float(ab_[i + 1]))}
 
 
-def library_coefficient(k, i):
-    """(c_x, c_0, c_1)[k] of diffusion_core.solvers._dpmpp_2m_coefficients at index i."""
-    from diffusion_core.solvers import _dpmpp_2m_coefficients
-
-    return _dpmpp_2m_coefficients(_cosine_20(), True)[k][i]
+def library_2m_step(i):
+    """The state after dpmpp_2m_sample's step from the i-th visited index (see step_values)."""
+    return dpmpp_2m_run()[19 - i + 1]
 
 
 def heun_values():
@@ -313,7 +332,9 @@ def heun_values():
 
 
 def heun_first_step():
-    """xbar after heun_sample's first step: its VP state divided by sqrt(alphabar) there."""
+    """xbar after heun_sample's first step: its VP state divided by sqrt(alphabar) there. The grid is
+    10 log-SNR-spaced steps from the schedule's top step (heun_sample's default is EDM's grid, which starts
+    where sigmabar = 80: spacing="karras", sigma_max=80)."""
     import math
 
     import torch
@@ -321,7 +342,7 @@ def heun_first_step():
 
     full, _ = _ten_steps()
     out = heun_sample(_gaussian_eps(full), Diffusion(full), torch.tensor([[0.7]], dtype=torch.float64), steps=10,
-                      progress=False, return_trajectory=True)
+                      spacing="log-snr", sigma_max=None, progress=False, return_trajectory=True)
     return out.trajectory[1] / math.sqrt(heun_values()[1])
 
 
@@ -361,19 +382,18 @@ def first_order_is_ddim(d):
          "$e^{-h} = \\alpha_s\\sigma_t/(\\sigma_s\\alpha_t)$: DDIM's $\\alpha_t\\hat x_0 + \\sigma_t\\hat\\epsilon$")
 
 
-@derivation("DPM-Solver++(2M): the update and the library's coefficients", models=[TWO_M])
+@derivation("DPM-Solver++(2M): the update, and a step of the library's sampler", models=[TWO_M])
 def dpmpp_2m_update(d):
     d.start(ordered(frac(sigma_t, sigma_s) * x_s,
                     alpha_t * (1 - sp.exp(-h)) * ordered((1 + 1 / (2 * r)) * x0_h, -x0_prev / (2 * r))))
     d.eq(ordered(frac(sigma_t, sigma_s) * x_s, alpha_t * (1 - sp.exp(-h)) * x0_h,
                  frac(alpha_t * (1 - sp.exp(-h)), 2 * r) * ordered(x0_h, -x0_prev)),
          "as $c_x x_s + c_0 \\hat x_0 + c_1 (\\hat x_0 - \\hat x_0')$")
-    i = 10
-    for k, (name, coefficient) in enumerate((("c_x", sigma_t / sigma_s), ("c_0", alpha_t * (1 - sp.exp(-h))),
-                                              ("c_1", alpha_t * (1 - sp.exp(-h)) / (2 * r)))):
-        d.numeric(lambda k=k: library_coefficient(k, i), at=lambdas_at(i), expr=coefficient, rtol=1e-12,
-                  label=f"${name}$ of diffusion_core.solvers._dpmpp_2m_coefficients, cosine schedule, "
-                        f"20 log-SNR steps, index {i}")
+    for i in (10, 3):
+        d.numeric(lambda i=i: library_2m_step(i), at=step_values(i), rtol=1e-12,
+                  label=f"dpmpp_2m_sample(steps=20, spacing=\"log-snr\"), cosine schedule, data "
+                        f"$\\mathcal{{N}}(0.5, 0.4^2)$: its state after the step from index {i} to {i - 1} of "
+                        "`spaced(20, \"log-snr\")`, given its state there and the exact predictions")
 
 
 def _taylor_error(prediction):
@@ -412,4 +432,5 @@ def heun_local_error(d):
     d.eq(ordered(-dsb**3 * s2**2 * sb0 * (y0 - m) / (2 * (s2**2 + sb0**2) ** 3), sp.O(dsb**4)), "expand in $\\Delta$",
          by=Series(dsb))
     d.numeric(heun_first_step, at=heun_values()[0], expr=x_heun, rtol=1e-12,
-              label="heun_sample(steps=10): $\\bar x$ after the first step from $x_T = 0.7$, data $\\mathcal{N}(0.5, 0.4^2)$")
+              label="heun_sample(steps=10, spacing=\"log-snr\", sigma_max=None): $\\bar x$ after the first step "
+                    "from $x_T = 0.7$, data $\\mathcal{N}(0.5, 0.4^2)$")

@@ -6,13 +6,14 @@ from figures import figure
             "to the left, labelled p-theta, remove noise. Above the chain, scatter plots of a 2-D swiss "
             "roll at t = 0, 10, 50 and 1000 show the roll dissolving into a round cloud of noise.",
         caption="The two processes. Above: 2,000 points of a swiss roll noised with the linear schedule "
-                "by `diffusion_core.q_sample`, at $t = 0$, 10, 50 and 1000. Below: the forward process $q$ "
+                "by `diffusion_core.forward.q_sample`, at $t = 0$, 10, 50 and 1000. Below: the forward process $q$ "
                 "(right-pointing arrows) is fixed; the reverse process $p_\\theta$ (left-pointing arrows) is "
                 "what the network learns. Sampling follows the left-pointing arrows only.")
 def chains():
     import torch
 
-    from diffusion_core import NoiseSchedule, q_sample
+    from diffusion_core import NoiseSchedule
+    from diffusion_core.forward import q_sample
     from diffusion_core.train.data import toy_data
 
     from figures._style import GREY, INDIGO, ORANGE, arrow, node, plt

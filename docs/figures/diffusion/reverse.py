@@ -13,7 +13,9 @@ def posterior():
     import numpy as np
     import torch
 
-    from diffusion_core import NoiseSchedule, q_mean_variance, q_posterior
+    from diffusion_core import NoiseSchedule
+    from diffusion_core.forward import q_mean_variance
+    from diffusion_core.reverse import q_posterior
 
     from figures._style import INDIGO, ORANGE, axes
 
