@@ -33,13 +33,13 @@ import torch
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, without ipywidgets; no bars here
 
 from diffusion_core import Diffusion, NoiseSchedule, ddim_sample, ddpm_sample
+from diffusion_core.mixture import GaussianMixture
 
 started = time.perf_counter()
 torch.set_num_threads(1)  # tiny tensors: threads only add overhead
 DTYPE = torch.float32  # plenty for a histogram, and faster than float64
-WEIGHTS = torch.tensor([0.3, 0.5, 0.2], dtype=DTYPE)
-MEANS = torch.tensor([-0.9, 0.1, 0.8], dtype=DTYPE)
-SDS = torch.tensor([0.06, 0.12, 0.05], dtype=DTYPE)
+data = GaussianMixture(weights=[0.3, 0.5, 0.2], means=[-0.9, 0.1, 0.8], sds=[0.06, 0.12, 0.05])
+WEIGHTS, MEANS, SDS = (v.to(DTYPE) for v in (data.weights, data.means, data.sds))
 
 schedule = NoiseSchedule.linear(1000, dtype=DTYPE)
 diffusion = Diffusion(schedule)  # predicts epsilon; DDPM's variance is beta_t ("fixed_large")
@@ -60,20 +60,16 @@ print(schedule)
 # $\hat\epsilon(x_t, t) = \mathbb{E}[\epsilon \mid x_t]
 #   = \sum_k r_k(x_t)\,\frac{s\,(x_t - a\mu_k)}{a^2 s_k^2 + s^2}$.
 #
-# A sampler calls the model with the **original** timestep index (a respaced schedule's
-# `timesteps`), so the predictor looks $\bar\alpha_t$ up in the original 1000-step schedule.
+# The library's `GaussianMixture` (in `diffusion_core.mixture`) computes exactly this sum (and
+# $\mathbb{E}[x_0 \mid x_t]$, the score), in float64, from $x_t$, $a$ and $s$. A sampler calls the
+# model with the **original** timestep index (a respaced schedule's `timesteps`), so the
+# predictor looks $\bar\alpha_t$ up in the original 1000-step schedule.
 
 # %%
 def optimal_eps(x, t):
     """E[eps | x_t] for the mixture; x has shape (B, 1), t holds original indices in 0..999."""
-    ab = schedule.alphas_cumprod[t]                  # (B,): looked up by the original index
-    a, s = ab.sqrt(), (1 - ab).sqrt()
-    var = a**2 * SDS[:, None] ** 2 + s**2            # (K, B): variance of x_t given component k
-    resid = x.T - a * MEANS[:, None]                 # (K, B): x_t minus its mean given k
-    log_w = torch.log(WEIGHTS[:, None] / var.sqrt()) - resid**2 / (2 * var)
-    w = torch.exp(log_w - log_w.amax(dim=0))         # responsibilities, up to normalization
-    eps = s * (w * resid / var).sum(dim=0) / w.sum(dim=0)
-    return eps[:, None]
+    ab = schedule.alphas_cumprod[t].view(-1, 1)      # looked up by the original index
+    return data.eps(x, ab.sqrt(), (1 - ab).sqrt()).to(DTYPE)  # the sum above, in float64
 
 
 def true_cdf(x):

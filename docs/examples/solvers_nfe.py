@@ -34,6 +34,7 @@ from scipy.stats import norm
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, without ipywidgets; no bars here
 
 from diffusion_core import Diffusion, NoiseSchedule, ddim_sample, dpmpp_2m_sample, heun_sample
+from diffusion_core.mixture import GaussianMixture
 from diffusion_core.train.images import image_grid
 
 start_time = time.perf_counter()
@@ -41,28 +42,22 @@ start_time = time.perf_counter()
 # contending for the cores made the digits part below 20 to 100 times slower (measured).
 torch.set_num_threads(1)
 
-# The data: 0.3 N(-1, 0.3^2) + 0.7 N(0.8, 0.4^2)
-W, MU, SD = np.array([0.3, 0.7]), np.array([-1.0, 0.8]), np.array([0.3, 0.4])
+# The data: 0.3 N(-1, 0.3^2) + 0.7 N(0.8, 0.4^2), whose optimal predictions the library computes in closed form
+data = GaussianMixture(weights=[0.3, 0.7], means=[-1.0, 0.8], sds=[0.3, 0.4])
 schedule = NoiseSchedule.linear(1000, dtype=torch.float64)
 diffusion = Diffusion(schedule)
 ab = schedule.alphas_cumprod.numpy()
 
 
 def denoiser(xb, sigmabar):
-    """E[x0 | xbar] for xbar = x0 + sigmabar * eps: the components' posterior means, weighted by responsibility."""
-    xb = np.asarray(xb, dtype=np.float64)[:, None]
-    var = SD**2 + sigmabar**2
-    log_r = np.log(W) - 0.5 * np.log(var) - 0.5 * (xb - MU) ** 2 / var
-    r = np.exp(log_r - log_r.max(axis=1, keepdims=True))
-    r /= r.sum(axis=1, keepdims=True)
-    return (r * (MU + SD**2 / var * (xb - MU))).sum(axis=1)
+    """E[x0 | xbar] for xbar = x0 + sigmabar * eps (a path with alpha = 1, sigma = sigmabar), as numpy."""
+    return data.x0(np.asarray(xb, dtype=np.float64), 1.0, sigmabar).numpy()
 
 
 def eps_model(x, t):
-    """The exact noise predictor the solvers call: eps = (x_t - sqrt(ab) x0_hat) / sqrt(1 - ab), x0_hat = D(x_t / sqrt(ab))."""
+    """The exact noise predictor the solvers call, E[eps | x_t], at the original step t."""
     a = schedule.alphas_cumprod[t].view(-1, 1)
-    x0 = torch.from_numpy(denoiser((x / a.sqrt()).squeeze(1).numpy(), ((1 - a) / a).sqrt().squeeze(1).numpy()[:, None]))
-    return (x - a.sqrt() * x0.view(-1, 1)) / (1 - a).sqrt()
+    return data.eps(x, a.sqrt(), (1 - a).sqrt())
 
 
 # %% [markdown]
