@@ -11,22 +11,15 @@ import torch
 from scipy.integrate import solve_ivp
 
 import diffusion_core as dc
+from diffusion_core.mixture import GaussianMixture
 from diffusion_core.paths import ContinuousVP, DiscreteVP, RectifiedFlow, VarianceExploding
 from diffusion_core.targets import Coefficients, Target, edm_scaling, target_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 F64 = torch.float64
-W, MU, SD = (0.3, 0.7), (-1.0, 0.8), (0.3, 0.4)  # an elementwise two-component mixture
-
-
-def exact_x0(x: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """E[x0 | x_t = x] for the mixture, x_t = a x0 + s eps, elementwise (a, s broadcast against x)."""
-    w, mu, sd = (torch.tensor(v, dtype=F64) for v in (W, MU, SD))
-    x, a, s = x[..., None], a[..., None], s[..., None]
-    var = a * a * sd**2 + s * s
-    r = torch.softmax(torch.log(w) - 0.5 * torch.log(var) - 0.5 * (x - a * mu) ** 2 / var, dim=-1)
-    return (r * (mu + a * sd**2 * (x - a * mu) / var)).sum(-1)
+DATA = GaussianMixture([0.3, 0.7], [-1.0, 0.8], [0.3, 0.4])  # an elementwise two-component mixture
+exact_x0 = DATA.x0  # E[x0 | x_t = x], x_t = a x0 + s eps (a, s broadcast against x); tests/test_mixture.py checks it
 
 
 def _time_from_network_input(path, t_in: torch.Tensor) -> torch.Tensor:
@@ -144,6 +137,6 @@ def test_edm_sampler_without_churn_is_heun_and_with_churn_keeps_the_marginals():
     assert not torch.equal(churned, heun)
     # Both sample the mixture: mean 0.3 * -1 + 0.7 * 0.8 = 0.26; with 20,000 samples of sd ~0.85 the standard
     # error of the mean is 0.006, so 0.03 is 5 of them (the discretization error of 18 Heun steps is far smaller).
-    mean = sum(w * m for w, m in zip(W, MU))
+    mean = 0.3 * -1.0 + 0.7 * 0.8
     for s in (heun, churned):
         assert abs(s.mean().item() - mean) < 0.03
