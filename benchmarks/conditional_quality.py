@@ -3,7 +3,7 @@ scale, with the project's digits metrics; writes a JSON file and prints a markdo
 
     diffusion-core train --class-cond --precision fp32 --out-dir runs/digits-cond
     python -m benchmarks.conditional_quality runs/digits-cond/checkpoint.safetensors \\
-        --out benchmarks/results/quality-digits-cond-DATE.json
+        --out benchmarks/results/quality/digits-cond-DATE.json
 
 For each setting: 1,000 samples (100 per class, the same x_T for every setting), DDIM-style x0 clipping as the
 checkpoint's config says; metrics: the mean top-class probability of a logistic regression fitted on the real
@@ -25,8 +25,10 @@ from diffusion_core import ClassifierFreeGuidance, ddim_sample, dpmpp_2m_sample,
 from diffusion_core.metrics import DigitsClassifier, frechet_distance
 from diffusion_core.train import TrainConfig, digits, load_checkpoint, load_model
 
-SAMPLERS = {"ddim": ddim_sample, "dpmpp-2m": dpmpp_2m_sample, "heun": heun_sample}
-SPACING = {"ddim": "linspace", "dpmpp-2m": "linspace", "heun": "log-snr"}  # each sampler's default
+# (name, sampler, spacing, sigma_max): each sampler with its defaults, and Heun also from the schedule's top step
+# with log-SNR spacing (its default before it took EDM's grid), to show what the start costs at few steps.
+SETTINGS = [("ddim", ddim_sample, "linspace", None), ("dpmpp-2m", dpmpp_2m_sample, "linspace", None),
+            ("heun", heun_sample, "karras", 80.0), ("heun", heun_sample, "log-snr", None)]
 NFES = (5, 10, 20, 50)
 SCALES = (1.0, 2.0, 4.0)
 
@@ -49,19 +51,19 @@ def evaluate(checkpoint: str, n_per_class: int = 100) -> dict:
     floor = frechet_distance(real[perm[: len(real) // 2]], real[perm[len(real) // 2:]])
     classifier = DigitsClassifier()
     rows = []
-    for name, sample in SAMPLERS.items():
+    for name, sample, spacing, sigma_max in SETTINGS:
         for nfe in NFES:
             steps = steps_for(name, nfe)
             for scale in SCALES:
                 denoiser = model if scale == 1.0 else ClassifierFreeGuidance(model, scale)
                 start = time.perf_counter()
-                x = sample(denoiser, diffusion, x_T, steps=steps, spacing=SPACING[name], labels=labels,
-                           progress=False).sample.clamp(-1, 1)
+                x = sample(denoiser, diffusion, x_T, steps=steps, spacing=spacing, labels=labels,
+                           progress=False, **({"sigma_max": sigma_max} if name == "heun" else {})).sample.clamp(-1, 1)
                 seconds = time.perf_counter() - start
                 score = classifier.score(x)
                 predicted = classifier.model.predict(x.reshape(len(x), -1).numpy())
                 rows.append({
-                    "sampler": name, "spacing": SPACING[name], "steps": steps, "nfe": 2 * steps - 1 if name == "heun" else steps,
+                    "sampler": name, "spacing": spacing, "sigma_max": sigma_max, "steps": steps, "nfe": 2 * steps - 1 if name == "heun" else steps,
                     "guidance": scale, "confidence": score.mean_confidence,
                     "min_class_share": float(score.class_fractions.min()),
                     "label_accuracy": float((predicted == labels.numpy()).mean()),
@@ -74,7 +76,9 @@ def evaluate(checkpoint: str, n_per_class: int = 100) -> dict:
 
 
 def _row(r: dict) -> str:
-    return (f"| {r['sampler']} ({r['spacing']}) | {r['nfe']} | {r['guidance']:g} | {r['confidence']:.3f} | {r['min_class_share']:.3f} "
+    start = f", from sigma {r['sigma_max']:g}" if r.get("sigma_max") else (", from the top step" if r["sampler"] == "heun"
+                                                                          else "")
+    return (f"| {r['sampler']} ({r['spacing']}{start}) | {r['nfe']} | {r['guidance']:g} | {r['confidence']:.3f} | {r['min_class_share']:.3f} "
             f"| {r['label_accuracy']:.3f} | {r['fd_ratio']:.2f} |")
 
 
