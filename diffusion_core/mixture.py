@@ -5,9 +5,11 @@ path as :math:`x_t = \alpha x_0 + \sigma\epsilon`. Given component :math:`k`,
 :math:`x_t \sim \mathcal N(\alpha\mu_k, v_k)` with :math:`v_k = \alpha^2 s_k^2 + \sigma^2`, so
 
 .. math::
+    \begin{aligned}
     r_k(x_t) &= p(k \mid x_t) \propto w_k\,\mathcal N(x_t; \alpha\mu_k, v_k), \\
     \mathbb E[x_0 \mid x_t] &= \sum_k r_k \Big(\mu_k + \frac{\alpha s_k^2}{v_k}(x_t - \alpha\mu_k)\Big), \\
     \mathbb E[\epsilon \mid x_t] &= \sum_k r_k\,\frac{\sigma\,(x_t - \alpha\mu_k)}{v_k},
+    \end{aligned}
 
 the predictions a network trained to convergence on this data would make (the MSE minimizers), at any
 :math:`(\alpha, \sigma)` of any path. Each is written from its own closed form, not one from the other, so that
