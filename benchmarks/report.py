@@ -287,7 +287,10 @@ def quality_section(results: list[dict]) -> list[str]:
                   f"schedule, p_uncond {c['p_uncond']}); {q['samples_per_setting']:,} samples per row, 100 per class, "
                   "the same starting noise in every row. Confidence, smallest class share and FD / floor as in the "
                   "quality test; *requested label*: the share the classifier assigns to the label asked for. "
-                  f"Split-half FD floor {q['fd_floor']:.3f}. Command: `python -m benchmarks.conditional_quality`.", "",
+                  f"Split-half FD floor {q['fd_floor']:.3f}. Checkpoint: {q['checkpoint']}. Command: "
+                  f"`{q.get('command', 'python -m benchmarks.conditional_quality')}`. Heun's default grid starts "
+                  "where sigma/alpha = 80 (EDM's sigma_max); the rows from the top step (sigma/alpha about 2e4 on "
+                  "this cosine schedule) show what that start costs at few steps.", "",
                   table(q), ""]
     return lines
 
