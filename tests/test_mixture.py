@@ -85,3 +85,24 @@ def test_draws_have_the_mixtures_mean_and_variance():
 def test_bad_mixtures_are_refused_in_words(args, message):
     with pytest.raises(InvalidInput, match=message):
         GaussianMixture(*args)
+
+
+@pytest.mark.parametrize("t", [0.2, 0.5, 0.9])
+def test_marginal_velocity_is_the_conditional_velocitys_posterior_mean(t):
+    """Flow matching's identity on rectified flow: the marginal velocity at x_t is E[u | x_t] with the conditional
+    velocity u = eps - x_0. The closed form (eps_hat - x0_hat from the mixture) against self-normalized importance
+    sampling: x_0 drawn from the data, weighted by N(x; (1 - t) x_0, t^2), u = (x - (1 - t) x_0)/t - x_0.
+    N = 400,000 draws (SE 0.002 to 0.008 here); the tolerance is 5 standard errors, the SE estimated from the weighted variance and the
+    effective sample size (delta method for a ratio estimator)."""
+    x = torch.tensor([-1.5, -0.2, 0.4, 1.3], dtype=torch.float64)
+    alpha, sigma = 1 - t, t
+    closed = MIX.eps(x, alpha, sigma) - MIX.x0(x, alpha, sigma)
+    x0 = MIX.sample((400_000,), generator=torch.Generator().manual_seed(3))[:, None]
+    log_w = -0.5 * ((x - alpha * x0) / sigma) ** 2
+    w = torch.softmax(log_w, dim=0)  # normalized weights per column (per x)
+    u = (x - alpha * x0) / sigma - x0
+    estimate = (w * u).sum(0)
+    se = ((w**2 * (u - estimate) ** 2).sum(0)).sqrt()
+    assert bool((se < 0.05).all()), se  # enough effective draws at every x
+    assert bool(((estimate - closed).abs() < 5 * se).all()), (estimate, closed, se)
+    assert not torch.allclose(closed, MIX.eps(x, alpha, sigma))  # the x0 term matters: not a vacuous check
