@@ -126,11 +126,8 @@ def test_perfect_predictor_from_x_t_has_zero_loss(param, respaced):
     assert out.simple.abs().max().item() < 1e-10
 
 
-def test_vlb_terms_vanish_for_the_true_posterior():
-    """With fixed_small variance (sigma^2 = beta~_t) a network that outputs the true noise gives
-    p(x_{t-1}|x_t) = q(x_{t-1}|x_t,x0), so L_{t-1} = KL = 0 for t > 0; at t = 0 the term is the decoder NLL
-    -log P(bin of x0 | N(x0, beta~_2)) (the clipped log variance); shifting x0_hat by delta gives the Gaussian
-    KL delta^2 c1^2 / (2 beta~_t) nats exactly."""
+def _pixels_noised_on_a_linear_schedule():
+    """8-bit pixel levels noised at steps from 0 to 999 of a float64 linear schedule, fixed_small variance."""
     s = NoiseSchedule.linear(1000, **F64)
     d = Diffusion(s, variance="fixed_small")
     g = torch.Generator().manual_seed(0)
@@ -138,6 +135,15 @@ def test_vlb_terms_vanish_for_the_true_posterior():
     noise = torch.randn(x0.shape, generator=g, **F64)
     t = torch.tensor([0, 1, 2, 10, 100, 500, 998, 999])
     x_t = q_sample(s, x0, t, noise=noise)
+    return s, d, x0, noise, t, x_t
+
+
+def test_vlb_terms_vanish_for_the_true_posterior():
+    """With fixed_small variance (sigma^2 = beta~_t) a network that outputs the true noise gives
+    p(x_{t-1}|x_t) = q(x_{t-1}|x_t,x0), so L_{t-1} = KL = 0 for t > 0; at t = 0 the term is the decoder NLL
+    -log P(bin of x0 | N(x0, beta~_2)) (the clipped log variance); shifting x0_hat by delta gives the Gaussian
+    KL delta^2 c1^2 / (2 beta~_t) nats exactly."""
+    s, d, x0, noise, t, x_t = _pixels_noised_on_a_linear_schedule()
     terms = vlb_term(d, _prediction(d, noise, x_t, t), x0, x_t, t)
     assert terms[1:].abs().max().item() < 1e-9
     sd = math.sqrt(s.posterior_variance[1].item())
@@ -156,13 +162,7 @@ def test_vlb_terms_vanish_for_the_true_posterior():
 def test_hybrid_vlb_through_training_losses_vanishes_for_the_true_posterior():
     """The same through training_losses (float32 path): vlb = vlb_weight * T * L_t, with the fixed_small variance
     (a hybrid loss needs no learned variance)."""
-    s = NoiseSchedule.linear(1000, **F64)
-    d = Diffusion(s, variance="fixed_small")
-    g = torch.Generator().manual_seed(0)
-    x0 = torch.tensor(LEVELS[torch.randint(0, 256, (8, 1, 5), generator=g).numpy()], **F64)
-    noise = torch.randn(x0.shape, generator=g, **F64)
-    t = torch.tensor([0, 1, 2, 10, 100, 500, 998, 999])
-    x_t = q_sample(s, x0, t, noise=noise)
+    s, d, x0, noise, t, x_t = _pixels_noised_on_a_linear_schedule()
     terms = vlb_term(d, _prediction(d, noise, x_t, t), x0, x_t, t)
     out = training_losses(lambda x, tt: noise.float(), d, x0.float(), t, noise.float(), vlb_weight=1e-3)
     assert out.vlb[1:].abs().max().item() < 1e-4
