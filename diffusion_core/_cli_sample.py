@@ -104,7 +104,7 @@ def sample(ns: argparse.Namespace) -> None:
     from ._validation import check_range, check_seed
     from .guidance import ClassifierFreeGuidance
     from .train import TrainConfig, load_checkpoint, load_model, resolve_device
-    from .train.images import save_image_grid, save_scatter
+    from .train.config import TrainPath
 
     check_range("--num", ns.num, low=1)
     if ns.eta and ns.sampler != "ddim":
@@ -117,9 +117,12 @@ def sample(ns: argparse.Namespace) -> None:
     config = TrainConfig.from_dict(ckpt.train_config)
     shape = _sample_shape(ckpt, ns.num)
     model = load_model(ckpt, ema=not ns.no_ema).to(device)
-    diffusion = config.diffusion().to(device)
     class_names = ckpt.extra.get("class_names", [])
     labels = _labels(ns, class_names, ns.num, device)
+    if config.path is not TrainPath.VP:
+        _sample_on_path(ns, config, model, shape, labels, class_names, out, device)
+        return
+    diffusion = config.diffusion().to(device)
     if labels is not None and ns.guidance != 1.0:
         model = ClassifierFreeGuidance(model, ns.guidance)
     # --compile compiles the whole sampling step (network and update): one CUDA graph replay per step on CUDA.
@@ -136,6 +139,12 @@ def sample(ns: argparse.Namespace) -> None:
                                     compile=compile, labels=labels, **options).sample
     except NonFiniteError as e:  # the sampler checks its result once, at the end
         raise NonFiniteError(f"{e}; nothing was written (is the checkpoint from a diverged run?)") from None
+    _save(x, ns, labels, class_names, out)
+
+
+def _save(x, ns: argparse.Namespace, labels, class_names: list[str], out: Path) -> None:
+    from .train.images import save_image_grid, save_scatter
+
     if x.ndim == 2:
         draw = lambda path: save_scatter(x, path)  # noqa: E731
     else:  # a conditional model's classes in turn: one class per column
@@ -143,3 +152,40 @@ def sample(ns: argparse.Namespace) -> None:
         draw = lambda path: save_image_grid(x, path, nrow=nrow, scale=max(1, 64 // x.shape[-1]))  # noqa: E731
     npy = _write_samples(x, out, draw)
     print(f"wrote {out} and {npy}")
+
+
+# A continuous path's grid by default: rectified flow uniform in t; EDM karras in sigma (from its sigma_max, 80)
+_PATH_SPACING = {"rectified-flow": "uniform", "edm": "karras"}
+
+
+def _sample_on_path(ns: argparse.Namespace, config, model, shape, labels, class_names, out: Path, device) -> None:
+    """Sample a model trained on a continuous path: the samplers of :mod:`diffusion_core.samplers` on its grid
+    (``ddim`` is Euler there: DDIM is Euler in x/alpha, and on rectified flow also in t)."""
+    import torch
+
+    from . import samplers
+    from .denoiser import Denoiser
+    from .grids import time_grid
+    from .guidance import ClassifierFreeGuidance
+
+    path = config.gaussian_path()
+    denoiser = Denoiser(model, path, config.parameterization)
+    if labels is not None and ns.guidance != 1.0:
+        denoiser = ClassifierFreeGuidance(denoiser, ns.guidance)
+    sample = {"ddim": samplers.sample_ddim, "ddpm": samplers.sample_ddpm, "dpmpp-2m": samplers.sample_dpmpp_2m,
+              "heun": samplers.sample_heun}[ns.sampler]
+    spacing = ns.spacing or _PATH_SPACING[config.path.value]
+    sigma_max = ns.sigma_max
+    if sigma_max is None and config.path.value == "rectified-flow" and (ns.sampler == "heun" or spacing != "uniform"):
+        sigma_max = 80.0  # Heun and the noise-level spacings need a finite sigma/alpha at the start (EDM's 80)
+    ts = time_grid(path, ns.steps, spacing, sigma_max=sigma_max)
+    g = torch.Generator(device).manual_seed(ns.seed)
+    x_T = torch.randn(shape, generator=g, device=device) * path.sigma(ts[:1]).to(device)
+    options = {"eta": ns.eta} if ns.sampler == "ddim" else {}
+    if ns.sampler in ("ddim", "ddpm"):
+        options["generator"] = g
+    try:
+        x = sample(denoiser, x_T, ts, labels=labels, progress=not ns.no_progress, **options).sample
+    except NonFiniteError as e:
+        raise NonFiniteError(f"{e}; nothing was written (is the checkpoint from a diverged run?)") from None
+    _save(x, ns, labels, class_names, out)

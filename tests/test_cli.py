@@ -46,7 +46,7 @@ def test_train_help_lists_every_option_with_its_help(capsys):
         assert extra in out
     # Choices come from the enums, defaults from the dataclass.
     assert "swiss-roll" in out and "learned_range" in out and "fp16" in out
-    assert f"(default: {TrainConfig.steps})" in out and "(default: digits)" in out and "(default: v)" in out
+    assert f"(default: {TrainConfig.steps})" in out and "(default: digits)" in out and "(default: vp)" in out
 
 
 def test_sample_help(capsys):

@@ -20,10 +20,13 @@ from ..losses import LossType
 from ..nn import list_presets
 from ..reverse import VarianceType
 from ..schedule import SCHEDULE_BYTES_PER_STEP, NoiseSchedule, ScheduleKind
+from ..grids import EDM_SIGMA_MAX
+from ..paths import GaussianPath, RectifiedFlow, VarianceExploding
 from ..targets import Target
+from ..time_sampling import LogitNormalTime, LogNormalSigma, UniformTime
 from .data import Dataset
 
-__all__ = ["Dataset", "OnResume", "Precision", "TrainConfig", "option", "options_on_resume"]
+__all__ = ["Dataset", "OnResume", "Precision", "TimeSampling", "TrainConfig", "TrainPath", "option", "options_on_resume"]
 
 DEFAULT_P_UNCOND = 0.1  # Ho & Salimans 2022
 DEFAULT_WARMUP = 200  # linear warmup steps of a run of 1,000 steps or more; a fifth of a shorter run
@@ -36,6 +39,28 @@ class Precision(str, Enum):
     FP32 = "fp32"
     BF16 = "bf16"
     FP16 = "fp16"
+
+
+class TrainPath(str, Enum):
+    """The Gaussian path a run trains on (:mod:`diffusion_core.paths`)."""
+
+    VP = "vp"  # DDPM's discrete variance-preserving schedule (--schedule, --num-timesteps): a DiscreteVP
+    RECTIFIED_FLOW = "rectified-flow"  # x_t = (1 - t) x_0 + t eps (Liu et al. 2022; SD3)
+    EDM = "edm"  # x_t = x_0 + sigma eps, sigma up to 80 (Karras et al. 2022)
+
+
+class TimeSampling(str, Enum):
+    """The density of the training times (:mod:`diffusion_core.time_sampling`)."""
+
+    UNIFORM = "uniform"  # t ~ U(0, t_max]; on vp a uniform step 1..T (Ho et al.)
+    LOGIT_NORMAL = "logit-normal"  # SD3: t = sigmoid(z), z ~ N(0, 1) (Esser et al. 2024)
+    LOG_NORMAL = "log-normal"  # EDM: ln sigma ~ N(-1.2, 1.2^2) (Karras et al. 2022)
+
+
+# Each path's defaults: the target its paper trains, and its time density.
+PATH_DEFAULTS = {TrainPath.VP: (Target.V, TimeSampling.UNIFORM),
+                 TrainPath.RECTIFIED_FLOW: (Target.VELOCITY, TimeSampling.UNIFORM),
+                 TrainPath.EDM: (Target.EDM, TimeSampling.LOG_NORMAL)}
 
 
 class OnResume(str, Enum):
@@ -83,6 +108,10 @@ def _choice(enum: type[Enum]) -> Check:
     return lambda name, value: check_choice(name, value, enum)
 
 
+def _optional_choice(enum: type[Enum]) -> Check:
+    return lambda name, value: None if value is None else check_choice(name, value, enum)
+
+
 def _timesteps(name: str, value: Any) -> int:
     """A positive int whose schedule tables fit in memory: no machine holds T = 1e12 (a checkpoint may claim it)."""
     return check_fits_memory(name, check_int(name, value, minimum=1), SCHEDULE_BYTES_PER_STEP, "the schedule's tables")
@@ -113,12 +142,19 @@ class TrainConfig:
     model: str | None = option(None, "U-Net preset (ddpm-cifar10, digits-8, mnist-28, tiny-32, tiny) or 'mlp' for the "
                                "2-D toy sets (default: mlp for the toy sets, digits-8 for digits, tiny-32 for a folder)",
                                partial(check_str, what="a U-Net preset or 'mlp'", optional=True))
-    schedule: ScheduleKind = option(ScheduleKind.COSINE, "noise schedule of the betas", _choice(ScheduleKind))
+    path: TrainPath = option(TrainPath.VP, "the Gaussian path: vp (DDPM's discrete schedule), rectified-flow "
+                             "(x_t = (1-t) x0 + t eps, as SD3) or edm (x_t = x0 + sigma eps, Karras et al. 2022)",
+                             _choice(TrainPath))
+    time_sampling: TimeSampling | None = option(None, "density of the training times: uniform, logit-normal (SD3) or "
+                                                "log-normal (EDM) (default: log-normal on edm, else uniform)",
+                                                _optional_choice(TimeSampling))
+    schedule: ScheduleKind = option(ScheduleKind.COSINE, "noise schedule of the betas (vp)", _choice(ScheduleKind))
     num_timesteps: int = option(1000, "number of diffusion steps T", _timesteps)
     # v (Salimans & Ho 2022) rather than DDPM's eps: with the cosine schedule's alpha_bar_T ~ 2e-9, x0 recovered
     # from eps divides the network's error by sqrt(alpha_bar_T) at the first sampling step; from v it does not.
     # (The README's training section gives the swiss-roll measurement behind this default.)
-    parameterization: Target = option(Target.V, "what the network predicts", _choice(Target))
+    parameterization: Target | None = option(None, "what the network predicts (default: v on vp, velocity on "
+                                             "rectified-flow, edm on edm)", _optional_choice(Target))
     variance: VarianceType = option(VarianceType.FIXED_LARGE, "variance of the reverse step; learned_range needs "
                                     "--vlb-weight > 0", _choice(VarianceType))
     loss_type: LossType = option(LossType.MSE, "distance in the simple loss", _choice(LossType))
@@ -174,8 +210,21 @@ class TrainConfig:
             object.__setattr__(self, f.name, f.metadata["check"](f.name, getattr(self, f.name)))
         self._check_class_cond()
         self._check_data_and_model()
+        self._check_path()
         if self.variance is VarianceType.LEARNED_RANGE and self.vlb_weight <= 0:
             raise InvalidInput("variance='learned_range' needs vlb_weight > 0 (improved DDPM uses 0.001)")
+
+    def _check_path(self) -> None:
+        """Fill in the path's defaults; the DDPM-only options (the learned variance, the VLB) belong to vp."""
+        target, times = PATH_DEFAULTS[self.path]
+        if self.parameterization is None:
+            object.__setattr__(self, "parameterization", target)
+        if self.time_sampling is None:
+            object.__setattr__(self, "time_sampling", times)
+        if self.path is TrainPath.VP:
+            return
+        if self.vlb_weight > 0 or self.variance is not VarianceType.FIXED_LARGE:
+            raise InvalidInput(f"variance and vlb_weight are DDPM's (path='vp'), got path={self.path.value!r}")
 
     def _check_class_cond(self) -> None:
         if self.p_uncond is not None and not self.class_cond:
@@ -222,6 +271,17 @@ class TrainConfig:
     def run_dir(self) -> str:
         """The output folder: ``out_dir``, or ``runs/<dataset>`` when it is not set."""
         return self.out_dir or f"runs/{self.dataset.value}"
+
+    def gaussian_path(self) -> GaussianPath:
+        """The path this run trains on: the schedule's :class:`DiscreteVP` on vp."""
+        if self.path is TrainPath.VP:
+            return self.diffusion().path
+        return RectifiedFlow() if self.path is TrainPath.RECTIFIED_FLOW else VarianceExploding(EDM_SIGMA_MAX)
+
+    def time_sampler(self) -> Callable[..., Any]:
+        """The density of the training times, ``sampler(path, n, generator, device)``."""
+        return {TimeSampling.UNIFORM: UniformTime(), TimeSampling.LOGIT_NORMAL: LogitNormalTime(),
+                TimeSampling.LOG_NORMAL: LogNormalSigma()}[self.time_sampling]
 
     def diffusion(self) -> Diffusion:
         """The :class:`Diffusion` this run trains (rebuilt from the config: schedules are not stored)."""

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..nn import MLPConfig, UNetConfig, build_mlp, build_unet, get_preset, list_presets
+from ..reverse import VarianceType
 from .checkpoint import Checkpoint
 from .config import TrainConfig
 from ..errors import InvalidInput
@@ -20,7 +21,7 @@ def model_config_for(config: TrainConfig, data_channels: int, num_classes: int =
     class-conditional network. A U-Net takes the data's channels; its preset's image size must be the digits'
     (``data_size``, 8: a 28x28 preset would train on 8x8 images and sample 28x28 ones), and for a folder the
     images are resized to ``config.image_size`` or the preset's size."""
-    learn_sigma = config.diffusion().learned_variance
+    learn_sigma = config.variance is VarianceType.LEARNED_RANGE  # DDPM's learned variance (vp only)
     spec = config.dataset.spec
     if config.model == "mlp":  # points: as many features as the dataset declares coordinates
         return {"kind": "mlp", **MLPConfig(dim=spec.shape[0], learn_sigma=learn_sigma, num_classes=num_classes).to_dict()}

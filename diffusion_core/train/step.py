@@ -16,8 +16,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .._validation import check_number
-from ..losses import training_losses
-from .config import TrainConfig
+from ..denoiser import Denoiser
+from ..diffusion import Diffusion
+from ..losses import denoising_loss, training_losses
+from ..weighting import edm, min_snr
+from .config import TrainConfig, TrainPath
 from .runtime import DistInfo
 
 __all__ = ["TrainStep", "EMA", "learning_rate"]
@@ -84,11 +87,18 @@ class TrainStep:
         self.loss = self._mean_loss
         if compile_model and not dist_info.enabled:
             self.loss = torch.compile(self._mean_loss, fullgraph=True, dynamic=False)
-        self._diffusion = diffusion
+        self._diffusion = diffusion if isinstance(diffusion, Diffusion) else None
+        if self._diffusion is None:  # a continuous path: the weighted denoising loss at path times
+            self._denoiser = Denoiser(net, diffusion, config.parameterization)
+            self._weighting = (min_snr(config.min_snr_gamma) if config.min_snr_gamma is not None
+                               else edm() if config.path is TrainPath.EDM else None)
 
     def _mean_loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
                    labels: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
+        if self._diffusion is None:
+            return denoising_loss(self._denoiser, x0, t, noise, weighting=self._weighting, loss_type=c.loss_type,
+                                  labels=labels).mean()
         terms = training_losses(self._net, self._diffusion, x0, t, noise, loss_type=c.loss_type,
                                 min_snr_gamma=c.min_snr_gamma, vlb_weight=c.vlb_weight, labels=labels)
         return terms.loss.mean()

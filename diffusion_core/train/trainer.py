@@ -22,9 +22,14 @@ from .._sync import host_sync_point
 from .._validation import check_fits_memory
 from ..cpu_threads import AdaptiveThreads
 from ..ddpm_samplers import ddim_sample
+from ..denoiser import Denoiser
+from ..diffusion import Diffusion
 from ..errors import InvalidInput, NonFiniteError
+from ..grids import time_grid
+from ..paths import VarianceExploding
+from ..samplers import sample_euler, sample_heun
 from .checkpoint import save_checkpoint
-from .config import DEFAULT_WARMUP, TrainConfig
+from .config import DEFAULT_WARMUP, TrainConfig, TrainPath
 from .data_source import DataSource
 from .images import save_image_grid, save_scatter
 from .models import build_model, model_config_for
@@ -136,7 +141,8 @@ class _Run:
         model = build_model(self.model_config).to(device)
         if info.rank > 0:  # dropout differs per rank; the data order (the generator below) is shared
             torch.manual_seed(config.seed + 1_000_003 * info.rank)
-        self.diffusion = config.diffusion().to(device)
+        # the DDPM a vp run trains (schedule indices), or the continuous path of the others (path times)
+        self.diffusion = config.diffusion().to(device) if config.path is TrainPath.VP else config.gaussian_path()
         if config.uses_channels_last and source.is_image:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -200,7 +206,10 @@ class _Run:
         identically on every rank and each keeps its slice, so N ranks see exactly the batch one process would."""
         B, local, gen, device = self.config.batch_size, self.source.local, self.gen, self.device
         x0, labels = next(self.batches)
-        t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=gen, device=device)[local]
+        if isinstance(self.diffusion, Diffusion):  # DDPM's schedule index, drawn as it always was
+            t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=gen, device=device)[local]
+        else:  # a time of the continuous path, from the run's time density
+            t = self.config.time_sampler()(self.diffusion, B, generator=gen, device=device)[local]
         noise = torch.randn((B, *self.source.sample_shape), generator=gen, device=device)[local]
         if labels is not None:  # Ho & Salimans' label dropout (guidance.drop_labels), drawn for the global batch
             coin = torch.rand((B,), generator=gen, device=device)[local]
@@ -287,7 +296,20 @@ class _Run:
         return f"; the last good checkpoint is {self.last_saved}" if self.last_saved else ""
 
     def _preview(self, name: str) -> None:
-        preview(self.step_fn.ema.model, self.diffusion, self.source.sample_shape, self.device, self.run_dir.claim(name))
+        reader = self.diffusion if isinstance(self.diffusion, Diffusion) else \
+            Denoiser(self.step_fn.ema.model, self.diffusion, self.config.parameterization)
+        preview(self.step_fn.ema.model, reader, self.source.sample_shape, self.device, self.run_dir.claim(name))
+
+
+def sample_path(denoiser: Denoiser, noise: torch.Tensor, steps: int = 25) -> torch.Tensor:
+    """Samples of a model trained on a continuous path, from standard normal ``noise``: Heun on EDM's grid (karras
+    from sigma = 80) for a variance-exploding path, Euler on a uniform grid for rectified flow."""
+    path = denoiser.path
+    if isinstance(path, VarianceExploding):
+        ts = time_grid(path, steps, "karras")
+        return sample_heun(denoiser, noise * path.sigma(ts[:1]).to(noise), ts, progress=False).sample
+    ts = time_grid(path, 2 * steps)
+    return sample_euler(denoiser, noise * path.sigma(ts[:1]).to(noise), ts, progress=False).sample
 
 
 @torch.no_grad()
@@ -298,8 +320,10 @@ def preview(model: nn.Module, diffusion, sample_shape: tuple[int, ...], device: 
         g = torch.Generator(device).manual_seed(0)
         n = 1000 if len(sample_shape) == 1 else n
         x_T = torch.randn((n, *sample_shape), generator=g, device=device)
-        # At most T steps: ddim_sample refuses more steps than the schedule has.
-        x = ddim_sample(model, diffusion, x_T, steps=min(50, diffusion.num_timesteps), progress=False).sample
+        if isinstance(diffusion, Denoiser):  # a continuous path
+            x = sample_path(diffusion, x_T)
+        else:  # at most T steps: ddim_sample refuses more steps than the schedule has
+            x = ddim_sample(model, diffusion, x_T, steps=min(50, diffusion.num_timesteps), progress=False).sample
         if len(sample_shape) == 1:
             return save_scatter(x, path)
         return save_image_grid(x, path, scale=max(1, 64 // sample_shape[-1]))
