@@ -301,29 +301,35 @@ class _Run:
         preview(self.step_fn.ema.model, reader, self.source.sample_shape, self.device, self.run_dir.claim(name))
 
 
-def sample_path(denoiser: Denoiser, noise: torch.Tensor, steps: int = 25) -> torch.Tensor:
+def sample_path(denoiser: Denoiser, noise: torch.Tensor, steps: int = 25,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
     """Samples of a model trained on a continuous path, from standard normal ``noise``: Heun on EDM's grid (karras
     from sigma = 80) for a variance-exploding path, Euler on a uniform grid for rectified flow."""
     path = denoiser.path
     if isinstance(path, VarianceExploding):
         ts = time_grid(path, steps, "karras")
-        return sample_heun(denoiser, noise * path.sigma(ts[:1]).to(noise), ts, progress=False).sample
+        return sample_heun(denoiser, noise * path.sigma(ts[:1]).to(noise), ts, labels=labels, progress=False).sample
     ts = time_grid(path, 2 * steps)
-    return sample_euler(denoiser, noise * path.sigma(ts[:1]).to(noise), ts, progress=False).sample
+    return sample_euler(denoiser, noise * path.sigma(ts[:1]).to(noise), ts, labels=labels, progress=False).sample
 
 
 @torch.no_grad()
 def preview(model: nn.Module, diffusion, sample_shape: tuple[int, ...], device: torch.device, path: Path,
             n: int = 64) -> Path:
-    """DDIM samples (50 steps, or T if fewer) from ``model``: a PNG grid for images, a scatter PNG for 2-D points."""
+    """DDIM samples (50 steps, or T if fewer; on a continuous path :func:`sample_path`) from ``model``: a PNG grid
+    for images, a scatter PNG for 2-D points."""
     with host_sync_point("preview"):
         g = torch.Generator(device).manual_seed(0)
         n = 1000 if len(sample_shape) == 1 else n
         x_T = torch.randn((n, *sample_shape), generator=g, device=device)
+        # a class-conditional model samples each class in turn (one class per grid column)
+        classes = getattr(getattr(model, "config", None), "num_classes", 0) or 0
+        labels = torch.arange(n, device=device) % classes if classes else None
         if isinstance(diffusion, Denoiser):  # a continuous path
-            x = sample_path(diffusion, x_T)
+            x = sample_path(diffusion, x_T, labels=labels)
         else:  # at most T steps: ddim_sample refuses more steps than the schedule has
-            x = ddim_sample(model, diffusion, x_T, steps=min(50, diffusion.num_timesteps), progress=False).sample
+            x = ddim_sample(model, diffusion, x_T, steps=min(50, diffusion.num_timesteps), labels=labels,
+                            progress=False).sample
         if len(sample_shape) == 1:
             return save_scatter(x, path)
-        return save_image_grid(x, path, scale=max(1, 64 // sample_shape[-1]))
+        return save_image_grid(x, path, nrow=classes or None, scale=max(1, 64 // sample_shape[-1]))
