@@ -143,6 +143,7 @@ class _Run:
             torch.manual_seed(config.seed + 1_000_003 * info.rank)
         # the DDPM a vp run trains (schedule indices), or the continuous path of the others (path times)
         self.diffusion = config.diffusion().to(device) if config.path is TrainPath.VP else config.gaussian_path()
+        self.draw_times = config.time_sampler()  # continuous paths only: the run's time density
         if config.uses_channels_last and source.is_image:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -209,7 +210,7 @@ class _Run:
         if isinstance(self.diffusion, Diffusion):  # DDPM's schedule index, drawn as it always was
             t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=gen, device=device)[local]
         else:  # a time of the continuous path, from the run's time density
-            t = self.config.time_sampler()(self.diffusion, B, generator=gen, device=device)[local]
+            t = self.draw_times(self.diffusion, B, generator=gen, device=device)[local]
         noise = torch.randn((B, *self.source.sample_shape), generator=gen, device=device)[local]
         if labels is not None:  # Ho & Salimans' label dropout (guidance.drop_labels), drawn for the global batch
             coin = torch.rand((B,), generator=gen, device=device)[local]
