@@ -87,10 +87,9 @@ def _labels(ns: argparse.Namespace, class_names: list[str], num: int, device):
     return torch.full((num,), k, dtype=torch.long, device=device)
 
 
-def _sample_shape(ckpt, num: int) -> tuple[int, ...]:
+def _sample_shape(mc: dict, num: int) -> tuple[int, ...]:
     from ._validation import check_fits_memory
 
-    mc = ckpt.model_config
     shape = (mc["dim"],) if mc["kind"] == "mlp" else (mc["in_channels"], mc["image_size"], mc["image_size"])
     # --num 1e12 (or a checkpoint claiming 1e9-pixel images) is refused in words, not by the allocator
     check_fits_memory("--num", num, 4 * 4 * math.prod(shape), "the samples (the state, the noise, the network's "
@@ -98,13 +97,32 @@ def _sample_shape(ckpt, num: int) -> tuple[int, ...]:
     return (num, *shape)
 
 
+def _load(ns: argparse.Namespace, device):
+    """The network, the run's config (None for a diffusers folder), the DDPM it samples (None on a continuous path),
+    its model config and its class names, from our checkpoint or a diffusers folder."""
+    from .train import TrainConfig, load_checkpoint, load_model
+    from .train.config import TrainPath
+    from .train.diffusers_format import is_diffusers_folder, load_diffusers
+
+    if is_diffusers_folder(ns.checkpoint):
+        if ns.no_ema:
+            raise InvalidInput("--no-ema is for our checkpoints: a diffusers folder holds one set of weights")
+        imported = load_diffusers(ns.checkpoint)
+        return (imported.network().to(device), None, imported.diffusion.to(device), imported.model_config,
+                imported.class_names)
+    ckpt = load_checkpoint(ns.checkpoint, map_location=device)
+    config = TrainConfig.from_dict(ckpt.train_config)
+    model = load_model(ckpt, ema=not ns.no_ema).to(device)
+    diffusion = config.diffusion().to(device) if config.path is TrainPath.VP else None
+    return model, config, diffusion, ckpt.model_config, ckpt.extra.get("class_names", [])
+
+
 def sample(ns: argparse.Namespace) -> None:
     import torch
 
     from ._validation import check_range, check_seed
     from .guidance import ClassifierFreeGuidance
-    from .train import TrainConfig, load_checkpoint, load_model, resolve_device
-    from .train.config import TrainPath
+    from .train import resolve_device
 
     check_range("--num", ns.num, low=1)
     if ns.eta and ns.sampler != "ddim":
@@ -113,16 +131,12 @@ def sample(ns: argparse.Namespace) -> None:
     out = Path(ns.out)
     _check_out(out, ns.overwrite)
     device = resolve_device(ns.device)
-    ckpt = load_checkpoint(ns.checkpoint, map_location=device)
-    config = TrainConfig.from_dict(ckpt.train_config)
-    shape = _sample_shape(ckpt, ns.num)
-    model = load_model(ckpt, ema=not ns.no_ema).to(device)
-    class_names = ckpt.extra.get("class_names", [])
+    model, config, diffusion, model_config, class_names = _load(ns, device)
+    shape = _sample_shape(model_config, ns.num)
     labels = _labels(ns, class_names, ns.num, device)
-    if config.path is not TrainPath.VP:
+    if diffusion is None:
         _sample_on_path(ns, config, model, shape, labels, class_names, out, device)
         return
-    diffusion = config.diffusion().to(device)
     if labels is not None and ns.guidance != 1.0:
         model = ClassifierFreeGuidance(model, ns.guidance)
     # --compile compiles the whole sampling step (network and update): one CUDA graph replay per step on CUDA.

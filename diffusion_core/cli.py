@@ -1,4 +1,4 @@
-"""``diffusion-core train`` and ``diffusion-core sample``.
+"""``diffusion-core train``, ``diffusion-core sample`` and ``diffusion-core export``.
 
 Every ``train`` option is a field of :class:`~diffusion_core.train.TrainConfig`, built from the field's declaration
 (its type, default and help), so the command line, the Python API and the config stored in a checkpoint never
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from ._version import __version__
 
-    parser = _Parser(prog="diffusion-core", description="Train and sample DDPM/DDIM models.")
+    parser = _Parser(prog="diffusion-core", description="Train, sample and export DDPM/DDIM models.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -89,12 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
                         **_arg_type(hints[f.name]))
     tr.add_argument("--resume", default=None, help="continue from this checkpoint (only optimizer settings and "
                     "run control may change; its folder is the default --out-dir)")
+    tr.add_argument("--init-from", default=None, help="start from the weights of this checkpoint or diffusers folder "
+                    "(fine-tuning: same network and model, a new run otherwise; not with --resume)")
     tr.add_argument("--overwrite", action="store_true", help="replace a run already in --out-dir (refused otherwise)")
     tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     sa = sub.add_parser("sample", help="sample from a checkpoint into a PNG grid and a .npy file",
                         formatter_class=_HelpFormatter)
-    sa.add_argument("--checkpoint", required=True, help="a checkpoint.safetensors written by train")
+    sa.add_argument("--checkpoint", required=True, help="a checkpoint.safetensors written by train, or a diffusers "
+                    "folder (a UNet2DModel and its scheduler config) whose network maps onto our U-Net")
     sa.add_argument("--out", default="samples.png", help="PNG grid (images) or scatter (2-D); the .npy goes beside it "
                     "(an existing file is refused unless --overwrite)")
     sa.add_argument("--num", type=int, default=64, help="number of samples")
@@ -119,7 +122,28 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: on for CUDA, off for the CPU, where compiling takes longer than it saves)")
     sa.add_argument("--overwrite", action="store_true", help="replace --out and its .npy if they exist")
     sa.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_export(sub)
     return parser
+
+
+def _add_export(sub) -> None:
+    ex = sub.add_parser("export", help="write a checkpoint in another library's format (diffusers' DDPMPipeline "
+                        "folder)", formatter_class=_HelpFormatter)
+    ex.add_argument("--checkpoint", required=True, help="a checkpoint.safetensors of a vp U-Net run")
+    ex.add_argument("--to", required=True, choices=["diffusers"], help="the format: diffusers (model_index.json, "
+                    "unet/, scheduler/; loads with DDPMPipeline.from_pretrained)")
+    ex.add_argument("out", help="the folder to write (an existing non-empty folder is refused unless --overwrite)")
+    ex.add_argument("--no-ema", action="store_true", help="write the raw weights (default: the EMA weights)")
+    ex.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+
+def _export(ns: argparse.Namespace) -> None:
+    from .train.diffusers_format import export_diffusers
+
+    result = export_diffusers(ns.checkpoint, ns.out, ema=not ns.no_ema, overwrite=ns.overwrite)
+    which = ("the EMA weights (--no-ema for the raw ones)" if result.ema else
+             "the raw weights" + ("" if ns.no_ema else " (the checkpoint holds no EMA)"))
+    print(f"wrote {result.path} (diffusers DDPMPipeline folder) with {which}")
 
 
 def _train(ns: argparse.Namespace) -> None:
@@ -128,7 +152,8 @@ def _train(ns: argparse.Namespace) -> None:
 
     fields = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig)}
     try:
-        result = train(TrainConfig(**fields), resume=ns.resume, overwrite=ns.overwrite, progress=not ns.no_progress)
+        result = train(TrainConfig(**fields), resume=ns.resume, overwrite=ns.overwrite, progress=not ns.no_progress,
+                       init_from=ns.init_from)
     except (InvalidInput, FileNotFoundError) as e:  # the options' names, not the config fields' (--data-dir)
         if isinstance(e, OSError) and e.errno is not None:  # the OS's own error: its path and reason as they are
             raise
@@ -159,6 +184,8 @@ def _run(ns: argparse.Namespace) -> int:
     try:
         if ns.command == "train":
             _train(ns)
+        elif ns.command == "export":
+            _export(ns)
         else:
             from ._cli_sample import sample
 

@@ -33,6 +33,7 @@ from .config import DEFAULT_WARMUP, TrainConfig, TrainPath
 from .data_source import DataSource
 from .images import save_image_grid, save_scatter
 from .models import build_model, model_config_for
+from .init_from import initial_weights
 from .resume import check_resume, check_resume_data, gather_rng, restore, settle
 from .run_dir import CHECKPOINT_NAME, NoRunDir, RunDir, write_json
 from .run_log import LogRecord, LossWindow, RunLog, first_non_finite
@@ -61,16 +62,21 @@ class TrainResult:
 
 
 def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: bool = False,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, init_from: str | Path | None = None) -> TrainResult:
     """Train as ``config`` says. ``resume``: continue from that checkpoint exactly where it stopped (its folder
     is the default ``out_dir``). ``overwrite``: replace a run already in ``out_dir``, which is refused otherwise.
+    ``init_from``: start from the weights of that checkpoint or diffusers folder (fine-tuning; see
+    :mod:`~diffusion_core.train.init_from`), a new run in every other respect.
 
     Raises:
         InvalidInput: a bad setting, data, checkpoint or out_dir, before anything is written.
         NonFiniteLossError: the loss or the weights became NaN/Inf; the last good checkpoint is kept.
         TrainingInterrupted: Ctrl-C or SIGTERM; a checkpoint of the last finished step was written first.
     """
-    run = _Run(config, resume)
+    if init_from is not None and resume is not None:
+        raise InvalidInput("resume and init_from (--resume, --init-from) exclude each other: resume continues a "
+                           "run, init_from starts a new one from another model's weights")
+    run = _Run(config, resume, init_from)
     if run.start == run.config.steps:
         log.warning("the checkpoint is already at step %d = steps; nothing to train", run.start)
         return run.result()
@@ -101,8 +107,8 @@ class _Run:
     step (restored from the checkpoint it resumes), writing nothing; :meth:`train` then takes the run's folder and
     runs the loop, whose parts (one step, the log, the checkpoint) are the methods below, sharing the run's state."""
 
-    def __init__(self, config: TrainConfig, resume: str | Path | None) -> None:
-        self.resume = resume
+    def __init__(self, config: TrainConfig, resume: str | Path | None, init_from: str | Path | None = None) -> None:
+        self.resume, self.init_from = resume, init_from
         self.device = resolve_device(config.device)
         self.auto_warmup = config.warmup_steps is None and resume is None
         self.config, self.ckpt, notices = settle(config, resume)
@@ -138,7 +144,10 @@ class _Run:
         _check_sizes(config, source, device)
         if self.ckpt is not None:
             check_resume(self.ckpt, source, self.model_config)
-        model = build_model(self.model_config).to(device)
+        model = build_model(self.model_config)
+        if self.init_from is not None:  # before the EMA and the optimizer copy the weights
+            model.load_state_dict(initial_weights(self.init_from, self.model_config, config))
+        model = model.to(device)
         if info.rank > 0:  # dropout differs per rank; the data order (the generator below) is shared
             torch.manual_seed(config.seed + 1_000_003 * info.rank)
         # the DDPM a vp run trains (schedule indices), or the continuous path of the others (path times)
