@@ -48,8 +48,8 @@ def randomize(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tens
             k.endswith("weight") else 0.0) for k, v in state.items()}
 
 
-# A UNet2DModel config written out as diffusers users write them (the layout of google/ddpm-cifar10-32, shrunk to
-# our 'tiny' preset, with the symmetric downsample padding our U-Net uses).
+# UNet2DModel configs written out as diffusers users write them: the layout of google/ddpm-cifar10-32 shrunk to our
+# 'tiny' and 'digits-8' presets (with symmetric downsample padding, our presets' default).
 TINY_DIFFUSERS = dict(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(16, 32), layers_per_block=1,
                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
                       attention_head_dim=16, norm_num_groups=4, norm_eps=1e-6, freq_shift=1, flip_sin_to_cos=False,
@@ -68,17 +68,33 @@ def save_diffusers_folder(folder, unet_config: dict, seed: int = 0, **scheduler)
     return unet
 
 
+# google/ddpm-cifar10-32's layout (Ho et al.'s CIFAR-10 network: our ddpm-cifar10 preset) in the form Google's
+# converted DDPM checkpoints take: TF's right-and-bottom downsample padding (downsample_padding=0, as the published
+# config of google/ddpm-cat-256 shows). Written out here, with random weights: nothing is downloaded.
+DDPM_CIFAR10_DIFFUSERS = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256),
+                              layers_per_block=2, down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D",
+                                                                    "DownBlock2D"),
+                              up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+                              attention_head_dim=None, norm_num_groups=32, norm_eps=1e-6, freq_shift=1,
+                              flip_sin_to_cos=False, downsample_padding=0, act_fn="silu", center_input_sample=False,
+                              mid_block_scale_factor=1, time_embedding_type="positional", dropout=0.0)
+
+
 @pytest.mark.parametrize("config,preset,classes", [(TINY_DIFFUSERS, "tiny", 0), (TINY_DIFFUSERS, "tiny", 4),
-                                                   (DIGITS_DIFFUSERS, "digits-8", 0)])
+                                                   (DIGITS_DIFFUSERS, "digits-8", 0),
+                                                   (dict(TINY_DIFFUSERS, downsample_padding=0), "tiny", 0),
+                                                   (DDPM_CIFAR10_DIFFUSERS, "ddpm-cifar10", 0)])
 def test_import_unet2dmodel_gives_its_outputs(tmp_path, config, preset, classes):
     config = dict(config, num_class_embeds=classes + 1 if classes else None)
     unet = save_diffusers_folder(tmp_path, config)
     imported = load_diffusers(tmp_path)
-    overrides = {"in_channels": config["in_channels"], "num_classes": classes, "dropout": config["dropout"]}
+    overrides = {"in_channels": config["in_channels"], "num_classes": classes, "dropout": config["dropout"],
+                 "downsample_padding": config["downsample_padding"]}
     assert imported.model_config == {"kind": "unet", **get_preset(preset, **overrides).to_dict()}
     ours = imported.network()
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(6, config["in_channels"], 8, 8, generator=g)
+    size = config["sample_size"]
+    x = torch.randn(6, config["in_channels"], size, size, generator=g)
     t = torch.tensor([0, 1, 17, 250, 731, 999])
     labels = torch.tensor([0, 1, 2, 3, 4, 4]) if classes else None  # 4: our null label, row K of K + 1
     with torch.no_grad():
@@ -175,7 +191,9 @@ def test_export_class_conditional_maps_labels_and_null_row(tmp_path):
     assert err < 1e-5 and err_null < 1e-5, (err, err_null)
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(classes=3, parameterization="v", variance="learned_range")])
+@pytest.mark.parametrize("kwargs", [dict(), dict(classes=3, parameterization="v", variance="learned_range"),
+                                    dict(model_config={"kind": "unet", **get_preset("tiny", in_channels=1,
+                                                                                   downsample_padding=0).to_dict()})])
 def test_export_then_import_is_bit_identical(tmp_path, kwargs):
     ckpt, out = exported(tmp_path, **kwargs)
     back = load_diffusers(out)
@@ -323,7 +341,7 @@ def test_export_refusals(tmp_path, kwargs, message):
 
 
 REFUSED_IMPORTS = [
-    (dict(unet=dict(downsample_padding=0)), "downsample_padding=0 does not map"),  # google/ddpm-cifar10-32's TF pad
+    (dict(unet=dict(downsample_padding=2)), "downsample_padding=2 does not map"),
     (dict(unet=dict(flip_sin_to_cos=True)), "flip_sin_to_cos=True does not map"),
     (dict(unet=dict(norm_eps=1e-5)), "norm_eps=1e-05 does not map"),
     (dict(unet=dict(down_block_types=("AttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "AttnUpBlock2D"))),
@@ -377,3 +395,15 @@ def test_init_from_an_exported_folder_starts_from_its_weights(tmp_path):
         train(config.replace(parameterization="eps", out_dir=str(tmp_path / "run2")), init_from=tmp_path / "pipe")
     with pytest.raises(InvalidInput, match="another noise schedule than --schedule linear"):
         train(config.replace(schedule="linear", out_dir=str(tmp_path / "run3")), init_from=tmp_path / "pipe")
+
+
+def test_model_configs_written_before_downsample_padding_still_match():
+    """The field the TF-padded checkpoints needed: an older checkpoint's model config (without it) is the same
+    network as today's, for --resume and --init-from alike."""
+    from diffusion_core.train.models import normalized_model_config
+
+    today = {"kind": "unet", **get_preset("tiny").to_dict()}
+    before = {k: v for k, v in today.items() if k != "downsample_padding"}
+    assert UNetConfig.from_dict({k: v for k, v in before.items() if k != "kind"}).downsample_padding == 1
+    assert normalized_model_config(before) == normalized_model_config(today) == today
+    assert normalized_model_config({**today, "downsample_padding": 0}) != today

@@ -56,7 +56,7 @@ class UNetConfig(_DictMixin):
     for validation, but other sizes divisible by ``2**(len(channel_mults)-1)`` also run.
     ``num_classes`` K > 0 makes it class-conditional (labels 0..K-1, and K for "no class");
     0 is the unconditional network, parameter for parameter. Dicts written before the field
-    existed load with the default 0.
+    existed load with the default 0 (and ``downsample_padding`` with 1, the only padding there was).
     """
 
     image_size: int
@@ -71,6 +71,7 @@ class UNetConfig(_DictMixin):
     out_channels: int | None = None  # None: same as in_channels
     learn_sigma: bool = False  # also predict the variance interpolation (Nichol & Dhariwal 2021)
     num_classes: int = 0  # > 0: class-conditional, a label embedding with a null label (see UNet)
+    downsample_padding: int = 1  # 1: pad every side; 0: right and bottom only, TF's SAME (see Downsample)
 
     _required: ClassVar[tuple[str, ...]] = ("image_size",)
 
@@ -90,6 +91,7 @@ class UNetConfig(_DictMixin):
             check_int("out_channels", self.out_channels, minimum=1)
         check_bool("learn_sigma", self.learn_sigma)
         check_int("num_classes", self.num_classes, minimum=0)
+        check_int("downsample_padding", self.downsample_padding, minimum=0, maximum=1)
 
         factor = 2 ** (len(self.channel_mults) - 1)
         if self.image_size % factor:

@@ -110,13 +110,21 @@ class AttentionBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Halve H and W with a learned stride-2 3x3 conv."""
+    """Halve H and W with a learned stride-2 3x3 conv.
 
-    def __init__(self, channels: int):
+    ``padding=1`` pads one pixel on every side (the PyTorch ports of DDPM); ``padding=0`` pads one pixel on the
+    right and bottom only, TensorFlow's ``SAME`` for a stride-2 conv on an even size, as DDPM's own TF code did
+    (and diffusers' ``downsample_padding=0``, which Google's converted DDPM checkpoints use).
+    """
+
+    def __init__(self, channels: int, padding: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.pad_right = padding == 0
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad_right:  # fixed at construction: no graph break under torch.compile
+            x = F.pad(x, (0, 1, 0, 1))
         return self.conv(x)
 
 
@@ -194,7 +202,7 @@ class UNet(nn.Module):
                 self.down.append(EmbedSequential(*layers))
                 skip_chs.append(cur)
             if level != last:
-                self.down.append(EmbedSequential(Downsample(cur)))
+                self.down.append(EmbedSequential(Downsample(cur, cfg.downsample_padding)))
                 skip_chs.append(cur)
 
         self.middle = EmbedSequential(res(cur, cur), attn(cur), res(cur, cur))

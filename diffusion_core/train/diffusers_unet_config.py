@@ -1,10 +1,10 @@
 """Our :class:`~diffusion_core.nn.UNetConfig` <-> diffusers' ``UNet2DModel`` config (``unet/config.json``).
 
 The networks are the same function when diffusers' config says: positional sinusoids ``[sin, cos]`` with
-``freq_shift=1`` (DDPM's), GroupNorm eps 1e-6, symmetric ``downsample_padding=1``, SiLU, conv up/downsampling, a
-mid block with attention, and one attention width per head count. Everything else in a diffusers config is refused
-on import, naming the field (google/ddpm-cifar10-32, for one, pads its downsampling TF-style,
-``downsample_padding=0``, which our U-Net does not do).
+``freq_shift=1`` (DDPM's), GroupNorm eps 1e-6, SiLU, conv up/downsampling, a mid block with attention, and one
+head count for every attention layer. ``downsample_padding`` maps onto our ``UNetConfig.downsample_padding`` (0 is
+TF's right-and-bottom padding, which Google's converted DDPM checkpoints use). Everything else in a diffusers config
+is refused on import, naming the field.
 """
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ DIFFUSERS_VERSION = "0.42.1"  # the version the bridge was checked against (info
 
 # Fields whose value must be exactly this for the networks to agree; absent means diffusers' default, listed here.
 _FIXED = {"center_input_sample": False, "time_embedding_type": "positional", "freq_shift": 1, "flip_sin_to_cos": False,
-          "mid_block_type": "UNetMidBlock2D", "mid_block_scale_factor": 1, "downsample_padding": 1,
+          "mid_block_type": "UNetMidBlock2D", "mid_block_scale_factor": 1,
           "downsample_type": "conv", "upsample_type": "conv", "act_fn": "silu", "norm_eps": 1e-6,
           "resnet_time_scale_shift": "default", "add_attention": True, "class_embed_type": None}
 _DEFAULTS = {"center_input_sample": False, "time_embedding_type": "positional", "freq_shift": 0, "flip_sin_to_cos": True,
-             "mid_block_type": "UNetMidBlock2D", "mid_block_scale_factor": 1, "downsample_padding": 1,
+             "mid_block_type": "UNetMidBlock2D", "mid_block_scale_factor": 1,
              "downsample_type": "conv", "upsample_type": "conv", "act_fn": "silu", "norm_eps": 1e-5,
              "resnet_time_scale_shift": "default", "add_attention": True, "class_embed_type": None}
 
@@ -50,7 +50,7 @@ def unet_to_diffusers(cfg: UNetConfig) -> dict[str, Any]:
         "attention_head_dim": None if cfg.num_heads == 1 else widths.pop() // cfg.num_heads,
         "norm_num_groups": cfg.norm_groups, "attn_norm_num_groups": None, "dropout": cfg.dropout,
         "time_embedding_dim": None, "num_class_embeds": cfg.num_classes + 1 if cfg.num_classes else None,
-        "num_train_timesteps": None, **_FIXED,
+        "downsample_padding": cfg.downsample_padding, "num_train_timesteps": None, **_FIXED,
     }
 
 
@@ -114,6 +114,9 @@ def unet_from_diffusers(d: dict[str, Any], learned_variance: bool) -> UNetConfig
     in_ch, out_ch = d.get("in_channels", 3), d.get("out_channels", 3)
     if out_ch != (2 * in_ch if learned_variance else in_ch):
         raise _refuse("out_channels", out_ch, f"in_channels={in_ch}, or twice it with variance_type 'learned_range'")
+    padding = d.get("downsample_padding", 1)
+    if padding not in (0, 1):
+        raise _refuse("downsample_padding", padding, "0 (TF's SAME) or 1")
     n_embeds = d.get("num_class_embeds")
     if n_embeds is not None and (not isinstance(n_embeds, int) or n_embeds < 2):
         raise _refuse("num_class_embeds", n_embeds, "null, or K + 1 >= 2 (K classes and the null label)")
@@ -125,6 +128,6 @@ def unet_from_diffusers(d: dict[str, Any], learned_variance: bool) -> UNetConfig
                           attention_resolutions=tuple(r for r, a in zip(resolutions, attn) if a),
                           dropout=d.get("dropout", 0.0), num_heads=_heads(d, widths, attn),
                           norm_groups=d.get("norm_num_groups", 32), learn_sigma=learned_variance,
-                          num_classes=n_embeds - 1 if n_embeds else 0)
+                          num_classes=n_embeds - 1 if n_embeds else 0, downsample_padding=padding)
     except (InvalidInput, TypeError) as e:
         raise InvalidInput(f"diffusers config does not map onto our U-Net: {e}") from None

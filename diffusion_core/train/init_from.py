@@ -20,12 +20,13 @@ from ..targets import Target
 from .checkpoint import load_checkpoint
 from .config import TrainConfig, TrainPath
 from .diffusers_format import is_diffusers_folder, load_diffusers
-from .models import check_weights_fit
+from .models import check_weights_fit, normalized_model_config
 
 __all__ = ["initial_weights"]
 
 
 def _same_network(theirs: dict[str, Any], ours: dict[str, Any], where: str) -> None:
+    theirs, ours = normalized_model_config(theirs), normalized_model_config(ours)
     differ = sorted(k for k in set(theirs) | set(ours) if k != "dropout" and theirs.get(k) != ours.get(k))
     if differ:
         shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in differ[:3])

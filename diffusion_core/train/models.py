@@ -12,7 +12,7 @@ from .checkpoint import Checkpoint
 from .config import TrainConfig
 from ..errors import InvalidInput
 
-__all__ = ["model_config_for", "build_model", "check_weights_fit", "load_model"]
+__all__ = ["model_config_for", "build_model", "check_weights_fit", "load_model", "normalized_model_config"]
 
 
 def model_config_for(config: TrainConfig, data_channels: int, num_classes: int = 0,
@@ -47,6 +47,19 @@ def build_model(model_config: dict[str, Any]) -> nn.Module:
     if kind == "mlp":
         return build_mlp(MLPConfig.from_dict(fields))
     raise InvalidInput(f"model config kind must be 'unet' or 'mlp', got {kind!r}")
+
+
+def normalized_model_config(model_config: dict[str, Any]) -> dict[str, Any]:
+    """``model_config`` with every field its config class has, defaults filled in, so that a checkpoint written
+    before a field existed compares equal to the same network's config written after (a config that does not
+    build is returned as it is)."""
+    fields = dict(model_config)
+    kind = fields.pop("kind", None)
+    cls = {"unet": UNetConfig, "mlp": MLPConfig}.get(kind)
+    try:
+        return {"kind": kind, **cls.from_dict(fields).to_dict()} if cls else dict(model_config)
+    except (InvalidInput, TypeError):
+        return dict(model_config)
 
 
 def check_weights_fit(model_config: dict[str, Any], weights: dict[str, torch.Tensor], what: str) -> None:

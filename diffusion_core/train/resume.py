@@ -11,7 +11,7 @@ from ..errors import InvalidInput
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import OnResume, TrainConfig, options_on_resume
 from .data_source import DataSource
-from .models import check_weights_fit
+from .models import check_weights_fit, normalized_model_config
 from .step import TrainStep
 
 __all__ = ["RUN_CONTROL", "OPTIMIZER_SETTINGS", "resume_changes", "settle", "check_resume", "check_resume_data",
@@ -68,7 +68,7 @@ def check_resume(ckpt: Checkpoint, source: DataSource, model_config: dict) -> No
     if ckpt.extra.get("class_names", []) != source.class_names:
         raise InvalidInput(f"cannot resume: the checkpoint's classes {ckpt.extra.get('class_names', [])} differ "
                            f"from the data's {source.class_names}")
-    if ckpt.model_config != model_config:
+    if normalized_model_config(ckpt.model_config) != normalized_model_config(model_config):
         raise InvalidInput("cannot resume: the checkpoint's model config differs from what this config builds")
     check_weights_fit(model_config, ckpt.model, "checkpoint")
     check_weights_fit(model_config, ckpt.ema, "checkpoint (EMA)")
