@@ -42,10 +42,18 @@ def rel_err(ours: torch.Tensor, theirs: torch.Tensor) -> float:
 
 
 def randomize(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
-    """Random weights for every tensor (the zero-initialised layers included, so every path is exercised)."""
+    """Random weights for every tensor (the zero-initialised layers included, so every path is exercised): weights
+    N(0, 1/fan_in), so activations stay O(1) through the depth of the network, biases N(0, 0.05^2), norm scales
+    about 1."""
     g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(v.shape, generator=g) * (0.15 if v.ndim > 1 else 0.05) + (1.0 if "norm" in k and
-            k.endswith("weight") else 0.0) for k, v in state.items()}
+
+    def draw(name: str, v: torch.Tensor) -> torch.Tensor:
+        z = torch.randn(v.shape, generator=g)
+        if v.ndim > 1:
+            return z / v[0].numel() ** 0.5
+        return 1 + 0.05 * z if "norm" in name and name.endswith("weight") else 0.05 * z
+
+    return {k: draw(k, v) for k, v in state.items()}
 
 
 # UNet2DModel configs written out as diffusers users write them: the layout of google/ddpm-cifar10-32 shrunk to our
