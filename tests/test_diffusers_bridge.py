@@ -415,3 +415,16 @@ def test_model_configs_written_before_downsample_padding_still_match():
     assert UNetConfig.from_dict({k: v for k, v in before.items() if k != "kind"}).downsample_padding == 1
     assert normalized_model_config(before) == normalized_model_config(today) == today
     assert normalized_model_config({**today, "downsample_padding": 0}) != today
+
+
+def test_a_run_folder_is_not_read_as_a_diffusers_folder(tmp_path, capsys):
+    """A run's folder also holds a config.json; `sample --checkpoint RUN_FOLDER` keeps its own message."""
+    from diffusion_core.train.diffusers_format import is_diffusers_folder
+
+    make_checkpoint(tmp_path / "checkpoint.safetensors")
+    (tmp_path / "config.json").write_text("{}")
+    assert not is_diffusers_folder(tmp_path)
+    code, _, err = run_cli(["sample", "--checkpoint", tmp_path, "--out", tmp_path / "s.png"], capsys)
+    assert code == 2 and "is a folder; give the" in err
+    save_diffusers_folder(tmp_path / "pipe", TINY_DIFFUSERS)
+    assert is_diffusers_folder(tmp_path / "pipe") and is_diffusers_folder(tmp_path / "pipe" / "unet")

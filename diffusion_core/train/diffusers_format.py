@@ -140,7 +140,12 @@ class DiffusersModel:
 def is_diffusers_folder(path: str | Path) -> bool:
     """Whether ``path`` is a folder in diffusers' layout (a pipeline folder, or a bare UNet2DModel folder)."""
     p = Path(path)
-    return p.is_dir() and any((p / f).is_file() for f in ("model_index.json", "unet/config.json", "config.json"))
+    if not p.is_dir():
+        return False
+    if (p / "model_index.json").is_file() or (p / "unet" / "config.json").is_file():
+        return True
+    # a bare UNet2DModel folder: its config beside its weights (a run folder also has a config.json, and no weights)
+    return (p / "config.json").is_file() and any(p.glob("diffusion_pytorch_model.*"))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
