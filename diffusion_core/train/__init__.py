@@ -8,7 +8,9 @@ Where things are (each module's docstring says more):
 * ``models``: the network a config names; ``step``: one optimizer step, its learning rate and the EMA;
 * ``runtime``: device, precision, torchrun's processes, stop requests; ``trainer``: :func:`train`, the loop;
 * ``run_dir``: the run's folder; ``run_log``: ``metrics.jsonl`` and ``loss.png``; ``checkpoint``: the file;
-  ``resume``: what a resumed run checks and restores.
+  ``resume``: what a resumed run checks and restores; ``init_from``: the weights a fine-tuning run starts from;
+* ``diffusers_format``: checkpoints out to diffusers' ``DDPMPipeline`` folder and diffusers folders in, with
+  ``diffusers_names`` (the weight-name table), ``diffusers_unet_config`` and ``diffusers_scheduler`` (the configs).
 """
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import Dataset, Precision, TrainConfig
