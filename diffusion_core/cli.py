@@ -98,12 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--out", default="samples.png", help="PNG grid (images) or scatter (2-D); the .npy goes beside it "
                     "(an existing file is refused unless --overwrite)")
     sa.add_argument("--num", type=int, default=64, help="number of samples")
-    sa.add_argument("--sampler", choices=list(_SAMPLERS), default="ddim",
-                    help="DDIM; ancestral DDPM; DPM-Solver++(2M) (second order, good at 10-20 steps); "
-                         "EDM's Heun (second order, 2*steps-1 network calls)")
+    sa.add_argument("--sampler", choices=list(_SAMPLERS), default=None,
+                    help="DDIM (Euler on rectified flow and EDM); ancestral DDPM; DPM-Solver++(2M) (second order, good "
+                         "at 10-20 steps); EDM's Heun (second order, 2*steps-1 network calls). Default: the path's, "
+                         "ddim on vp and rectified flow, heun on edm")
     sa.add_argument("--steps", type=int, default=50, help="sampling steps (at most the model's T)")
-    sa.add_argument("--spacing", default=None, choices=[m.value for m in TimestepSpacing],
-                    help="timestep spacing (default: karras for heun, linspace otherwise)")
+    sa.add_argument("--spacing", default=None, choices=[m.value for m in TimestepSpacing] + ["uniform"],
+                    help="timestep spacing (default: karras for heun; otherwise linspace on vp, uniform in t on "
+                         "rectified flow, karras on edm); uniform is for the continuous paths only")
     sa.add_argument("--sigma-max", type=float, default=None, help="start at the last step whose sigma/alpha is at "
                     "most this (default: 80, EDM's, for heun; the schedule's last step otherwise)")
     sa.add_argument("--label", default=None, help="class to sample, by index or name (class-conditional models; "
