@@ -113,7 +113,8 @@ def evaluate_examples(samples: Examples, reference: Examples, options: EvalOptio
     check_int("max_n", o.max_n, minimum=2)
     check_seed("seed", o.seed)
     if samples.shape != reference.shape:
-        raise InvalidInput(f"SAMPLES hold examples of shape {samples.shape}, the reference {reference.shape}")
+        raise InvalidInput(f"SAMPLES ({samples.source!r}) hold examples of shape {samples.shape} but the reference "
+                           f"({reference.source!r}) holds {reference.shape}; they must match")
     net = feature_network(o.features, reference.shape, o.cache_dir)
     floor_rows, ref_rows = _split(len(reference.data), o.seed)
     rng = np.random.default_rng(o.seed + 1)
