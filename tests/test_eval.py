@@ -220,6 +220,22 @@ def test_eval_orders_five_noise_levels_and_reports_its_floor(cache, tmp_path, ca
     assert all(r["feature_network"] == "digits-mlp" and r["num_floor"] + r["num_reference"] == 1797 for r in reports)
 
 
+def test_a_folder_of_pngs_reads_as_the_same_images_in_a_npy(cache, tmp_path):
+    """400 digits as 8-bit greyscale PNGs, and the same 8-bit values in a .npy (v / 127.5 - 1): one report."""
+    from PIL import Image
+
+    pixels = np.round((digits().numpy()[:400, 0] + 1) * 127.5).astype(np.uint8)
+    (tmp_path / "pngs").mkdir()
+    for i, image in enumerate(pixels):
+        Image.fromarray(image, "L").save(tmp_path / "pngs" / f"{i:03d}.png")
+    np.save(tmp_path / "same.npy", pixels[:, None].astype(np.float64) / 127.5 - 1)
+    options = EvalOptions(sizes=(100, 400), kid_subsets=10)
+    from_folder = evaluate(str(tmp_path / "pngs"), "digits", options)
+    from_npy = evaluate(str(tmp_path / "same.npy"), "digits", options)
+    assert from_folder.num_samples == 400 and from_folder.feature_network == "digits-mlp"
+    assert from_folder.metrics == from_npy.metrics
+
+
 def test_eval_runs_with_the_network_blocked(tmp_path, monkeypatch, capsys):
     """No socket may connect while eval runs: the feature network is built from the bundled digits (a fresh
     cache), the 2-D reference drawn from its definition."""

@@ -54,7 +54,7 @@ def _num(v: float | None, se: float | None = None) -> str:
     if v is None or not math.isfinite(v):
         return "-"
     text = f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
-    return text + (f"±{se:.1g}" if se else "")
+    return text + (f"±{se:.2g}" if se and se < 10 else f"±{se:.0f}" if se else "")
 
 
 def _cells(m: MetricReport) -> list[str]:
