@@ -11,8 +11,8 @@ import torch
 
 from diffusion_core.cli import main
 from diffusion_core.errors import InvalidInput
-from diffusion_core.evaluation import (EvalOptions, evaluate, extrapolate, frechet_distance, kid, mmd_rbf,
-                                       precision_recall, wasserstein2)
+from diffusion_core.evaluation import (EvalOptions, evaluate, extrapolate, format_table, frechet_distance, kid,
+                                       mmd_rbf, precision_recall, wasserstein2)
 from diffusion_core.evaluation.distances import pot_available
 from diffusion_core.evaluation.features import build_digits_mlp, digits_mlp
 from diffusion_core.train.data import digits
@@ -256,6 +256,16 @@ def test_eval_runs_with_the_network_blocked(tmp_path, monkeypatch, capsys):
     assert "FD" in out and "SW1" in out and "MMD2" in out and ("W2" in out) == pot_available()
 
 
+def test_without_pot_w2_is_skipped_with_the_reason(monkeypatch, tmp_path):
+    monkeypatch.setattr("diffusion_core.evaluation.measure.pot_available", lambda: False)
+    points = tmp_path / "points.npy"
+    np.save(points, np.random.default_rng(0).standard_normal((200, 2)))
+    report = evaluate(str(points), "swiss-roll", EvalOptions(kid_subsets=5))
+    assert [m.name for m in report.metrics] == ["FD", "KID", "precision", "recall", "SW1", "MMD2"]
+    assert report.skipped == ["W2: POT is not installed (pip install pot, or the [eval] extra)"]
+    assert "skipped W2: POT is not installed" in format_table(report)
+
+
 def test_errors_are_one_line_and_name_the_argument(cache, tmp_path, capsys):
     np.save(tmp_path / "flat.npy", np.zeros((50, 3), dtype=np.float32))
     np.save(tmp_path / "few.npy", np.zeros((10, 1, 8, 8), dtype=np.float32))
@@ -267,7 +277,8 @@ def test_errors_are_one_line_and_name_the_argument(cache, tmp_path, capsys):
              ([str(tmp_path / "few.npy"), "--reference", "digits", "--sizes", "3,10"], "--k 3 needs more than 3"),
              ([good, "--reference", "digits", "--sizes", "50,100", "--kid-subset-size", "80"],
               "--kid-subset-size must be between 2 and the smallest N"),
-             ([good, "--reference", "digits", "--sizes", "5000"], "--sizes must be at most 898")]
+             ([good, "--reference", "digits", "--sizes", "5000"], "--sizes must be at most 898"),
+             ([good, "--reference", "digits", "--kid-subsets", "0"], "--kid-subsets must be a positive int")]
     for args, message in cases:
         assert main(["eval", *args]) == 2
         err = capsys.readouterr().err

@@ -4,11 +4,11 @@ feature network, exact distances for 2-D points, each at several sample sizes ne
 * ``distances``: FD, KID, MMD, sliced and exact Wasserstein on feature arrays;
 * ``precision_recall``: Kynkäänniemi et al.'s k-NN precision and recall;
 * ``features``: the feature networks (``digits-mlp``, trained here and cached; ``raw``);
-* ``inputs``: reading samples and references; ``evaluate``: the sizes, floors and extrapolation;
+* ``inputs``: reading samples and references; ``measure``: :func:`evaluate`, the sizes, floors and extrapolation;
 * ``report``: the result's dataclasses, its table and JSON.
 """
 from .distances import KID, frechet_distance, kid, mmd_rbf, sliced_wasserstein, wasserstein2
-from .evaluate import EvalOptions, evaluate, evaluate_examples, extrapolate
+from .measure import EvalOptions, evaluate, evaluate_examples, extrapolate
 from .features import FEATURE_NETWORKS, FeatureNetwork, feature_network
 from .inputs import Examples, load_reference, load_samples
 from .precision_recall import PrecisionRecall, precision_recall

@@ -67,7 +67,7 @@ def sample_sizes(n_max: int, sizes: tuple[int, ...] | None, *, k: int, kid_subse
     """The N to measure at: ``sizes`` (checked against ``n_max``) or 5 geometric steps from n_max / 8 to n_max."""
     if sizes is None:
         sizes = tuple(int(round(n_max / 8 * 2 ** (3 * i / 4))) for i in range(5))
-    sizes = sorted(set(check_int("sizes", s, minimum=1) for s in sizes))
+    sizes = sorted(set(check_int("--sizes", s, minimum=1) for s in sizes))
     if sizes[-1] > n_max:
         raise InvalidInput(f"--sizes must be at most {n_max} (the fewest examples of the samples and of each half of "
                            f"the reference, capped by --max-n), got {sizes[-1]}")
@@ -108,10 +108,10 @@ def _metric_report(name, description, fn, s, a, b, sizes) -> MetricReport:
 def evaluate_examples(samples: Examples, reference: Examples, options: EvalOptions = EvalOptions()) -> EvalReport:
     """Every metric of ``samples`` against ``reference`` (see the module's docstring)."""
     o = options
-    check_int("k", o.k, minimum=1)
-    check_int("kid_subsets", o.kid_subsets, minimum=1)
-    check_int("max_n", o.max_n, minimum=2)
-    check_seed("seed", o.seed)
+    check_int("--k", o.k, minimum=1)  # the options' command-line names: EvalOptions mirrors them field by field
+    check_int("--kid-subsets", o.kid_subsets, minimum=1)
+    check_int("--max-n", o.max_n, minimum=2)
+    check_seed("--seed", o.seed)
     if samples.shape != reference.shape:
         raise InvalidInput(f"SAMPLES ({samples.source!r}) hold examples of shape {samples.shape} but the reference "
                            f"({reference.source!r}) holds {reference.shape}; they must match")
