@@ -1,11 +1,11 @@
-"""``diffusion-core train`` and ``diffusion-core sample``.
+"""``diffusion-core train``, ``diffusion-core sample`` and ``diffusion-core eval``.
 
 Every ``train`` option is a field of :class:`~diffusion_core.train.TrainConfig`, built from the field's declaration
 (its type, default and help), so the command line, the Python API and the config stored in a checkpoint never
 disagree. What a user causes (a bad argument, a bad or
 corrupt file, an unwritable folder, a full disk, a diverged run, a size the memory cannot hold) prints one line
 and exits 2; Ctrl-C, from start-up on, prints one line and exits 130; anything else is a bug in diffusion_core and
-keeps its traceback. ``sample`` lives in ``_cli_sample.py``.
+keeps its traceback. ``sample`` lives in ``_cli_sample.py``, ``eval`` in ``_cli_eval.py``.
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from ._version import __version__
 
-    parser = _Parser(prog="diffusion-core", description="Train and sample DDPM/DDIM models.")
+    parser = _Parser(prog="diffusion-core", description="Train and sample DDPM/DDIM models, and measure their samples.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: on for CUDA, off for the CPU, where compiling takes longer than it saves)")
     sa.add_argument("--overwrite", action="store_true", help="replace --out and its .npy if they exist")
     sa.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    from ._cli_eval import add_eval_parser
+
+    add_eval_parser(sub, _HelpFormatter)
     return parser
 
 
@@ -161,6 +165,10 @@ def _run(ns: argparse.Namespace) -> int:
     try:
         if ns.command == "train":
             _train(ns)
+        elif ns.command == "eval":
+            from ._cli_eval import run_eval
+
+            run_eval(ns)
         else:
             from ._cli_sample import sample
 
@@ -180,7 +188,7 @@ def _run(ns: argparse.Namespace) -> int:
     except (MemoryError, RuntimeError) as e:
         if not _out_of_memory(e):
             raise
-        lower = "--batch-size or the model" if ns.command == "train" else "--num"
+        lower = {"train": "--batch-size or the model", "eval": "--max-n"}.get(ns.command, "--num")
         print(f"{prefix}: error: out of memory ({str(e).splitlines()[0][:200]}); lower {lower}", file=sys.stderr)
         return 2
     return 0
