@@ -17,7 +17,7 @@ import numpy as np
 
 from .._validation import check_int, check_seed
 from ..errors import InvalidInput
-from ..metrics import _as_2d, frechet_distance, sliced_wasserstein
+from ..metrics import as_rows, frechet_distance, sliced_wasserstein
 
 __all__ = ["KID", "frechet_distance", "kid", "kid_from_kernels", "mmd_rbf", "poly_kernel", "sliced_wasserstein",
            "unbiased_mmd2", "wasserstein2", "pot_available"]
@@ -35,7 +35,7 @@ class KID:
 
 
 def _pair(a, b, what: str = "a and b") -> tuple[np.ndarray, np.ndarray]:
-    a, b = _as_2d(a), _as_2d(b)
+    a, b = as_rows(a), as_rows(b)
     if a.shape[1] != b.shape[1]:
         raise InvalidInput(f"{what} must have the same feature size, got {a.shape[1]} and {b.shape[1]}")
     return a, b
