@@ -123,9 +123,11 @@ def sample(ns: argparse.Namespace) -> None:
     from ._validation import check_range, check_seed
     from .guidance import ClassifierFreeGuidance
     from .train import resolve_device
+    from .train.config import TrainPath
+    from .train.path_sampling import DEFAULT_SAMPLER
 
     check_range("--num", ns.num, low=1)
-    if ns.eta and ns.sampler != "ddim":
+    if ns.eta and ns.sampler not in (None, "ddim"):
         raise InvalidInput(f"--eta is for --sampler ddim only, got --sampler {ns.sampler}")
     check_seed("--seed", ns.seed)
     out = Path(ns.out)
@@ -137,19 +139,20 @@ def sample(ns: argparse.Namespace) -> None:
     if diffusion is None:
         _sample_on_path(ns, config, model, shape, labels, class_names, out, device)
         return
+    sampler = ns.sampler or DEFAULT_SAMPLER[TrainPath.VP]  # a diffusion: a vp checkpoint or a diffusers folder
     if labels is not None and ns.guidance != 1.0:
         model = ClassifierFreeGuidance(model, ns.guidance)
     # --compile compiles the whole sampling step (network and update): one CUDA graph replay per step on CUDA.
     compile = ns.compile if ns.compile is not None else device.type == "cuda"
     g = torch.Generator(device).manual_seed(ns.seed)
     x_T = torch.randn(shape, generator=g, device=device)
-    options = {"eta": ns.eta} if ns.sampler == "ddim" else {}
+    options = {"eta": ns.eta} if sampler == "ddim" else {}
     if ns.spacing is not None:
         options["spacing"] = ns.spacing
     if ns.sigma_max is not None:
         options["sigma_max"] = ns.sigma_max
     try:
-        x = _samplers()[ns.sampler](model, diffusion, x_T, steps=ns.steps, generator=g, progress=not ns.no_progress,
+        x = _samplers()[sampler](model, diffusion, x_T, steps=ns.steps, generator=g, progress=not ns.no_progress,
                                     compile=compile, labels=labels, **options).sample
     except NonFiniteError as e:  # the sampler checks its result once, at the end
         raise NonFiniteError(f"{e}; nothing was written (is the checkpoint from a diverged run?)") from None
@@ -168,38 +171,19 @@ def _save(x, ns: argparse.Namespace, labels, class_names: list[str], out: Path) 
     print(f"wrote {out} and {npy}")
 
 
-# A continuous path's grid by default: rectified flow uniform in t; EDM karras in sigma (from its sigma_max, 80)
-_PATH_SPACING = {"rectified-flow": "uniform", "edm": "karras"}
-
-
 def _sample_on_path(ns: argparse.Namespace, config, model, shape, labels, class_names, out: Path, device) -> None:
-    """Sample a model trained on a continuous path: the samplers of :mod:`diffusion_core.samplers` on its grid
-    (``ddim`` is Euler there: DDIM is Euler in x/alpha, and on rectified flow also in t)."""
+    """Sample a model trained on a continuous path (:func:`~.train.path_sampling.sample_on_path`: its sampler and
+    grid unless named; ``ddim`` is Euler there, DDIM being Euler in x/alpha, and on rectified flow also in t)."""
     import torch
 
-    from . import samplers
-    from .denoiser import Denoiser
-    from .grids import time_grid
-    from .guidance import ClassifierFreeGuidance
+    from .train.path_sampling import sample_on_path
 
-    path = config.gaussian_path()
-    denoiser = Denoiser(model, path, config.parameterization)
-    if labels is not None and ns.guidance != 1.0:
-        denoiser = ClassifierFreeGuidance(denoiser, ns.guidance)
-    sample = {"ddim": samplers.sample_ddim, "ddpm": samplers.sample_ddpm, "dpmpp-2m": samplers.sample_dpmpp_2m,
-              "heun": samplers.sample_heun}[ns.sampler]
-    spacing = ns.spacing or _PATH_SPACING[config.path.value]
-    sigma_max = ns.sigma_max
-    if sigma_max is None and config.path.value == "rectified-flow" and (ns.sampler == "heun" or spacing != "uniform"):
-        sigma_max = 80.0  # Heun and the noise-level spacings need a finite sigma/alpha at the start (EDM's 80)
-    ts = time_grid(path, ns.steps, spacing, sigma_max=sigma_max)
     g = torch.Generator(device).manual_seed(ns.seed)
-    x_T = torch.randn(shape, generator=g, device=device) * path.sigma(ts[:1]).to(device)
-    options = {"eta": ns.eta} if ns.sampler == "ddim" else {}
-    if ns.sampler in ("ddim", "ddpm"):
-        options["generator"] = g
+    noise = torch.randn(shape, generator=g, device=device)
     try:
-        x = sample(denoiser, x_T, ts, labels=labels, progress=not ns.no_progress, **options).sample
+        x = sample_on_path(config, model, noise, sampler=ns.sampler, steps=ns.steps, spacing=ns.spacing,
+                           sigma_max=ns.sigma_max, labels=labels, guidance=ns.guidance, eta=ns.eta, generator=g,
+                           progress=not ns.no_progress)
     except NonFiniteError as e:
         raise NonFiniteError(f"{e}; nothing was written (is the checkpoint from a diverged run?)") from None
     _save(x, ns, labels, class_names, out)

@@ -1,11 +1,11 @@
-"""``diffusion-core train``, ``diffusion-core sample`` and ``diffusion-core export``.
+"""``diffusion-core train``, ``diffusion-core sample``, ``diffusion-core eval`` and ``diffusion-core export``.
 
 Every ``train`` option is a field of :class:`~diffusion_core.train.TrainConfig`, built from the field's declaration
 (its type, default and help), so the command line, the Python API and the config stored in a checkpoint never
 disagree. What a user causes (a bad argument, a bad or
 corrupt file, an unwritable folder, a full disk, a diverged run, a size the memory cannot hold) prints one line
 and exits 2; Ctrl-C, from start-up on, prints one line and exits 130; anything else is a bug in diffusion_core and
-keeps its traceback. ``sample`` lives in ``_cli_sample.py``.
+keeps its traceback. ``sample`` lives in ``_cli_sample.py``, ``eval`` in ``_cli_eval.py``.
 """
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from ._version import __version__
 
-    parser = _Parser(prog="diffusion-core", description="Train, sample and export DDPM/DDIM models.")
+    parser = _Parser(prog="diffusion-core", description="Train, sample and export DDPM/DDIM models, and measure "
+                     "their samples.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -101,12 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--out", default="samples.png", help="PNG grid (images) or scatter (2-D); the .npy goes beside it "
                     "(an existing file is refused unless --overwrite)")
     sa.add_argument("--num", type=int, default=64, help="number of samples")
-    sa.add_argument("--sampler", choices=list(_SAMPLERS), default="ddim",
-                    help="DDIM; ancestral DDPM; DPM-Solver++(2M) (second order, good at 10-20 steps); "
-                         "EDM's Heun (second order, 2*steps-1 network calls)")
+    sa.add_argument("--sampler", choices=list(_SAMPLERS), default=None,
+                    help="DDIM (Euler on rectified flow and EDM); ancestral DDPM; DPM-Solver++(2M) (second order, good "
+                         "at 10-20 steps); EDM's Heun (second order, 2*steps-1 network calls). Default: the path's, "
+                         "ddim on vp and rectified flow, heun on edm")
     sa.add_argument("--steps", type=int, default=50, help="sampling steps (at most the model's T)")
-    sa.add_argument("--spacing", default=None, choices=[m.value for m in TimestepSpacing],
-                    help="timestep spacing (default: karras for heun, linspace otherwise)")
+    sa.add_argument("--spacing", default=None, choices=[m.value for m in TimestepSpacing] + ["uniform"],
+                    help="timestep spacing (default: karras for heun; otherwise linspace on vp, uniform in t on "
+                         "rectified flow, karras on edm); uniform is for the continuous paths only")
     sa.add_argument("--sigma-max", type=float, default=None, help="start at the last step whose sigma/alpha is at "
                     "most this (default: 80, EDM's, for heun; the schedule's last step otherwise)")
     sa.add_argument("--label", default=None, help="class to sample, by index or name (class-conditional models; "
@@ -122,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: on for CUDA, off for the CPU, where compiling takes longer than it saves)")
     sa.add_argument("--overwrite", action="store_true", help="replace --out and its .npy if they exist")
     sa.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    from ._cli_eval import add_eval_parser
+
+    add_eval_parser(sub, _HelpFormatter)
     _add_export(sub)
     return parser
 
@@ -186,6 +193,10 @@ def _run(ns: argparse.Namespace) -> int:
             _train(ns)
         elif ns.command == "export":
             _export(ns)
+        elif ns.command == "eval":
+            from ._cli_eval import run_eval
+
+            run_eval(ns)
         else:
             from ._cli_sample import sample
 
@@ -205,7 +216,7 @@ def _run(ns: argparse.Namespace) -> int:
     except (MemoryError, RuntimeError) as e:
         if not _out_of_memory(e):
             raise
-        lower = "--batch-size or the model" if ns.command == "train" else "--num"
+        lower = {"train": "--batch-size or the model", "eval": "--max-n"}.get(ns.command, "--num")
         print(f"{prefix}: error: out of memory ({str(e).splitlines()[0][:200]}); lower {lower}", file=sys.stderr)
         return 2
     return 0

@@ -14,17 +14,18 @@ import torch
 
 from .errors import InvalidInput
 
-__all__ = ["frechet_distance", "sliced_wasserstein", "DigitsClassifier", "DigitsScore"]
+__all__ = ["frechet_distance", "sliced_wasserstein", "as_rows", "DigitsClassifier", "DigitsScore"]
 
 
-def _as_2d(x) -> np.ndarray:
+def as_rows(x) -> np.ndarray:
+    """``x`` (a tensor or array of N samples) as an (N, features) float64 array."""
     a = x.detach().double().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
     return a.reshape(a.shape[0], -1)
 
 
 def frechet_distance(a, b) -> float:
     """Fréchet distance between Gaussians fitted to the rows of ``a`` and ``b`` (flattened per sample)."""
-    a, b = _as_2d(a), _as_2d(b)
+    a, b = as_rows(a), as_rows(b)
     if a.shape[1] != b.shape[1]:
         raise InvalidInput(f"a and b must have the same feature size, got {a.shape[1]} and {b.shape[1]}")
     mu_a, mu_b = a.mean(0), b.mean(0)
@@ -38,7 +39,7 @@ def frechet_distance(a, b) -> float:
 
 def sliced_wasserstein(a, b, num_projections: int = 256, seed: int = 0) -> float:
     """Sliced Wasserstein-1 distance between two equally sized point sets."""
-    a, b = _as_2d(a), _as_2d(b)
+    a, b = as_rows(a), as_rows(b)
     if a.shape != b.shape:
         raise InvalidInput(f"a and b must have the same shape, got {a.shape} and {b.shape}")
     rng = np.random.default_rng(seed)
@@ -66,7 +67,7 @@ class DigitsClassifier:
 
     def score(self, samples) -> DigitsScore:
         """Confidence and label spread for samples shaped ``(N, 1, 8, 8)`` or ``(N, 64)`` in [-1, 1]."""
-        x = _as_2d(samples)
+        x = as_rows(samples)
         if x.shape[1] != 64:
             raise InvalidInput(f"samples must hold 64 values each (8x8 digits), got {x.shape[1]}")
         p = self.model.predict_proba(np.clip(x, -1, 1))

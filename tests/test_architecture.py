@@ -24,7 +24,8 @@ LAYERS = [
     {"losses", "metrics"},
     {"nn"},
     {"train"},
-    {"_cli_sample", "cli", "examples"},
+    {"evaluation"},
+    {"_cli_sample", "_cli_eval", "cli", "examples"},
     {"__init__"},
     {"derivations"},
 ]

@@ -38,6 +38,12 @@ def test_ddpm_only_options_are_refused_off_vp(changes):
         TrainConfig(path="rectified-flow", **POINTS, **changes)
 
 
+def test_sigma_data_is_refused_where_nothing_uses_it():
+    with pytest.raises(InvalidInput, match="sigma_data is EDM's"):
+        TrainConfig(path="rectified-flow", sigma_data=0.75, **POINTS)
+    assert TrainConfig(path="vp", parameterization="edm", sigma_data=0.75, **POINTS).sigma_data == 0.75
+
+
 class Linear(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -62,13 +68,14 @@ def test_rectified_flow_loss_is_the_velocity_error():
     torch.testing.assert_close(step.loss(x0, t, eps), by_hand, rtol=1e-5, atol=1e-6)
 
 
-def test_edm_loss_is_karras_weighted_denoiser_error():
+@pytest.mark.parametrize("sd", [0.5, 0.75])  # Karras et al.'s sigma_data, and --sigma-data 0.75 (the digits' own)
+def test_edm_loss_is_karras_weighted_denoiser_error(sd):
     """EDM (Karras et al. eq. 2 with table 1's weighting): lambda(sigma) ||D(x0 + sigma eps) - x0||^2,
     lambda = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2, averaged; D from the preconditioned network."""
-    net, g, sd = Linear(), torch.Generator().manual_seed(1), 0.5
+    net, g = Linear(), torch.Generator().manual_seed(1)
     x0, eps = torch.randn(16, 2, generator=g), torch.randn(16, 2, generator=g)
     sigma = torch.exp(-1.2 + 1.2 * torch.randn(16, generator=g, dtype=torch.float64))
-    step = _step(TrainConfig(path="edm", **POINTS), net)
+    step = _step(TrainConfig(path="edm", sigma_data=sd, **POINTS), net)
     s = sigma.reshape(-1, 1)
     c_skip, c_out = sd**2 / (s**2 + sd**2), s * sd / (s**2 + sd**2).sqrt()
     c_in, c_noise = 1 / (s**2 + sd**2).sqrt(), torch.log(sigma) / 4
@@ -100,6 +107,12 @@ def test_a_short_run_learns_the_swiss_roll_and_samples(path, tmp_path):
     noise = np.random.default_rng(1).normal(size=(2000, 2))
     assert np.isfinite(x).all()
     assert _sliced_w1(x, data) < _sliced_w1(noise, data) / 3
+    # the path's default sampler and grid (documented in `sample --help`): named explicitly, the same samples
+    explicit = {"rectified-flow": ["--sampler", "ddim", "--spacing", "uniform"],
+                "edm": ["--sampler", "heun", "--spacing", "karras", "--sigma-max", "80"]}[path]
+    assert main(["sample", "--checkpoint", str(out / "checkpoint.safetensors"), "--out", str(tmp_path / "e.png"),
+                 "--num", "2000", "--steps", "20", "--no-progress", *explicit]) in (0, None)
+    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), np.load(tmp_path / "s.npy"))
 
 
 @pytest.mark.parametrize("path", ["vp", "rectified-flow", "edm"])
@@ -110,3 +123,9 @@ def test_a_class_conditional_run_finishes_with_its_preview(path, tmp_path):
     assert main(["train", "--dataset", "two-moons", "--class-cond", "--path", path, "--steps", "20", "--log-every",
                  "10", "--out-dir", str(out), "--no-progress"]) in (0, None)
     assert (out / "preview_final.png").stat().st_size > 0
+    for guidance in ("1", "3"):  # classifier-free guidance on every path: one class, guided and not
+        assert main(["sample", "--checkpoint", str(out / "checkpoint.safetensors"), "--out",
+                     str(tmp_path / f"g{guidance}.png"), "--num", "200", "--steps", "8", "--label", "1",
+                     "--guidance", guidance, "--no-progress"]) in (0, None)
+    plain, guided = np.load(tmp_path / "g1.npy"), np.load(tmp_path / "g3.npy")
+    assert np.isfinite(guided).all() and not np.allclose(plain, guided)  # the scale reaches the sampler

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from .._validation import (check_bool, check_choice, check_device_name, check_fits_memory, check_int, check_number,
                            check_path, check_seed, check_str)
+from ..denoiser import EDM_SIGMA_DATA
 from ..diffusion import Diffusion
 from ..errors import InvalidInput
 from ..losses import LossType
@@ -148,6 +149,9 @@ class TrainConfig:
     time_sampling: TimeSampling | None = option(None, "density of the training times: uniform, logit-normal (SD3) or "
                                                 "log-normal (EDM) (default: log-normal on edm, else uniform)",
                                                 _optional_choice(TimeSampling))
+    sigma_data: float = option(EDM_SIGMA_DATA, "the data's standard deviation in EDM's preconditioning and weighting "
+                               "(path or target edm): Karras et al.'s 0.5, or your data's own standard deviation",
+                               _number(low=0, low_open=True))
     schedule: ScheduleKind = option(ScheduleKind.COSINE, "noise schedule of the betas (vp)", _choice(ScheduleKind))
     num_timesteps: int = option(1000, "number of diffusion steps T", _timesteps)
     # v (Salimans & Ho 2022) rather than DDPM's eps: with the cosine schedule's alpha_bar_T ~ 2e-9, x0 recovered
@@ -221,6 +225,10 @@ class TrainConfig:
             object.__setattr__(self, "parameterization", target)
         if self.time_sampling is None:
             object.__setattr__(self, "time_sampling", times)
+        if self.sigma_data != EDM_SIGMA_DATA and TrainPath.EDM is not self.path and self.parameterization is not Target.EDM:
+            raise InvalidInput(f"sigma_data is EDM's (path='edm' or parameterization='edm'), got sigma_data="
+                               f"{self.sigma_data} with path={self.path.value!r}, parameterization="
+                               f"{self.parameterization.value!r}")
         if self.path is TrainPath.VP:
             return
         if self.vlb_weight > 0 or self.variance is not VarianceType.FIXED_LARGE:

@@ -89,9 +89,9 @@ class TrainStep:
             self.loss = torch.compile(self._mean_loss, fullgraph=True, dynamic=False)
         self._diffusion = diffusion if isinstance(diffusion, Diffusion) else None
         if self._diffusion is None:  # a continuous path: the weighted denoising loss at path times
-            self._denoiser = Denoiser(net, diffusion, config.parameterization)
+            self._denoiser = Denoiser(net, diffusion, config.parameterization, sigma_data=config.sigma_data)
             self._weighting = (min_snr(config.min_snr_gamma) if config.min_snr_gamma is not None
-                               else edm() if config.path is TrainPath.EDM else None)
+                               else edm(config.sigma_data) if config.path is TrainPath.EDM else None)
 
     def _mean_loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
                    labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -22,18 +22,14 @@ from .._sync import host_sync_point
 from .._validation import check_fits_memory
 from ..cpu_threads import AdaptiveThreads
 from ..ddpm_samplers import ddim_sample
-from ..denoiser import Denoiser
-from ..diffusion import Diffusion
 from ..errors import InvalidInput, NonFiniteError
-from ..grids import time_grid
-from ..paths import VarianceExploding
-from ..samplers import sample_euler, sample_heun
 from .checkpoint import save_checkpoint
 from .config import DEFAULT_WARMUP, TrainConfig, TrainPath
 from .data_source import DataSource
 from .images import save_image_grid, save_scatter
 from .models import build_model, model_config_for
 from .init_from import initial_weights
+from .path_sampling import DEFAULT_SAMPLER, sample_on_path
 from .resume import check_resume, check_resume_data, gather_rng, restore, settle
 from .run_dir import CHECKPOINT_NAME, NoRunDir, RunDir, write_json
 from .run_log import LogRecord, LossWindow, RunLog, first_non_finite
@@ -216,7 +212,7 @@ class _Run:
         identically on every rank and each keeps its slice, so N ranks see exactly the batch one process would."""
         B, local, gen, device = self.config.batch_size, self.source.local, self.gen, self.device
         x0, labels = next(self.batches)
-        if isinstance(self.diffusion, Diffusion):  # DDPM's schedule index, drawn as it always was
+        if self.config.path is TrainPath.VP:  # DDPM's schedule index, drawn as it always was
             t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=gen, device=device)[local]
         else:  # a time of the continuous path, from the run's time density
             t = self.draw_times(self.diffusion, B, generator=gen, device=device)[local]
@@ -306,28 +302,14 @@ class _Run:
         return f"; the last good checkpoint is {self.last_saved}" if self.last_saved else ""
 
     def _preview(self, name: str) -> None:
-        reader = self.diffusion if isinstance(self.diffusion, Diffusion) else \
-            Denoiser(self.step_fn.ema.model, self.diffusion, self.config.parameterization)
-        preview(self.step_fn.ema.model, reader, self.source.sample_shape, self.device, self.run_dir.claim(name))
-
-
-def sample_path(denoiser: Denoiser, noise: torch.Tensor, steps: int = 25,
-                labels: torch.Tensor | None = None) -> torch.Tensor:
-    """Samples of a model trained on a continuous path, from standard normal ``noise``: Heun on EDM's grid (karras
-    from sigma = 80) for a variance-exploding path, Euler on a uniform grid for rectified flow."""
-    path = denoiser.path
-    if isinstance(path, VarianceExploding):
-        ts = time_grid(path, steps, "karras")
-        return sample_heun(denoiser, noise * path.sigma(ts[:1]).to(noise), ts, labels=labels, progress=False).sample
-    ts = time_grid(path, 2 * steps)
-    return sample_euler(denoiser, noise * path.sigma(ts[:1]).to(noise), ts, labels=labels, progress=False).sample
+        preview(self.step_fn.ema.model, self.config, self.source.sample_shape, self.device, self.run_dir.claim(name))
 
 
 @torch.no_grad()
-def preview(model: nn.Module, diffusion, sample_shape: tuple[int, ...], device: torch.device, path: Path,
+def preview(model: nn.Module, config: TrainConfig, sample_shape: tuple[int, ...], device: torch.device, path: Path,
             n: int = 64) -> Path:
-    """DDIM samples (50 steps, or T if fewer; on a continuous path :func:`sample_path`) from ``model``: a PNG grid
-    for images, a scatter PNG for 2-D points."""
+    """Samples of ``model`` with its path's default sampler (:mod:`.path_sampling`; 50 network calls, or T if
+    fewer): a PNG grid for images, a scatter PNG for 2-D points."""
     with host_sync_point("preview"):
         g = torch.Generator(device).manual_seed(0)
         n = 1000 if len(sample_shape) == 1 else n
@@ -335,11 +317,13 @@ def preview(model: nn.Module, diffusion, sample_shape: tuple[int, ...], device: 
         # a class-conditional model samples each class in turn (one class per grid column)
         classes = getattr(getattr(model, "config", None), "num_classes", 0) or 0
         labels = torch.arange(n, device=device) % classes if classes else None
-        if isinstance(diffusion, Denoiser):  # a continuous path
-            x = sample_path(diffusion, x_T, labels=labels)
-        else:  # at most T steps: ddim_sample refuses more steps than the schedule has
+        if config.path is TrainPath.VP:  # at most T steps: ddim_sample refuses more steps than the schedule has
+            diffusion = config.diffusion().to(device)
             x = ddim_sample(model, diffusion, x_T, steps=min(50, diffusion.num_timesteps), labels=labels,
                             progress=False).sample
+        else:
+            steps = 25 if DEFAULT_SAMPLER[config.path] == "heun" else 50  # Heun: 2 calls a step but the last
+            x = sample_on_path(config, model, x_T, steps=steps, labels=labels)
         if len(sample_shape) == 1:
             return save_scatter(x, path)
         return save_image_grid(x, path, nrow=classes or None, scale=max(1, 64 // sample_shape[-1]))

@@ -1,0 +1,52 @@
+"""How a trained model is sampled when nothing else is named: each path's sampler and grid, in one place for
+``diffusion-core sample`` and the training previews.
+
+A vp model is sampled by DDIM on the DDPM's linspace steps (:mod:`diffusion_core.ddpm_samplers`). The continuous
+paths use :mod:`diffusion_core.samplers` on their own grid: rectified flow Euler in t on a uniform grid (the
+flow-matching step of diffusers' ``FlowMatchEulerDiscreteScheduler`` and Meta's ``flow_matching``), EDM Heun on
+Karras et al.'s sigmas (their Algorithm 1). Heun and the noise-level spacings work in x / alpha, which rectified
+flow's t = 1 (alpha = 0) does not have: there they start at EDM's sigma_max = 80 instead. The x0 prediction is
+clipped to the data's range on every path, as on vp (:attr:`~.data.DatasetSpec.clip`).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..denoiser import Denoiser
+from ..grids import EDM_SIGMA_MAX, time_grid
+from ..guidance import ClassifierFreeGuidance
+from ..samplers import sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_heun
+from .config import TrainConfig, TrainPath
+
+__all__ = ["SAMPLERS", "DEFAULT_SAMPLER", "sample_on_path"]
+
+SAMPLERS = {"ddim": sample_ddim, "ddpm": sample_ddpm, "dpmpp-2m": sample_dpmpp_2m, "heun": sample_heun}
+DEFAULT_SAMPLER = {TrainPath.VP: "ddim", TrainPath.RECTIFIED_FLOW: "ddim", TrainPath.EDM: "heun"}
+_DEFAULT_SPACING = {TrainPath.VP: "linspace", TrainPath.RECTIFIED_FLOW: "uniform", TrainPath.EDM: "karras"}
+
+
+def sample_on_path(config: TrainConfig, model: nn.Module, noise: torch.Tensor, *, sampler: str | None = None,
+                   steps: int = 50, spacing: str | None = None, sigma_max: float | None = None,
+                   labels: torch.Tensor | None = None, guidance: float = 1.0, eta: float = 0.0,
+                   generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+    """Samples of ``model``, trained as ``config`` says (on any path; vp's own entry points are in
+    :mod:`~diffusion_core.ddpm_samplers`), from standard normal ``noise`` (scaled
+    here to the grid's first sigma). ``sampler`` is a key of :data:`SAMPLERS` (``ddim`` is Euler on these paths),
+    by default the path's; ``spacing`` defaults to ``karras`` for Heun and to the path's otherwise."""
+    path = config.gaussian_path()
+    denoiser = Denoiser(model, path, config.parameterization, sigma_data=config.sigma_data)
+    if guidance != 1.0:
+        denoiser = ClassifierFreeGuidance(denoiser, guidance)
+    name = sampler or DEFAULT_SAMPLER[config.path]
+    spacing = spacing or ("karras" if name == "heun" else _DEFAULT_SPACING[config.path])
+    starts_at_pure_noise = not bool(path.alpha(torch.tensor([path.t_max], dtype=torch.float64)) > 0)
+    if sigma_max is None and starts_at_pure_noise and (name == "heun" or spacing != "uniform"):
+        sigma_max = EDM_SIGMA_MAX
+    ts = time_grid(path, steps, spacing, sigma_max=sigma_max)
+    options = {"eta": eta} if name == "ddim" else {}
+    if name in ("ddim", "ddpm"):
+        options["generator"] = generator
+    x_T = noise * path.sigma(ts[:1]).to(noise)
+    return SAMPLERS[name](denoiser, x_T, ts, labels=labels, clip=config.dataset.spec.clip, progress=progress,
+                          **options).sample
