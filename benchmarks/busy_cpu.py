@@ -45,6 +45,7 @@ def _timed(argv: list[str], env: dict[str, str], busy: int, limit: float, cwd: s
 
 def _img_per_s(run_dir: Path) -> float:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "record" not in r]  # the training records, not --eval-every's
     return round(sum(r["img_per_s"] for r in rows) / len(rows), 1)
 
 

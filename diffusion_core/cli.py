@@ -159,8 +159,12 @@ def _train(ns: argparse.Namespace) -> None:
 
     fields = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig)}
     try:
-        result = train(TrainConfig(**fields), resume=ns.resume, overwrite=ns.overwrite, progress=not ns.no_progress,
-                       init_from=ns.init_from)
+        config = TrainConfig(**fields)
+        evaluator = None
+        if config.eval_every:  # the evaluation package loads only when asked for
+            from .evaluation import training_evaluator as evaluator
+        result = train(config, resume=ns.resume, overwrite=ns.overwrite, progress=not ns.no_progress,
+                       init_from=ns.init_from, evaluator=evaluator)
     except (InvalidInput, FileNotFoundError) as e:  # the options' names, not the config fields' (--data-dir)
         if isinstance(e, OSError) and e.errno is not None:  # the OS's own error: its path and reason as they are
             raise

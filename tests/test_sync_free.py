@@ -105,6 +105,26 @@ def test_training_loop_syncs_only_at_its_check_points(tmp_path, monkeypatch, cas
     assert set(mode.allowed) == {"non-finite check", "log", "checkpoint"}, mode.allowed
 
 
+def test_eval_every_reads_back_only_at_its_own_check_point(tmp_path, monkeypatch):
+    """``--eval-every``'s sampling and measurement (CPU numpy after one read-back) happen at the "evaluation"
+    point, on rank 0, between steps."""
+    from diffusion_core.evaluation import training_evaluator
+
+    cfg = TrainConfig(**CASES["mlp-fp32"], num_timesteps=50, steps=4, batch_size=8, log_every=2, checkpoint_every=4,
+                      checkpoint_minutes=0, eval_every=2, eval_samples=50, out_dir=str(tmp_path / "run"))
+    mode = NoHostSync()
+    real_loop = trainer._Run._loop
+
+    def loop_under_mode(*args, **kwargs):
+        with mode:
+            return real_loop(*args, **kwargs)
+
+    monkeypatch.setattr(trainer._Run, "_loop", loop_under_mode)
+    monkeypatch.setattr(trainer, "preview", lambda *a, **k: None)
+    train(cfg, progress=False, evaluator=training_evaluator)
+    assert set(mode.allowed) == {"non-finite check", "log", "checkpoint", "evaluation"}, mode.allowed
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "ddim-eta", "ddpm"])
 @pytest.mark.parametrize("parameterization", ["eps", "v"])
 def test_sampling_loops_never_sync(sampler, parameterization):

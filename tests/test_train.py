@@ -299,7 +299,7 @@ def test_every_option_is_declared_with_its_help_check_and_resume_policy():
         assert isinstance(f.metadata["on_resume"], OnResume), f.name
     assert options_on_resume(OnResume.RUN_CONTROL) == {
         "steps", "out_dir", "log_every", "checkpoint_every", "checkpoint_minutes", "preview_every", "device",
-        "compile", "channels_last", "workers"}
+        "compile", "channels_last", "workers", "eval_every", "eval_samples"}
     assert options_on_resume(OnResume.OPTIMIZER) == {"lr", "warmup_steps", "weight_decay", "grad_clip", "ema_decay"}
 
 

@@ -5,8 +5,10 @@ feature network, exact distances for 2-D points, each at several sample sizes ne
 * ``precision_recall``: Kynkäänniemi et al.'s k-NN precision and recall;
 * ``features``: the feature networks (``digits-mlp``, trained here and cached; ``raw``);
 * ``inputs``: reading samples and references; ``measure``: :func:`evaluate`, the sizes, floors and extrapolation;
-* ``report``: the result's dataclasses, its table and JSON.
+* ``report``: the result's dataclasses, its table and JSON;
+* ``during_training``: :func:`training_evaluator`, what ``train --eval-every`` logs (the trainer draws the samples).
 """
+from .during_training import training_evaluator
 from .distances import KID, frechet_distance, kid, mmd_rbf, sliced_wasserstein, wasserstein2
 from .measure import EvalOptions, evaluate, evaluate_examples, extrapolate
 from .features import FEATURE_NETWORKS, FeatureNetwork, feature_network
@@ -17,4 +19,4 @@ from .report import AtN, EvalReport, MetricReport, format_table, write_json
 __all__ = ["AtN", "EvalOptions", "EvalReport", "Examples", "FEATURE_NETWORKS", "FeatureNetwork", "KID", "MetricReport",
            "PrecisionRecall", "evaluate", "evaluate_examples", "extrapolate", "feature_network", "format_table",
            "frechet_distance", "kid", "load_reference", "load_samples", "mmd_rbf", "precision_recall",
-           "sliced_wasserstein", "wasserstein2", "write_json"]
+           "sliced_wasserstein", "training_evaluator", "wasserstein2", "write_json"]

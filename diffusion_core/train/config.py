@@ -31,6 +31,7 @@ __all__ = ["Dataset", "OnResume", "Precision", "TimeSampling", "TrainConfig", "T
 
 DEFAULT_P_UNCOND = 0.1  # Ho & Salimans 2022
 DEFAULT_WARMUP = 200  # linear warmup steps of a run of 1,000 steps or more; a fifth of a shorter run
+MIN_EVAL_SAMPLES = 10  # precision/recall's 3-NN balls and KID's subsets need a few samples
 
 
 class Precision(str, Enum):
@@ -208,6 +209,13 @@ class TrainConfig:
                                        _number(low=0), _RUN)
     preview_every: int = option(0, "write a preview grid every this many steps (0: only at the end)", _int(0), _RUN)
     device: str = option("auto", "auto, cpu, cuda or cuda:N", _device, _RUN)
+    # 0: off. Sampled with the path's default sampler and measured by diffusion_core.evaluation against the
+    # built-in reference (a folder has none: refused); rank 0 only, at a host sync point, the training RNG untouched
+    eval_every: int = option(0, "every this many steps (and at the end) sample --eval-samples examples and log their "
+                             "FD, KID, precision/recall (2-D sets: also sliced Wasserstein) against the built-in data "
+                             "to metrics.jsonl and TensorBoard (0: off; built-in datasets only)", _int(0), _RUN)
+    eval_samples: int = option(1000, "samples drawn for each --eval-every evaluation (its cost grows with them; "
+                               "the seconds it takes are logged)", _int(MIN_EVAL_SAMPLES), _RUN)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -215,6 +223,10 @@ class TrainConfig:
         self._check_class_cond()
         self._check_data_and_model()
         self._check_path()
+        if self.eval_every and self.dataset.spec.kind == "folder":
+            raise InvalidInput("eval_every measures samples against a built-in dataset's reference, "
+                               "and dataset='folder' has none: evaluate saved samples with diffusion-core eval "
+                               "--reference FOLDER")
         if self.variance is VarianceType.LEARNED_RANGE and self.vlb_weight <= 0:
             raise InvalidInput("variance='learned_range' needs vlb_weight > 0 (improved DDPM uses 0.001)")
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..ddpm_samplers import ddim_sample
 from ..denoiser import Denoiser
 from ..grids import EDM_SIGMA_MAX, time_grid
 from ..guidance import ClassifierFreeGuidance
 from ..samplers import sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_heun
 from .config import TrainConfig, TrainPath
 
-__all__ = ["SAMPLERS", "DEFAULT_SAMPLER", "sample_on_path"]
+__all__ = ["SAMPLERS", "DEFAULT_SAMPLER", "default_samples", "sample_on_path"]
 
 SAMPLERS = {"ddim": sample_ddim, "ddpm": sample_ddpm, "dpmpp-2m": sample_dpmpp_2m, "heun": sample_heun}
 DEFAULT_SAMPLER = {TrainPath.VP: "ddim", TrainPath.RECTIFIED_FLOW: "ddim", TrainPath.EDM: "heun"}
@@ -50,3 +51,21 @@ def sample_on_path(config: TrainConfig, model: nn.Module, noise: torch.Tensor, *
     x_T = noise * path.sigma(ts[:1]).to(noise)
     return SAMPLERS[name](denoiser, x_T, ts, labels=labels, clip=config.dataset.spec.clip, progress=progress,
                           **options).sample
+
+
+@torch.no_grad()
+def default_samples(config: TrainConfig, model: nn.Module, sample_shape: tuple[int, ...], n: int,
+                    device: torch.device, seed: int = 0) -> torch.Tensor:
+    """``n`` samples of ``model`` with its path's default sampler (50 network calls, or T if fewer), from the noise
+    of ``seed`` drawn by a generator of its own (the global random state is not drawn from). A class-conditional
+    model samples each class in turn."""
+    g = torch.Generator(device).manual_seed(seed)
+    x_T = torch.randn((n, *sample_shape), generator=g, device=device)
+    classes = getattr(getattr(model, "config", None), "num_classes", 0) or 0
+    labels = torch.arange(n, device=device) % classes if classes else None
+    if config.path is TrainPath.VP:  # at most T steps: ddim_sample refuses more steps than the schedule has
+        diffusion = config.diffusion().to(device)
+        return ddim_sample(model, diffusion, x_T, steps=min(50, diffusion.num_timesteps), labels=labels,
+                           progress=False).sample
+    steps = 25 if DEFAULT_SAMPLER[config.path] == "heun" else 50  # Heun: 2 calls a step but the last
+    return sample_on_path(config, model, x_T, steps=steps, labels=labels)

@@ -1,5 +1,6 @@
 """What a run logs: ``metrics.jsonl`` (one JSON object per logged step, appended as it trains and continued on
-resume), TensorBoard scalars when the ``tensorboard`` package is installed, and ``loss.png``.
+resume; with ``--eval-every`` also one :class:`EvalRecord` per evaluation, marked ``"record": "eval"``),
+TensorBoard scalars when the ``tensorboard`` package is installed, and ``loss.png``.
 
 Memory stays bounded: the losses of the steps since the last record wait in preallocated device buffers
 (:class:`LossWindow`, read once per ``log_every`` steps), and the trainer hands over one record per window.
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-__all__ = ["LogRecord", "LossWindow", "RunLog", "first_non_finite", "read_metrics"]
+__all__ = ["EvalRecord", "LogRecord", "LossWindow", "RunLog", "first_non_finite", "read_evals", "read_metrics"]
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -30,10 +31,41 @@ class LogRecord:
     wall_s: float  # seconds of training so far, summed over the run's resumes
 
 
+@dataclass(frozen=True)
+class EvalRecord:
+    """One ``--eval-every`` measurement (:mod:`diffusion_core.evaluation`): ``n`` samples of the EMA model, drawn
+    with the path's default sampler, against ``n`` examples of the built-in data, on the ``features`` network."""
+
+    step: int  # optimizer steps done
+    features: str  # the feature network: digits-mlp for the digits, raw for 2-D points
+    n: int
+    fd: float  # Frechet distance
+    fd_floor: float  # the same for held-out real data at this n: what a perfect model would score
+    kid: float  # unbiased KID
+    kid_std_error: float
+    kid_floor: float
+    precision: float
+    recall: float
+    sw1: float | None  # sliced Wasserstein-1 (2-D sets; None for images)
+    mmd2: float | None  # Gaussian-kernel MMD^2 (2-D sets)
+    w2: float | None  # exact Wasserstein-2 (2-D sets, with POT installed)
+    sample_s: float  # seconds drawing the samples
+    measure_s: float  # seconds measuring them
+    record: str = "eval"  # tells its line in metrics.jsonl from a LogRecord's
+
+
+def _lines(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 def read_metrics(path: str | Path) -> list[LogRecord]:
-    """The records of a ``metrics.jsonl``."""
-    lines = Path(path).read_text().splitlines()
-    return [LogRecord(**json.loads(line)) for line in lines if line.strip()]
+    """The training records of a ``metrics.jsonl`` (its evaluations: :func:`read_evals`)."""
+    return [LogRecord(**d) for d in _lines(path) if "record" not in d]
+
+
+def read_evals(path: str | Path) -> list[EvalRecord]:
+    """The ``--eval-every`` records of a ``metrics.jsonl``."""
+    return [EvalRecord(**d) for d in _lines(path) if d.get("record") == "eval"]
 
 
 class RunLog:
@@ -44,22 +76,28 @@ class RunLog:
     def __init__(self, out_dir: str | Path, *, resume_step: int | None = None, claim=None) -> None:
         self._claim = claim or (lambda name: Path(out_dir) / name)
         self.path = self._claim(METRICS_NAME)
-        kept: list[LogRecord] = []
+        kept: list[dict] = []
         if resume_step is not None and self.path.exists():
-            kept = [r for r in read_metrics(self.path) if r.step <= resume_step]
+            kept = [d for d in _lines(self.path) if d["step"] <= resume_step]
         tmp = self.path.with_name(f".{METRICS_NAME}.tmp")
-        tmp.write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in kept))
+        tmp.write_text("".join(json.dumps(d) + "\n" for d in kept))
         os.replace(tmp, self.path)
-        self.wall_offset = kept[-1].wall_s if kept else 0.0
+        train_records = [d for d in kept if "record" not in d]
+        self.wall_offset = train_records[-1]["wall_s"] if train_records else 0.0
         self._file = open(self.path, "a")
         self._tb = _tensorboard_writer(out_dir, None if resume_step is None else resume_step + 1, self._claim)
 
-    def write(self, record: LogRecord) -> None:
+    def write(self, record: LogRecord | EvalRecord) -> None:
         self._file.write(json.dumps(dataclasses.asdict(record)) + "\n")
         self._file.flush()
         if self._tb is not None:
-            for field in ("loss", "lr", "grad_norm", "img_per_s"):
-                self._tb.add_scalar(f"train/{field}", getattr(record, field), record.step)
+            if isinstance(record, EvalRecord):
+                scalars = {f"eval/{k}": v for k, v in dataclasses.asdict(record).items()
+                           if k not in ("step", "features", "n", "record") and v is not None}
+            else:
+                scalars = {f"train/{k}": getattr(record, k) for k in ("loss", "lr", "grad_norm", "img_per_s")}
+            for tag, value in scalars.items():
+                self._tb.add_scalar(tag, value, record.step)
             self._tb.flush()
 
     def plot(self) -> Path | None:

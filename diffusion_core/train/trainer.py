@@ -4,7 +4,8 @@ Nothing is written before every input has been checked (config, data, resume che
 is built first. It then takes its folder (``RunDir``), an image folder's cache is built, and only when the run starts
 writing is an earlier run it replaces removed (a run that fails before that leaves no trace, and no folder it made).
 The step itself (``step.py``) never reads a value back from the device; the loop does so only at the named
-``host_sync_point``s: every ``log_every`` steps (NaN/Inf check, ``metrics.jsonl``) and before a checkpoint.
+``host_sync_point``s: every ``log_every`` steps (NaN/Inf check, ``metrics.jsonl``), before a checkpoint, and at
+a preview or an ``eval_every`` evaluation (rank 0).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -21,7 +23,6 @@ from .._progress import tqdm_class
 from .._sync import host_sync_point
 from .._validation import check_fits_memory
 from ..cpu_threads import AdaptiveThreads
-from ..ddpm_samplers import ddim_sample
 from ..errors import InvalidInput, NonFiniteError
 from .checkpoint import save_checkpoint
 from .config import DEFAULT_WARMUP, TrainConfig, TrainPath
@@ -29,19 +30,22 @@ from .data_source import DataSource
 from .images import save_image_grid, save_scatter
 from .models import build_model, model_config_for
 from .init_from import initial_weights
-from .path_sampling import DEFAULT_SAMPLER, sample_on_path
+from .path_sampling import default_samples
 from .resume import check_resume, check_resume_data, gather_rng, restore, settle
 from .run_dir import CHECKPOINT_NAME, NoRunDir, RunDir, write_json
-from .run_log import LogRecord, LossWindow, RunLog, first_non_finite
+from .run_log import EvalRecord, LogRecord, LossWindow, RunLog, first_non_finite
 from .runtime import (StopRequest, TrainingInterrupted, agree, autocast_dtype, configure_backends, resolve_device,
                       setup_distributed)
 from .step import TrainStep
 
-__all__ = ["NonFiniteLossError", "TrainResult", "TrainingInterrupted", "train"]
+__all__ = ["Evaluator", "NonFiniteLossError", "TrainResult", "TrainingInterrupted", "train"]
 
 log = logging.getLogger("diffusion_core.train")
 
 HISTORY_STEPS = 100_000  # TrainResult.losses keeps at most this many recent per-step losses (400 kB)
+# --eval-every's measurement: evaluator(samples (n, *shape) float64, config, step=, sample_s=) -> its record. It lives
+# in diffusion_core.evaluation (``training_evaluator``), a layer above train, so the caller hands it in.
+Evaluator = Callable[..., EvalRecord]
 
 
 class NonFiniteLossError(NonFiniteError):
@@ -58,11 +62,14 @@ class TrainResult:
 
 
 def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: bool = False,
-          progress: bool = True, init_from: str | Path | None = None) -> TrainResult:
+          progress: bool = True, init_from: str | Path | None = None,
+          evaluator: Evaluator | None = None) -> TrainResult:
     """Train as ``config`` says. ``resume``: continue from that checkpoint exactly where it stopped (its folder
     is the default ``out_dir``). ``overwrite``: replace a run already in ``out_dir``, which is refused otherwise.
     ``init_from``: start from the weights of that checkpoint or diffusers folder (fine-tuning; see
-    :mod:`~diffusion_core.train.init_from`), a new run in every other respect.
+    :mod:`~diffusion_core.train.init_from`), a new run in every other respect. ``evaluator``: what measures the
+    samples of ``config.eval_every``, :func:`diffusion_core.evaluation.training_evaluator` (the command line
+    passes it; train sits below the evaluation package and does not import it).
 
     Raises:
         InvalidInput: a bad setting, data, checkpoint or out_dir, before anything is written.
@@ -72,7 +79,11 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: b
     if init_from is not None and resume is not None:
         raise InvalidInput("resume and init_from (--resume, --init-from) exclude each other: resume continues a "
                            "run, init_from starts a new one from another model's weights")
+    if config.eval_every and evaluator is None:
+        raise InvalidInput("eval_every needs evaluator=diffusion_core.evaluation.training_evaluator (the "
+                           "measurement lives in the evaluation package, above train; the command line passes it)")
     run = _Run(config, resume, init_from)
+    run.evaluator = evaluator
     if run.start == run.config.steps:
         log.warning("the checkpoint is already at step %d = steps; nothing to train", run.start)
         return run.result()
@@ -240,6 +251,8 @@ class _Run:
             self._save(done)
         if info.is_main and config.preview_every and done % config.preview_every == 0:
             self._preview(f"preview_{done:06d}.png")
+        if info.is_main and config.eval_every and (done % config.eval_every == 0 or done == config.steps):
+            self._evaluate(done)
 
     def result(self) -> TrainResult:
         losses = torch.cat(self.history)[-HISTORY_STEPS:] if self.history else torch.empty(0)
@@ -301,6 +314,21 @@ class _Run:
     def _last_good(self) -> str:
         return f"; the last good checkpoint is {self.last_saved}" if self.last_saved else ""
 
+    def _evaluate(self, step: int) -> None:
+        """``--eval-every``: ``eval_samples`` samples of the EMA model from fixed noise, measured by the evaluator
+        and logged. Rank 0 only, at a host sync point, inside ``fork_rng``: the training's random stream is the same
+        with or without it (the noise has a generator of its own; the measurement may seed torch)."""
+        config, device = self.config, self.device
+        with host_sync_point("evaluation"), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            started = time.perf_counter()
+            x = default_samples(config, self.step_fn.ema.model, self.source.sample_shape, config.eval_samples, device)
+            samples = x.to("cpu", torch.float64).numpy()
+            record = self.evaluator(samples, config, step=step, sample_s=time.perf_counter() - started)
+        self.tick += time.perf_counter() - started  # the next record's img/s counts training time only
+        self.run_log.write(record)
+        log.info("evaluation at step %d: FD %.4g, KID %.4g, precision %.3f, recall %.3f (%.1f s)", step, record.fd,
+                 record.kid, record.precision, record.recall, record.sample_s + record.measure_s)
+
     def _preview(self, name: str) -> None:
         preview(self.step_fn.ema.model, self.config, self.source.sample_shape, self.device, self.run_dir.claim(name))
 
@@ -311,19 +339,9 @@ def preview(model: nn.Module, config: TrainConfig, sample_shape: tuple[int, ...]
     """Samples of ``model`` with its path's default sampler (:mod:`.path_sampling`; 50 network calls, or T if
     fewer): a PNG grid for images, a scatter PNG for 2-D points."""
     with host_sync_point("preview"):
-        g = torch.Generator(device).manual_seed(0)
-        n = 1000 if len(sample_shape) == 1 else n
-        x_T = torch.randn((n, *sample_shape), generator=g, device=device)
-        # a class-conditional model samples each class in turn (one class per grid column)
-        classes = getattr(getattr(model, "config", None), "num_classes", 0) or 0
-        labels = torch.arange(n, device=device) % classes if classes else None
-        if config.path is TrainPath.VP:  # at most T steps: ddim_sample refuses more steps than the schedule has
-            diffusion = config.diffusion().to(device)
-            x = ddim_sample(model, diffusion, x_T, steps=min(50, diffusion.num_timesteps), labels=labels,
-                            progress=False).sample
-        else:
-            steps = 25 if DEFAULT_SAMPLER[config.path] == "heun" else 50  # Heun: 2 calls a step but the last
-            x = sample_on_path(config, model, x_T, steps=steps, labels=labels)
+        x = default_samples(config, model, sample_shape, 1000 if len(sample_shape) == 1 else n, device)
         if len(sample_shape) == 1:
             return save_scatter(x, path)
+        # a class-conditional model samples each class in turn: one class per grid column
+        classes = getattr(getattr(model, "config", None), "num_classes", 0) or 0
         return save_image_grid(x, path, nrow=classes or None, scale=max(1, 64 // sample_shape[-1]))
