@@ -2,9 +2,9 @@
 
 Everything else in a training step or a sampling step is queued without a host sync, so a GPU never waits for
 Python. Each read happens inside ``host_sync_point(reason)``: the trainer's log, non-finite check, checkpoint,
-preview and ``--eval-every`` evaluation, and each sampler's one check of its result for NaN/Inf after the loop. ``tests/test_sync_free.py`` runs
-whole training runs and sampling loops under a dispatch mode that fails on any op that forces a sync outside
-these points.
+preview and ``--eval-every`` evaluation, and each sampler's one check of its result for NaN/Inf after the loop.
+``tests/test_sync_free.py`` runs whole training runs and sampling loops under a dispatch mode that fails on any
+op that forces a sync outside these points.
 """
 from __future__ import annotations
 

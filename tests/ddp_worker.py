@@ -2,7 +2,7 @@
 
 Runs :func:`diffusion_core.train.train` on the config, then writes this rank's final weights (``model.*``)
 and EMA (``ema.*``) to ``out_dir/rank{RANK}.safetensors``. The file's metadata records what this rank
-did: every checkpoint and preview it wrote (the trainer's writers are wrapped), its per-step losses, and
+did: every checkpoint, preview and evaluation it wrote (the trainer's writers are wrapped), its per-step losses, and
 the process group it ran in. It writes nothing else, so any other rank-1 file in out_dir is a bug.
 """
 from __future__ import annotations
@@ -38,7 +38,13 @@ def main() -> None:
     # The preview (DDIM over 2,000 points) is slow on a busy CPU and not under test: record it only.
     trainer.preview = lambda model, diffusion, shape, device, path, n=64: writes.append(["preview", str(path)])
 
-    result = train(config, progress=False)
+    from diffusion_core.evaluation import training_evaluator
+
+    def logged_evaluator(samples, config, *, step, sample_s):  # --eval-every: rank 0's only
+        writes.append(["evaluation", step])
+        return training_evaluator(samples, config, step=step, sample_s=sample_s)
+
+    result = train(config, progress=False, evaluator=logged_evaluator)
     group = {"initialized": dist.is_initialized(), "world_size": dist.get_world_size() if dist.is_initialized() else 1,
              "backend": str(dist.get_backend()) if dist.is_initialized() else None}
     tensors = {f"model.{k}": v for k, v in result.model.state_dict().items()}

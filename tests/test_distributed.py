@@ -16,6 +16,7 @@ from safetensors import safe_open
 
 import diffusion_core.train.trainer as trainer
 from diffusion_core.train import TrainConfig, build_model, load_checkpoint, model_config_for, train
+from diffusion_core.train.run_log import read_evals
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
@@ -62,7 +63,7 @@ def test_two_cpu_ranks_match_each_other_and_one_process(tmp_path, monkeypatch, o
     # and a full batch far more than the float32 summation order this test allows for.
     config = TrainConfig(dataset="swiss-roll", model="mlp", num_timesteps=100, steps=steps, batch_size=16, lr=1e-3,
                          warmup_steps=0, ema_decay=0.9, log_every=1, checkpoint_every=2, device="cpu", precision="fp32",
-                         out_dir=str(tmp_path / "ddp"))
+                         eval_every=2, eval_samples=50, out_dir=str(tmp_path / "ddp"))
     proc = _launch(config)
     assert proc.returncode == 0, proc.stdout[-4000:]
 
@@ -77,8 +78,11 @@ def test_two_cpu_ranks_match_each_other_and_one_process(tmp_path, monkeypatch, o
     m1, e1, info1 = _read_rank(ddp / "rank1.safetensors")
     assert info0["group"] == info1["group"] == {"initialized": True, "world_size": 2, "backend": "gloo"}
     ckpt_path = str(ddp / "checkpoint.safetensors")
-    assert info0["writes"] == [["checkpoint", ckpt_path, 2], ["checkpoint", ckpt_path, 4], ["checkpoint", ckpt_path, 5],
+    # --eval-every 2: rank 0 evaluates at 2, 4 and the end, after each checkpoint; rank 1 never does
+    assert info0["writes"] == [["checkpoint", ckpt_path, 2], ["evaluation", 2], ["checkpoint", ckpt_path, 4],
+                               ["evaluation", 4], ["checkpoint", ckpt_path, 5], ["evaluation", 5],
                                ["preview", str(ddp / "preview_final.png")]]
+    assert [r.step for r in read_evals(ddp / "metrics.jsonl")] == [2, 4, 5]
     assert info1["writes"] == []
     assert info0["step"] == info1["step"] == steps
 
@@ -100,7 +104,7 @@ def test_two_cpu_ranks_match_each_other_and_one_process(tmp_path, monkeypatch, o
 
     # One process with the same global batch: the same run up to float32 summation order.
     monkeypatch.setattr(trainer, "preview", lambda *a, **k: None)
-    single = train(config.replace(out_dir=str(tmp_path / "single")), progress=False)  # one thread, as each worker
+    single = train(config.replace(out_dir=str(tmp_path / "single"), eval_every=0), progress=False)  # one thread, as each worker
     ref = single.model.state_dict()
     # The global loss is the mean of the two half-batch means (equal halves).
     assert torch.allclose((info0["losses"] + info1["losses"]) / 2, single.losses, rtol=1e-5, atol=1e-6)

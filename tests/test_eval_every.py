@@ -3,6 +3,7 @@ and at the end, logged as their own records in metrics.jsonl, without touching t
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 
 import pytest
@@ -48,6 +49,13 @@ def test_records_at_every_n_steps_and_the_end_and_the_same_weights_as_without(tm
         assert r.features == "raw" and r.n == 200 and r.sw1 is not None and r.sample_s > 0 and r.measure_s > 0
     assert [r.step for r in read_metrics(tmp_path / "eval" / "metrics.jsonl")] == [2, 4, 5]  # the training records
     assert read_evals(tmp_path / "plain" / "metrics.jsonl") == []
+    if importlib.util.find_spec("tensorboard") is not None:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(tmp_path / "eval"))
+        events.Reload()
+        assert [(e.step, e.value) for e in events.Scalars("eval/fd")] == [(r.step, pytest.approx(r.fd)) for r in records]
+        assert {"eval/kid", "eval/precision", "eval/recall", "eval/sw1", "eval/measure_s"} <= set(events.Tags()["scalars"])
     for a, b in [(plain.model, evaluated.model), (plain.ema_model, evaluated.ema_model)]:
         for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
             assert torch.equal(x, y), name
