@@ -82,8 +82,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: b
     if config.eval_every and evaluator is None:
         raise InvalidInput("eval_every needs evaluator=diffusion_core.evaluation.training_evaluator (the "
                            "measurement lives in the evaluation package, above train; the command line passes it)")
-    run = _Run(config, resume, init_from)
-    run.evaluator = evaluator
+    run = _Run(config, resume, init_from, evaluator)
     if run.start == run.config.steps:
         log.warning("the checkpoint is already at step %d = steps; nothing to train", run.start)
         return run.result()
@@ -114,8 +113,9 @@ class _Run:
     step (restored from the checkpoint it resumes), writing nothing; :meth:`train` then takes the run's folder and
     runs the loop, whose parts (one step, the log, the checkpoint) are the methods below, sharing the run's state."""
 
-    def __init__(self, config: TrainConfig, resume: str | Path | None, init_from: str | Path | None = None) -> None:
-        self.resume, self.init_from = resume, init_from
+    def __init__(self, config: TrainConfig, resume: str | Path | None, init_from: str | Path | None = None,
+                 evaluator: Evaluator | None = None) -> None:
+        self.resume, self.init_from, self.evaluator = resume, init_from, evaluator
         self.device = resolve_device(config.device)
         self.auto_warmup = config.warmup_steps is None and resume is None
         self.config, self.ckpt, notices = settle(config, resume)
