@@ -275,11 +275,16 @@ def run_section(run: dict, assets: Path, page_dir: Path) -> list[str]:
 
 
 def quality_section(results: list[dict]) -> list[str]:
-    """Sample-quality tables written by ``python -m benchmarks.conditional_quality`` (``results/quality/*.json``)."""
+    """Sample-quality tables written by ``python -m benchmarks.conditional_quality`` and ``path_quality``
+    (``results/quality/*.json``)."""
     from .conditional_quality import table
+    from .path_quality import section
 
     lines = []
     for q in results:
+        if q.get("kind") == "paths":
+            lines += section(q)
+            continue
         c = q["train_config"]
         lines += ["## Sample quality: class-conditional digits", "",
                   f"Model: `{c['model']}` trained by `diffusion-core train --class-cond --precision {c['precision']}` "

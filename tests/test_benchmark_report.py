@@ -228,3 +228,24 @@ def test_guided_cost_target_is_guided_time_over_unguided_time_in_the_same_settin
     assert line.endswith("| not measured: no ddim_cfg row of ours in this run | < 2.1 | not measured |")
     # The other targets still read ">=": a speed-up goal is met at or above its threshold.
     assert all(t.op == ">=" for t in summary.targets([], "cpu")[:-1])
+
+
+def test_path_quality_cells_are_the_best_sampler_at_each_budget():
+    """The per-path quality table (benchmarks/path_quality.py): each cell is the smallest FD / floor (digits) or
+    sliced Wasserstein distance (points) over the samplers run at that budget of network calls."""
+    from benchmarks import path_quality
+
+    stored = [json.loads(p.read_text()) for p in sorted((report.RESULTS / "quality").glob("*.json"))]
+    results = [q for q in stored if q.get("kind") == "paths"]
+    assert results, "no per-path quality results stored"
+    page = report.PAGE.read_text()
+    for q in results:
+        lines = path_quality.section(q)
+        assert "\n".join(lines) in page
+        for entry in q["rows"]:
+            key = "fd_ratio" if "fd_ratio" in entry["samples"][0] else "sliced_w"
+            section = lines[lines.index(f"### {entry['data']}"):]
+            row = next(line for line in section if line.startswith(f"| {path_quality.LABELS[entry['row']]} | "))
+            for n in q["nfes"]:
+                best = min(m[key] for m in entry["samples"] if m["budget"] == n)
+                assert f"{best:.{2 if key == 'fd_ratio' else 4}f} (" in row
