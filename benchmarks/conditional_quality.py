@@ -38,6 +38,12 @@ def steps_for(sampler: str, nfe: int) -> int:
     return (nfe + 1) // 2 if sampler == "heun" else nfe
 
 
+def split_half_floor(real: torch.Tensor) -> float:
+    """The FD between two halves of the real digits (a fixed split): what a perfect sampler would score."""
+    perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
+    return frechet_distance(real[perm[: len(real) // 2]], real[perm[len(real) // 2:]])
+
+
 def evaluate(checkpoint: str, n_per_class: int = 100) -> dict:
     ckpt = load_checkpoint(checkpoint)
     config = TrainConfig.from_dict(ckpt.train_config)
@@ -47,8 +53,7 @@ def evaluate(checkpoint: str, n_per_class: int = 100) -> dict:
     labels = torch.arange(len(classes)).repeat_interleave(n_per_class)
     x_T = torch.randn(len(labels), 1, 8, 8, generator=torch.Generator().manual_seed(1))
     real = digits()
-    perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
-    floor = frechet_distance(real[perm[: len(real) // 2]], real[perm[len(real) // 2:]])
+    floor = split_half_floor(real)
     classifier = DigitsClassifier()
     rows = []
     for name, sample, spacing, sigma_max in SETTINGS:

@@ -40,6 +40,8 @@ from diffusion_core.train.runtime import DistInfo
 from diffusion_core.train.step import TrainStep
 from diffusion_core.train.path_sampling import sample_on_path
 
+from .conditional_quality import split_half_floor
+
 ROWS = {  # name -> TrainConfig options
     "vp-eps": {"path": "vp", "parameterization": "eps"},
     "vp-v": {"path": "vp", "parameterization": "v"},
@@ -143,9 +145,7 @@ def _sample(model, config: TrainConfig, sampler: Sampler, steps: int, noise: tor
 class _Digits:
     def __init__(self) -> None:
         self.real = digits()
-        perm = torch.randperm(len(self.real), generator=torch.Generator().manual_seed(0))
-        half = len(self.real) // 2
-        self.floor = frechet_distance(self.real[perm[:half]], self.real[perm[half:]])
+        self.floor = split_half_floor(self.real)
         self.classifier = DigitsClassifier()
 
     def noise_and_labels(self, class_cond: bool):
@@ -194,7 +194,7 @@ def evaluate(runs: Path) -> dict:
             results.append(entry)
     cost = runs / "step_cost.json"
     return {"kind": "paths", "nfes": NFES, "reference": REFERENCE, "date": time.strftime("%Y-%m-%d"),
-            "step_cost": json.loads(cost.read_text()) if cost.exists() else None, "digits_fd_floor": _Digits().floor, "rows": results,
+            "step_cost": json.loads(cost.read_text()) if cost.exists() else None, "digits_fd_floor": split_half_floor(digits()), "rows": results,
             "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
