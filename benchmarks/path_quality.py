@@ -14,10 +14,12 @@ moons with the swiss-roll example's budget (the MLP, 3,000 steps at batch 256). 
 Samplers: Euler (DDIM with eta = 0), DPM-Solver++(2M), Heun (EDM's Algorithm 1, 2N - 1 calls for N steps), each
 on its path's grid: the DDPM's linspace steps for Euler and DPM-Solver++ on VP, uniform t on rectified flow, and
 EDM's karras sigmas from sigma = 80 for Heun everywhere and for all three on EDM. x0 is clipped to the data's
-range ([-1, 1] for digits, none for points) on every path. Metrics: digits as in ``conditional_quality``
-(classifier confidence, smallest class share, FD to the real digits over the split-half floor); points: the
-sliced Wasserstein distance of 5,000 samples to 5,000 fresh draws of the data, next to the distance between two
-such draws (the floor). Training time: each run's wall time and its median images per second over the logged
+range ([-1, 1] for digits, none for points) on every path. Metrics: the library's evaluation tool
+(``diffusion_core.evaluation``, what ``diffusion-core eval`` runs; ``benchmarks/eval_scores.py``), one call per
+sample set, each metric next to its real-vs-real floor at the same N: digits (1,000 samples) FD, KID, precision
+and recall in the ``digits-mlp`` features at N = 898 against half of the real digits, the other half giving the
+floor; points (2,000 samples) sliced Wasserstein-1, exact W2 and MMD² against 2,000 fresh draws of the data, 2,000
+other draws giving the floor. Training time: each run's wall time and its median images per second over the logged
 windows (the first left out), one run after another: the machine's speed drifted by about 10% between runs, so
 the cost of a step per path is measured apart (``step-cost``), the rows taking turns on one fixed batch.
 """
@@ -32,15 +34,14 @@ from pathlib import Path
 
 import torch
 
-from diffusion_core.metrics import DigitsClassifier, frechet_distance, sliced_wasserstein
+from diffusion_core import __version__
 from diffusion_core.train import TrainConfig, digits, load_checkpoint, load_model, train
-from diffusion_core.train.data import Dataset, load_builtin
 from diffusion_core.train.models import build_model, model_config_for
 from diffusion_core.train.runtime import DistInfo
 from diffusion_core.train.step import TrainStep
 from diffusion_core.train.path_sampling import sample_on_path
 
-from .conditional_quality import split_half_floor
+from .eval_scores import POINTS_N, Scorer
 
 ROWS = {  # name -> TrainConfig options
     "vp-eps": {"path": "vp", "parameterization": "eps"},
@@ -57,7 +58,8 @@ DATA = {  # name -> TrainConfig options: each data set's default budget
 }
 NFES = (2, 4, 8, 16, 32)
 REFERENCE = ("vp-v", "euler", 50)  # the goal's yardstick: VP DDIM-50 (Euler on linspace steps)
-POINTS = 5000
+POINTS = POINTS_N  # samples per set of 2-D points
+DIGITS = 1000  # samples per set of digits (100 per class when class-conditional)
 
 
 @dataclass(frozen=True)
@@ -142,45 +144,24 @@ def _sample(model, config: TrainConfig, sampler: Sampler, steps: int, noise: tor
                           sigma_max=80.0 if sampler.from_sigma_80 else None)
 
 
-class _Digits:
-    def __init__(self) -> None:
-        self.real = digits()
-        self.floor = split_half_floor(self.real)
-        self.classifier = DigitsClassifier()
-
-    def noise_and_labels(self, class_cond: bool):
-        noise = torch.randn(1000, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-        return noise, (torch.arange(10).repeat_interleave(100) if class_cond else None)
-
-    def metrics(self, x: torch.Tensor) -> dict:
-        x = x.clamp(-1, 1)
-        score = self.classifier.score(x)
-        return {"confidence": score.mean_confidence, "min_class_share": float(score.class_fractions.min()),
-                "fd_ratio": frechet_distance(x, self.real) / self.floor}
-
-
-class _Points:
-    def __init__(self, dataset: str) -> None:
-        self.reference = load_builtin(Dataset(dataset), toy_size=POINTS, seed=1)[0]
-        self.floor = sliced_wasserstein(load_builtin(Dataset(dataset), toy_size=POINTS, seed=2)[0], self.reference)
-
-    def noise_and_labels(self, class_cond: bool):
+def _noise_and_labels(points: bool, class_cond: bool):
+    if points:
         return torch.randn(POINTS, 2, generator=torch.Generator().manual_seed(1)), None
-
-    def metrics(self, x: torch.Tensor) -> dict:
-        return {"sliced_w": sliced_wasserstein(x, self.reference), "sw_floor": self.floor}
+    noise = torch.randn(DIGITS, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    return noise, (torch.arange(10).repeat_interleave(DIGITS // 10) if class_cond else None)
 
 
 def evaluate(runs: Path) -> dict:
-    results = []
+    results, evaluation = [], {}
     for data, data_opts in DATA.items():
-        scorer = _Digits() if data.startswith("digits") else _Points(data_opts["dataset"])
+        points = not data.startswith("digits")
+        scorer = Scorer(data_opts["dataset"], POINTS if points else DIGITS)
         for row in ROWS:
             out = run_dir(runs, data, row)
             ckpt = load_checkpoint(out / "checkpoint.safetensors")
             config = TrainConfig.from_dict(ckpt.train_config)
             model = load_model(ckpt)
-            noise, labels = scorer.noise_and_labels(config.class_cond)
+            noise, labels = _noise_and_labels(points, config.class_cond)
             entry = {"data": data, "row": row, **json.loads((out / "timing.json").read_text()), "samples": []}
             settings = [(s, s.steps(n), n) for s in SAMPLERS for n in NFES]
             if row == REFERENCE[0]:
@@ -188,14 +169,16 @@ def evaluate(runs: Path) -> dict:
             for sampler, steps, budget in settings:
                 x = _sample(model, config, sampler, steps, noise, labels)
                 m = {"sampler": sampler.name, "steps": steps, "nfe": sampler.calls(steps), "budget": budget,
-                     **scorer.metrics(x)}
+                     **scorer(x if points else x.clamp(-1, 1))}
                 entry["samples"].append(m)
                 print(data, row, m, flush=True)
             results.append(entry)
+        evaluation[data] = scorer.description
     cost = runs / "step_cost.json"
     return {"kind": "paths", "nfes": NFES, "reference": REFERENCE, "date": time.strftime("%Y-%m-%d"),
-            "step_cost": json.loads(cost.read_text()) if cost.exists() else None, "digits_fd_floor": split_half_floor(digits()), "rows": results,
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "step_cost": json.loads(cost.read_text()) if cost.exists() else None, "evaluation": evaluation,
+            "rows": results, "diffusion_core": __version__, "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
 
 
 LABELS = {"vp-eps": "VP, eps target, uniform t", "vp-v": "VP, v target, uniform t",
@@ -207,6 +190,37 @@ def _best(entry: dict, budget: int, key: str) -> dict:
     return min((m for m in entry["samples"] if m["budget"] == budget), key=lambda m: m[key])
 
 
+def key_of(entry: dict) -> str:
+    """What a table ranks the samplers by: FD / floor for digits, the exact W2 for points."""
+    return "fd_ratio" if "fd_ratio" in entry["samples"][0] else "w2"
+
+
+def measured_by(ev: dict) -> str:
+    """Which tool, feature network, reference and N a data set's numbers come from."""
+    return (f"Measured by `{ev['tool']}` (diffusion_core {ev['diffusion_core']}) against the built-in "
+            f"`{ev['reference']}` at N = {ev['n']:,} samples, in the `{ev['feature_network']}` features "
+            f"({ev['feature_description']}); each floor is held-out real data against the same reference half at "
+            "the same N: what a perfect sampler would score.")
+
+
+def _digits_text(entries: list[dict], ev: dict) -> list[str]:
+    ref = next(m for e in entries for m in e["samples"] if m["budget"] is None)
+    f = entries[0]["samples"][0]
+    return [f"Each cell: FD / floor of the best sampler at that budget (the sampler and its network calls in brackets; "
+            f"Heun uses one call fewer than the budget). FD: {ev['metrics']['FD']}. {measured_by(ev)} Floors: FD "
+            f"{f['fd_floor']:.3f}, KID {f['kid_floor']:.2f} ± {f['kid_floor_se']:.2f}, precision "
+            f"{f['precision_floor']:.3f}, recall {f['recall_floor']:.3f}. VP-v with DDIM-50: FD / floor "
+            f"**{ref['fd_ratio']:.2f}** (FD {ref['fd']:.3f}), KID {ref['kid']:.2f} ± {ref['kid_se']:.2f}, precision "
+            f"{ref['precision']:.3f}, recall {ref['recall']:.3f}.", ""]
+
+
+def _points_text(entries: list[dict], ev: dict) -> list[str]:
+    f = entries[0]["samples"][0]
+    return [f"Each cell: W2 of the best sampler at that budget to fresh draws of the data (the sampler and its network "
+            f"calls in brackets); W2: {ev['metrics']['W2']}. {measured_by(ev)} Floors: W2 {f['w2_floor']:.4f}, sliced W1 "
+            f"{f['sw1_floor']:.4f}, MMD² {f['mmd2_floor']:.2e}.", ""]
+
+
 def section(result: dict) -> list[str]:
     """The Benchmarks page's tables: per data set, the best sampler's quality at each budget of network calls."""
     nfes = result["nfes"]
@@ -214,23 +228,13 @@ def section(result: dict) -> list[str]:
     rule = "|---|---:|" + "---:|" * len(nfes)
     rows_text, samplers_text = (p.replace("\n", " ") for p in __doc__.split("\n\n")[2:4])
     lines = ["## Sample quality per path: VP, rectified flow, EDM", "", rows_text, "", samplers_text, "",
-             f"Command: `{result.get('command', 'python -m benchmarks.path_quality')}`.", ""]
+             f"Trained: {result.get('trained') or 'python -m benchmarks.path_quality train'}. Evaluated: "
+             f"`{result.get('command', 'python -m benchmarks.path_quality evaluate')}`.", ""]
     for data in dict.fromkeys(e["data"] for e in result["rows"]):
         entries = [e for e in result["rows"] if e["data"] == data]
-        digits = "fd_ratio" in entries[0]["samples"][0]
-        key = "fd_ratio" if digits else "sliced_w"
-        lines += [f"### {data}", ""]
-        if digits:
-            ref = next(m for e in entries for m in e["samples"] if m["budget"] is None)
-            lines += [f"Each cell: FD / floor of the best sampler at that budget (the sampler and its network calls in "
-                      f"brackets; Heun uses one call fewer than the budget). VP-v with DDIM-50: "
-                      f"**{ref['fd_ratio']:.2f}**, confidence {ref['confidence']:.3f}, smallest class share "
-                      f"{ref['min_class_share']:.3f}.", ""]
-        else:
-            floor = entries[0]["samples"][0]["sw_floor"]
-            lines += [f"Each cell: sliced Wasserstein distance to fresh data of the best sampler at that budget; the "
-                      f"floor (two draws of the data) is {floor:.4f}.", ""]
-        lines += [head, rule]
+        ev, key = result["evaluation"][data], key_of(entries[0])
+        digits = key == "fd_ratio"
+        lines += [f"### {data}", "", *(_digits_text if digits else _points_text)(entries, ev), head, rule]
         for e in entries:
             cells = []
             for n in nfes:
@@ -238,11 +242,15 @@ def section(result: dict) -> list[str]:
                 cells.append(f"{b[key]:.{2 if digits else 4}f} ({b['sampler']} {b['nfe']})")
             lines.append(f"| {LABELS[e['row']]} | {e['wall_s']:.0f} ({e['median_img_per_s']:.0f}) | "
                          + " | ".join(cells) + " |")
-        if digits:
-            lines += ["", "Confidence / smallest class share of the same settings:", "", head, rule]
-            for e in entries:
-                cells = [f"{b['confidence']:.3f} / {b['min_class_share']:.3f}" for n in nfes for b in [_best(e, n, key)]]
-                lines.append(f"| {LABELS[e['row']]} | | " + " | ".join(cells) + " |")
+        other = ("KID ± its standard error / precision / recall" if digits else "sliced W1 / MMD²")
+        lines += ["", f"{other} of the same settings (floors above):", "", head, rule]
+        for e in entries:
+            if digits:
+                cells = [f"{b['kid']:.2f} ± {b['kid_se']:.2f} / {b['precision']:.3f} / {b['recall']:.3f}"
+                         for n in nfes for b in [_best(e, n, key)]]
+            else:
+                cells = [f"{b['sw1']:.4f} / {b['mmd2']:.2e}" for n in nfes for b in [_best(e, n, key)]]
+            lines.append(f"| {LABELS[e['row']]} | | " + " | ".join(cells) + " |")
         lines.append("")
     cost = result.get("step_cost")
     if cost:
@@ -261,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, required=True, help="folder of the runs (one subfolder each)")
     parser.add_argument("--only", nargs="*", help="train only these runs, e.g. digits-edm")
     parser.add_argument("--out", type=Path, help="JSON file the evaluation writes")
+    parser.add_argument("--trained", help="evaluate: how the runs were trained (the page prints it with the command)")
     ns = parser.parse_args(argv)
     if ns.stage == "train":
         train_all(ns.runs, ns.only)
@@ -268,7 +277,9 @@ def main(argv: list[str] | None = None) -> None:
         (ns.runs / "step_cost.json").write_text(json.dumps(step_cost(ns.runs), indent=1))
         print((ns.runs / "step_cost.json").read_text())
     else:
-        ns.out.write_text(json.dumps(evaluate(ns.runs), indent=1))
+        command = f"python -m benchmarks.path_quality evaluate --runs {ns.runs} --out {ns.out}"
+        result = {**evaluate(ns.runs), "command": command, "trained": ns.trained}
+        ns.out.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -278,24 +278,28 @@ def quality_section(results: list[dict]) -> list[str]:
     """Sample-quality tables written by ``python -m benchmarks.conditional_quality`` and ``path_quality``
     (``results/quality/*.json``)."""
     from .conditional_quality import table
-    from .path_quality import section
+    from .path_quality import measured_by, section
 
     lines = []
     for q in results:
         if q.get("kind") == "paths":
             lines += section(q)
             continue
-        c = q["train_config"]
+        c, ev, f = q["train_config"], q["evaluation"], q["rows"][0]
         lines += ["## Sample quality: class-conditional digits", "",
                   f"Model: `{c['model']}` trained by `diffusion-core train --class-cond --precision {c['precision']}` "
                   f"({c['steps']} steps, batch {c['batch_size']}, {c['parameterization']}-prediction, {c['schedule']} "
                   f"schedule, p_uncond {c['p_uncond']}); {q['samples_per_setting']:,} samples per row, 100 per class, "
-                  "the same starting noise in every row. Confidence, smallest class share and FD / floor as in the "
-                  "quality test; *requested label*: the share the classifier assigns to the label asked for. "
-                  f"Split-half FD floor {q['fd_floor']:.3f}. Checkpoint: {q['checkpoint']}. Command: "
-                  f"`{q.get('command', 'python -m benchmarks.conditional_quality')}`. Heun's default grid starts "
-                  "where sigma/alpha = 80 (EDM's sigma_max); the rows from the top step (sigma/alpha about 2e4 on "
-                  "this cosine schedule) show what that start costs at few steps.", "",
+                  f"the same starting noise in every row. Checkpoint: `{q['checkpoint']}`. Command: "
+                  f"`{q.get('command', 'python -m benchmarks.conditional_quality')}`.", "",
+                  f"FD / floor, KID (± its standard error over subsets), precision and recall: one call of the "
+                  f"evaluation tool per row. {measured_by(ev)} Floors: FD {f['fd_floor']:.3f}, KID "
+                  f"{f['kid_floor']:.2f} ± {f['kid_floor_se']:.2f}, precision {f['precision_floor']:.3f}, recall "
+                  f"{f['recall_floor']:.3f}. *Requested label*: the share of samples that a logistic regression "
+                  "fitted on the real digits (`diffusion_core.metrics.DigitsClassifier`) assigns to the label asked "
+                  "for; the evaluation tool has no per-label measure. Heun's default grid starts where sigma/alpha = "
+                  "80 (EDM's sigma_max); the rows from the top step (sigma/alpha about 2e4 on this cosine schedule) "
+                  "show what that start costs at few steps.", "",
                   table(q), ""]
     return lines
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -230,22 +231,98 @@ def test_guided_cost_target_is_guided_time_over_unguided_time_in_the_same_settin
     assert all(t.op == ">=" for t in summary.targets([], "cpu")[:-1])
 
 
+def _stored_quality() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((report.RESULTS / "quality").glob("*.json"))]
+
+
 def test_path_quality_cells_are_the_best_sampler_at_each_budget():
-    """The per-path quality table (benchmarks/path_quality.py): each cell is the smallest FD / floor (digits) or
-    sliced Wasserstein distance (points) over the samplers run at that budget of network calls."""
+    """The per-path quality tables (benchmarks/path_quality.py): each cell of the first table is the smallest FD /
+    floor (digits) or W2 (points) over the samplers run at that budget of network calls, and the second table gives
+    the other metrics of that same setting."""
     from benchmarks import path_quality
 
-    stored = [json.loads(p.read_text()) for p in sorted((report.RESULTS / "quality").glob("*.json"))]
-    results = [q for q in stored if q.get("kind") == "paths"]
+    results = [q for q in _stored_quality() if q.get("kind") == "paths"]
     assert results, "no per-path quality results stored"
     page = report.PAGE.read_text()
     for q in results:
         lines = path_quality.section(q)
         assert "\n".join(lines) in page
         for entry in q["rows"]:
-            key = "fd_ratio" if "fd_ratio" in entry["samples"][0] else "sliced_w"
+            digits = entry["data"].startswith("digits")
+            key = path_quality.key_of(entry)
+            assert key == ("fd_ratio" if digits else "w2")
             section = lines[lines.index(f"### {entry['data']}"):]
-            row = next(line for line in section if line.startswith(f"| {path_quality.LABELS[entry['row']]} | "))
+            first, second = [line for line in section if line.startswith(f"| {path_quality.LABELS[entry['row']]} | ")][:2]
             for n in q["nfes"]:
-                best = min(m[key] for m in entry["samples"] if m["budget"] == n)
-                assert f"{best:.{2 if key == 'fd_ratio' else 4}f} (" in row
+                best = min((m for m in entry["samples"] if m["budget"] == n), key=lambda m: m[key])
+                assert f"{best[key]:.{2 if digits else 4}f} ({best['sampler']} {best['nfe']})" in first
+                other = (f"{best['kid']:.2f} ± {best['kid_se']:.2f} / {best['precision']:.3f} / {best['recall']:.3f}"
+                         if digits else f"{best['sw1']:.4f} / {best['mmd2']:.2e}")
+                assert other in second
+
+
+def test_conditional_quality_rows_are_the_stored_results():
+    from benchmarks import conditional_quality
+
+    results = [q for q in _stored_quality() if q.get("kind") != "paths"]
+    assert results, "no class-conditional quality results stored"
+    page = report.PAGE.read_text()
+    for q in results:
+        rows = [line for line in page.splitlines() if line.startswith(("| ddim (", "| dpmpp-2m (", "| heun ("))]
+        assert len(rows) == len(q["rows"])
+        for r, line in zip(q["rows"], rows):
+            cells = [c.strip() for c in line.split("|")[4:-1]]
+            assert cells == [f"{r['fd_ratio']:.2f}", f"{r['kid']:.2f} ± {r['kid_se']:.2f}", f"{r['precision']:.3f}",
+                             f"{r['recall']:.3f}", f"{r['label_accuracy']:.3f}"], line
+        assert conditional_quality.table(q) in page
+
+
+def _quality_sets() -> list[tuple[dict, list[dict]]]:
+    """(the evaluation's description, the scored sample sets) of every data set in the stored quality results."""
+    out = []
+    for q in _stored_quality():
+        if q.get("kind") == "paths":
+            for data, ev in q["evaluation"].items():
+                out.append((ev, [m for e in q["rows"] if e["data"] == data for m in e["samples"]]))
+        else:
+            out.append((q["evaluation"], q["rows"]))
+    return out
+
+
+def test_quality_results_come_from_the_evaluation_tool_and_state_network_n_and_floor():
+    """Every stored quality number was measured by diffusion_core.evaluation at one N, with one floor per data set
+    (the held-out real half, the same for every sample set), and the page says which network, N and floor."""
+    page = report.PAGE.read_text()
+    sets = _quality_sets()
+    assert sets
+    for ev, samples in sets:
+        points = ev["feature_network"] == "raw"
+        assert ev["tool"].startswith("diffusion_core.evaluation.evaluate_examples") and ev["diffusion_core"]
+        assert ev["feature_network"] == ("raw" if ev["reference"] in ("swiss-roll", "two-moons") else "digits-mlp")
+        assert ev["options"]["sizes"] == [ev["n"]] and ev["n"] == min(ev["num_reference"], ev["num_floor"])
+        assert f"at N = {ev['n']:,} samples, in the `{ev['feature_network']}` features ({ev['feature_description']})" in page
+        floors = [k for k in samples[0] if k.endswith("_floor")]
+        assert set(floors) == ({"sw1_floor", "w2_floor", "mmd2_floor"} if points else
+                               {"fd_floor", "kid_floor", "precision_floor", "recall_floor"})
+        for m in samples:
+            assert all(m[k] == samples[0][k] for k in floors)
+            if not points:
+                assert m["fd_ratio"] == pytest.approx(m["fd"] / m["fd_floor"], rel=1e-12)
+        f = samples[0]
+        assert (f"Floors: W2 {f['w2_floor']:.4f}," if points else f"Floors: FD {f['fd_floor']:.3f}, KID ") in page
+
+
+@pytest.mark.parametrize("dataset", ["digits", "two-moons"])
+def test_stored_floors_are_what_the_evaluation_tool_reports_now(dataset, tmp_path, monkeypatch):
+    """The floors do not depend on the samples: scoring any set now gives the stored ones (digits-mlp rebuilt in a
+    fresh cache), so the stored numbers are the tool's."""
+    from benchmarks.eval_scores import POINTS_N, Scorer
+
+    monkeypatch.setenv("DIFFUSION_CORE_CACHE", str(tmp_path))
+    stored = next(s for ev, s in _quality_sets() if ev["reference"] == dataset)[0]
+    points = dataset != "digits"
+    scorer = Scorer(dataset, POINTS_N if points else 1000)
+    x = torch.randn(POINTS_N, 2) if points else torch.rand(1000, 1, 8, 8) * 2 - 1
+    now = scorer(x)
+    for k in (k for k in stored if k.endswith("_floor")):
+        assert now[k] == pytest.approx(stored[k], rel=1e-6, abs=1e-12), k
