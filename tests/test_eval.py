@@ -68,6 +68,18 @@ def test_frechet_distance_agrees_with_scipy_and_torchmetrics():
     assert abs(ours - float(fid.compute())) <= 1e-6 * ours
 
 
+def test_frechet_distance_with_fewer_rows_than_features_agrees_with_scipy():
+    """Below d rows the distance comes from the rows' singular values (as for Inception's 2048 features at
+    N <= 2000); it equals pytorch-fid's formula, for sets of equal and of different sizes."""
+    g = np.random.default_rng(5)
+    mix = g.standard_normal((40, 64))
+    a = g.standard_normal((30, 40)) @ mix
+    for b in (g.standard_normal((30, 40)) @ mix * 0.7 + 0.2, g.standard_normal((45, 40)) @ mix + 0.1):
+        ours, theirs = frechet_distance(a, b), _fd_scipy(a, b)
+        assert abs(ours - theirs) <= 1e-6 * theirs
+    assert abs(frechet_distance(a, a)) <= 1e-6 * np.trace(np.cov(a, rowvar=False))
+
+
 def _mmd2_by_pairs(x, y):
     """KID's unbiased MMD² written out over the pairs: (x_i.x_j / d + 1)^3 averaged over i != j in each set, minus
     twice the cross mean."""
