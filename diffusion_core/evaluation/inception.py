@@ -216,7 +216,12 @@ def load_inception(path: str | Path, sha256: str | None = None) -> FIDInceptionV
     None: the official file's), keys matched strictly; in evaluation mode, float32, on the CPU."""
     check_weights_file(path, sha256)
     state = _read_state(Path(path))
-    net = FIDInceptionV3()
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the file (keys matched strictly)
+        net = FIDInceptionV3()
+    net = net.to_empty(device="cpu")
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):  # the one buffer an older file may leave out; torch then keeps ours
+            module.num_batches_tracked.zero_()
     try:
         result = net.load_state_dict(state, strict=False)  # strictness checked below, for a one-line message
     except RuntimeError as e:
