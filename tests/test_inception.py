@@ -3,19 +3,19 @@ weights file's checks and the command end to end, all with network sockets refus
 
 No real weights are used (nothing may be downloaded): a seeded random state dict in torch-fidelity's key layout is
 saved as a ``.pth`` and loaded both ways. torch-fidelity 0.4.0's package ``__init__`` imports torchvision, which
-does not load beside the CPU build of torch, so the test loads ``feature_extractor_inceptionv3.py`` and the few
-sibling modules it imports by file (as ``test_peers_kdiffusion.py`` loads ``k_diffusion.sampling``). Install it
-with ``pip install --no-deps torch-fidelity==0.4.0`` (the README's test command does); those tests are skipped
-with the reason when it is missing.
+does not load beside the CPU build of torch, so the test imports ``feature_extractor_inceptionv3`` and the few
+sibling modules it needs without that ``__init__`` (``support.torch_fidelity_modules``), much as
+``test_peers_kdiffusion.py`` loads ``k_diffusion.sampling``. Install it with ``pip install --no-deps
+torch-fidelity==0.4.0`` (the README's test command does); those tests are skipped with the reason when it is
+missing.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import re
 import socket
-import sys
-import types
 from pathlib import Path
 from unittest import mock
 
@@ -28,10 +28,9 @@ from diffusion_core.cli import main
 from diffusion_core.errors import InvalidInput
 from diffusion_core.evaluation import feature_network
 from diffusion_core.evaluation import inception as inc
+from support import torch_fidelity_modules
 
 TOLERANCE = 1e-5  # relative, in norm per image, float32
-_FIDELITY = ("defaults", "deprecations", "helpers", "feature_extractor_base", "interpolate_compat_tensorflow",
-             "feature_extractor_inceptionv3")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,28 +49,10 @@ def no_network():
 
 def _fidelity():
     """torch-fidelity's ``feature_extractor_inceptionv3`` without the package's ``__init__``, or a skip."""
-    spec = importlib.util.find_spec("torch_fidelity")
-    if spec is None:
-        pytest.skip("torch-fidelity is a peer: pip install --no-deps torch-fidelity==0.4.0 (see the README)")
-    root = Path(next(iter(spec.submodule_search_locations)))
-    names = ["torch_fidelity", *(f"torch_fidelity.{n}" for n in _FIDELITY)]
-    saved = {name: sys.modules.get(name) for name in names}
-    try:
-        package = types.ModuleType("torch_fidelity")
-        package.__path__ = [str(root)]
-        sys.modules["torch_fidelity"] = package
-        for name in _FIDELITY:
-            module_spec = importlib.util.spec_from_file_location(f"torch_fidelity.{name}", root / f"{name}.py")
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[module_spec.name] = module
-            module_spec.loader.exec_module(module)
-        return module
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
+    with torch_fidelity_modules() as installed:
+        if not installed:
+            pytest.skip("torch-fidelity is a peer: pip install --no-deps torch-fidelity==0.4.0 (see the README)")
+        return importlib.import_module("torch_fidelity.feature_extractor_inceptionv3")
 
 
 def _random_state(layout: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
