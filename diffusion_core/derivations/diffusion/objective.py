@@ -1,8 +1,8 @@
 """Derivations for docs/diffusion/training-objective.md."""
 import sympy as sp
 
-from diffusion_core.derivations import (KL, Check, E, GaussPdf, Model, Pdf, StepFailure, derivation, ordered,
-                                        times, uses)
+from diffusion_core.derivations import (KL, Check, E, GaussPdf, Model, Pdf, StepFailure, definition, derivation,
+                                        ordered, times, uses)
 from diffusion_core.derivations._notation import Notation, _as_tuple
 
 
@@ -316,7 +316,7 @@ def x0_from_v(d):
     d.start(ordered(times(a, Xt), -times(s, V)))
     d.eq(ordered(times(a, ordered(times(a, X0), times(s, EPS))),
                  -times(s, ordered(times(a, EPS), -times(s, X0)))),
-         "definitions of $\\mathbf{x}_t$ and $\\mathbf{v}$")
+         "definitions of $\\mathbf{x}_t$ and $\\mathbf{v}$", by=definition("of $\\mathbf{x}_t$ and $\\mathbf{v}$"))
     d.eq(times(ordered(a**2, s**2), X0), "the $\\boldsymbol{\\epsilon}$ terms cancel")
     d.eq(X0, "$a_t^2 + s_t^2 = 1$")
     d.numeric(lambda: library_from_v()[0], expr=a * Xt - s * V, model=Model(), rtol=1e-12,
@@ -329,7 +329,7 @@ def eps_from_v(d):
     d.start(ordered(times(s, Xt), times(a, V)))
     d.eq(ordered(times(s, ordered(times(a, X0), times(s, EPS))),
                  times(a, ordered(times(a, EPS), -times(s, X0)))),
-         "definitions of $\\mathbf{x}_t$ and $\\mathbf{v}$")
+         "definitions of $\\mathbf{x}_t$ and $\\mathbf{v}$", by=definition("of $\\mathbf{x}_t$ and $\\mathbf{v}$"))
     d.eq(times(ordered(a**2, s**2), EPS), "the $\\mathbf{x}_0$ terms cancel")
     d.eq(EPS, "$a_t^2 + s_t^2 = 1$")
     d.numeric(lambda: library_from_v()[1], expr=s * Xt + a * V, model=Model(), rtol=1e-12,
