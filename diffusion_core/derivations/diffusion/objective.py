@@ -203,20 +203,14 @@ def library_min_snr(parameterization, index):
 
 
 def library_tweedie():
-    """The eps target read back as x0 (diffusion_core.targets.to_x0_eps), fed the ideal noise prediction
-    -s_t * score, the score by autograd (m = 0.5, s_0 = 0.3), at index 2."""
+    """The posterior mean E[x_0 | x_t] from the library's exact Gaussian-mixture predictions
+    (diffusion_core.mixture: one component N(0.5, 0.3^2)), which condition the Gaussian directly and use no
+    score, at index 2 of the page's schedule and x_t = 0.8."""
     import torch
-    from diffusion_core import Diffusion, Target
-    from diffusion_core.targets import to_x0_eps
+    from diffusion_core.mixture import GaussianMixture
     schedule = library_schedule()
     a_, s_ = schedule.sqrt_alphas_cumprod[2], schedule.sqrt_one_minus_alphas_cumprod[2]
-    x_t = torch.tensor([[0.8]], dtype=torch.float64, requires_grad=True)
-    marginal = torch.distributions.Normal(a_ * 0.5, torch.sqrt(a_**2 * 0.09 + s_**2))
-    (score,) = torch.autograd.grad(marginal.log_prob(x_t).sum(), x_t)
-    x_t = x_t.detach()
-    coefficients = Diffusion(schedule).coefficients(torch.tensor([2]), x_t)
-    x0_hat, _ = to_x0_eps(Target.EPS, -s_ * score, x_t, coefficients)
-    return x0_hat
+    return GaussianMixture([1.0], [0.5], [0.3]).x0(torch.tensor(0.8, dtype=torch.float64), a_, s_)
 
 
 # ---- normal data: x_0 ~ N(m, s_0^2), x_t = a_t x_0 + s_t eps
@@ -396,8 +390,8 @@ def tweedie(d):
     d.eq(ordered(x_t, s**2 * sp.Derivative(sp.log(p_xt), x_t)) / a,
          "differentiate $\\log p(x_t)$, $p(x_t) = \\mathcal{N}(x_t; a_t m, a_t^2 s_0^2 + s_t^2)$")
     d.numeric(library_tweedie, rtol=1e-9,
-              label="diffusion_core.targets.to_x0_eps (the $\\epsilon$ target) given $\\hat\\epsilon = -s_t \\nabla \\log p(x_t)$ "
-                    "(the score by torch autograd)",
+              label="diffusion_core.mixture.GaussianMixture.x0, the posterior mean by Gaussian conditioning "
+                    "(no score involved)",
               at={**AT_INDEX2, m: sp.Rational(1, 2), s0: sp.Rational(3, 10), x_t: sp.Rational(4, 5)})
 
 
