@@ -221,7 +221,7 @@ prior, likelihood = GaussPdf(x0, m, s0**2), GaussPdf(x_t, a * x0, s**2)
 marginal = GaussPdf(x_t, a * m, a**2 * s0**2 + s**2)
 post_mean = ordered(m, a * s0**2 / (a**2 * s0**2 + s**2) * (x_t - a * m))
 posterior = GaussPdf(x0, post_mean, s0**2 * s**2 / (a**2 * s0**2 + s**2))
-p_xt, p_x0_xt = Pdf("p", x_t), Pdf("p", x0, given=x_t)
+p_xt, p_x0_xt = Pdf("q", x_t), Pdf("q", x0, given=x_t)  # q: the data and its noisy marginals, as site-wide
 noise = (x_t - a * x0) / s
 
 
