@@ -202,42 +202,6 @@ def library_min_snr(parameterization, index):
     return call
 
 
-def library_tweedie():
-    """The posterior mean E[x_0 | x_t] from the library's exact Gaussian-mixture predictions
-    (diffusion_core.mixture: one component N(0.5, 0.3^2)), which condition the Gaussian directly and use no
-    score, at index 2 of the page's schedule and x_t = 0.8."""
-    import torch
-    from diffusion_core.mixture import GaussianMixture
-    schedule = library_schedule()
-    a_, s_ = schedule.sqrt_alphas_cumprod[2], schedule.sqrt_one_minus_alphas_cumprod[2]
-    return GaussianMixture([1.0], [0.5], [0.3]).x0(torch.tensor(0.8, dtype=torch.float64), a_, s_)
-
-
-# ---- normal data: x_0 ~ N(m, s_0^2), x_t = a_t x_0 + s_t eps
-x0, x_t = sp.symbols("x_0 x_t", real=True)
-m = sp.Symbol("m", real=True)
-s0 = sp.Symbol("s_0", positive=True)
-prior, likelihood = GaussPdf(x0, m, s0**2), GaussPdf(x_t, a * x0, s**2)
-marginal = GaussPdf(x_t, a * m, a**2 * s0**2 + s**2)
-post_mean = ordered(m, a * s0**2 / (a**2 * s0**2 + s**2) * (x_t - a * m))
-posterior = GaussPdf(x0, post_mean, s0**2 * s**2 / (a**2 * s0**2 + s**2))
-p_xt, p_x0_xt = Pdf("q", x_t), Pdf("q", x0, given=x_t)  # q: the data and its noisy marginals, as site-wide
-noise = (x_t - a * x0) / s
-
-
-def given_x_t(g):
-    """E[g | x_t] by Bayes' rule: an exact Gaussian integral over x_0."""
-    return sp.Integral(g * prior * likelihood, (x0, -sp.oo, sp.oo)) / marginal
-
-
-EXPLICIT = Model("exact integrals over the normal densities")
-NORMAL_DATA = Model("$x_0 \\sim \\mathcal{N}(m, s_0^2)$, $x_t = a_t x_0 + s_t\\epsilon$; "
-                    "$p(x_t)$ above; $\\mathbb{E}[g \\mid x_t] = \\int g\\, p(x_0)\\, "
-                    "q(x_t \\mid x_0)\\, dx_0 / p(x_t)$, exact integrals",
-                    bind={p_xt: marginal.unfold(), E(x0, p_x0_xt): given_x_t(x0),
-                          E(noise, p_x0_xt): given_x_t(noise)})
-
-
 @derivation("The bound splits into one term per step (Ho et al. 2020, eq. 5)",
             models=[steps(2), steps(3), steps(5)])
 def elbo_terms(d):
@@ -369,37 +333,6 @@ def min_snr(d):
         d.numeric(library_min_snr(target, index), expr=weight, model=Model(), rtol=1e-6,
                   label=f"diffusion_core.losses.min_snr_weight for {target} at index {index}",
                   at={gamma: 5, snr: SNR_BY_INDEX[index]})
-
-
-@derivation("Normal data: the distribution of the noisy sample", models=[EXPLICIT])
-def normal_data_marginal(d):
-    d.start(sp.Integral(prior * likelihood, (x0, -sp.oo, sp.oo)))
-    d.eq(marginal, "a Gaussian integral: $a_t x_0 + s_t\\epsilon$ has variance $a_t^2 s_0^2 + s_t^2$")
-
-
-@derivation("Normal data: the posterior of the clean sample", models=[EXPLICIT])
-def normal_data_posterior(d):
-    d.start(prior * likelihood / marginal)
-    d.eq(posterior, "complete the square in $x_0$")
-
-
-@derivation("Tweedie's formula, checked for normal data", models=[NORMAL_DATA])
-def tweedie(d):
-    d.start(E(x0, p_x0_xt))
-    d.eq(post_mean, "Bayes' rule: the mean of the posterior above", by=Normalized())
-    d.eq(ordered(x_t, s**2 * sp.Derivative(sp.log(p_xt), x_t)) / a,
-         "differentiate $\\log p(x_t)$, $p(x_t) = \\mathcal{N}(x_t; a_t m, a_t^2 s_0^2 + s_t^2)$")
-    d.numeric(library_tweedie, rtol=1e-9,
-              label="diffusion_core.mixture.GaussianMixture.x0, the posterior mean by Gaussian conditioning "
-                    "(no score involved)",
-              at={**AT_INDEX2, m: sp.Rational(1, 2), s0: sp.Rational(3, 10), x_t: sp.Rational(4, 5)})
-
-
-@derivation("The score is the noise prediction, scaled", models=[NORMAL_DATA])
-def score(d):
-    d.start(-E(noise, p_x0_xt) / s)
-    d.eq(-ordered(x_t, -a * E(x0, p_x0_xt)) / s**2, "linearity", by=Normalized())
-    d.eq(sp.Derivative(sp.log(p_xt), x_t), "Tweedie's formula", by=Normalized())
 
 
 @derivation("Turning a forward step around with Bayes' rule",
