@@ -92,7 +92,7 @@ def test_the_home_page_states_the_true_count(built_site):
     assert float(said[3]) == pytest.approx(100 * checked / displays, abs=0.05)
     assert re.search(rf"\b{stated} more are derivations whose every step restates a definition", home)
     words = {"definition": "definitions", "notation": "notation", "algorithm": "algorithms",
-             "cited": "cited results", "restated": "checked results restated"}
+             "cited": "cited results", "restated": "checked results restated", "docstring": "formulas quoted"}
     for kind, n in marked.items():
         assert re.search(rf"\b{n} {words[kind]}\b", home), (kind, n)
     assert checked / displays >= CHECKED_FLOOR

@@ -172,13 +172,14 @@ def totals() -> dict[str, int]:
 
 
 _WORDS = {"definition": "definitions", "notation": "notation", "algorithm": "algorithms",
-          "cited": "cited results", "restated": "checked results restated in another form"}
+          "cited": "cited results", "restated": "checked results restated in another form",
+          "docstring": "formulas quoted from the library's docstrings (API reference)"}
 
 
 def sentence(counts: dict[str, int]) -> str:
     total = sum(counts.values())
     checked, stated = counts["checked"], counts["stated"]
-    marked = [f"{counts[k]} {_WORDS[k]}" for k in KINDS if counts.get(k)]
+    marked = [f"{n} {_WORDS.get(k, k)}" for k, n in counts.items() if k not in ("checked", "stated") and n]
     return (f"{checked} of the {total} displayed equations on this site ({100 * checked / total:.1f}%) are "
             f"machine-checked by SymPy when the site is built: at least one of their relations is verified from "
             f"the lines before it. {stated} more are derivations whose every step restates a definition or an "
