@@ -40,6 +40,7 @@ from .diffusion import Diffusion
 from .errors import InvalidInput, NonFiniteError
 from .grids import time_grid
 from .guidance import ClassifierFreeGuidance
+from .likelihood import LogLikelihood, ode_log_likelihood
 from .losses import denoising_loss, training_losses
 from .paths import ContinuousVP, DiscreteVP, GaussianPath, RectifiedFlow, VarianceExploding
 from .samplers import sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_edm, sample_euler, sample_heun
@@ -58,6 +59,6 @@ __all__ = [
     "sample_ddpm", "sample_ddim", "sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_edm", "SampleResult",
     "ddpm_sample", "ddim_sample", "dpmpp_2m_sample", "heun_sample",
     # training and evaluation
-    "denoising_loss", "training_losses", "bits_per_dim",
+    "denoising_loss", "training_losses", "bits_per_dim", "ode_log_likelihood", "LogLikelihood",
     "InvalidInput", "NonFiniteError",
 ]

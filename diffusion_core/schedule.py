@@ -73,7 +73,7 @@ def _quadratic_betas(T: int, beta_start: float, beta_end: float) -> torch.Tensor
 
 
 def _sigmoid_betas(T: int, beta_start: float, beta_end: float) -> torch.Tensor:
-    # A logistic ramp from beta_start to beta_end over [-6, 6] (the DDPM codebase's "sigmoid").
+    # A logistic ramp from beta_start to beta_end over [-6, 6] (the "sigmoid" of the DDIM code base, Song et al. 2021; the DDPM code has none).
     ramp = torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64))
     return beta_start + (beta_end - beta_start) * ramp
 
@@ -146,11 +146,33 @@ def _noise_level_timesteps(T: int, steps: int, spacing: TimestepSpacing, ac: tor
     return _distinct_indices(_continuous_timestep(log_sigma, target).round().long(), T)
 
 
+# linspace and trailing are computed in float64 exactly as numpy computes diffusers' grids (np.linspace's
+# i * step with the last value set to the end; np.arange's start + i * (second value - start)), and rounded half
+# to even as numpy rounds: at an exact half-way value another order of operations can land on either side of it
+# and pick the neighbouring step.
+def _linspace_timesteps(T: int, steps: int) -> torch.Tensor:
+    """``round(linspace(0, T - 1, steps))``."""
+    if steps == 1:
+        return torch.zeros(1, dtype=torch.long)
+    x = torch.arange(steps, dtype=torch.float64) * ((T - 1) / (steps - 1))
+    x[-1] = T - 1
+    return x.round().long()
+
+
+def _trailing_timesteps(T: int, steps: int) -> torch.Tensor:
+    """``round(T - i T / steps) - 1`` for i = 0 .. steps-1, increasing (Lin et al. 2024, table 2)."""
+    delta = (T - T / steps) - T
+    return ((T + torch.arange(steps, dtype=torch.float64) * delta).round().long() - 1).flip(0)
+
+
 def spaced_timesteps(T: int, steps: int, spacing: TimestepSpacing | str = TimestepSpacing.LINSPACE, *,
                      alphas_cumprod: torch.Tensor | Sequence[float] | None = None) -> torch.Tensor:
     r"""Choose ``steps`` distinct indices out of ``0 .. T-1``, increasing.
 
-    ``"linspace"``, ``"leading"`` and ``"trailing"`` depend on ``T`` only. ``"log-snr"`` and ``"karras"`` place
+    ``"linspace"``, ``"leading"`` and ``"trailing"`` depend on ``T`` only, and are diffusers' ``DDPMScheduler`` and
+    ``DDIMScheduler`` timesteps for the same ``timestep_spacing``, index for index (numpy's float64 arithmetic and
+    half-to-even rounding; diffusers' trailing grid sometimes has an extra timestep -1, outside the schedule, which
+    ours has not). ``"log-snr"`` and ``"karras"`` place
     the steps by noise level and need ``alphas_cumprod`` (the schedule's :math:`\bar\alpha`, length ``T``,
     strictly decreasing, all > 0; :meth:`NoiseSchedule.spaced` passes it):
 
@@ -182,11 +204,11 @@ def spaced_timesteps(T: int, steps: int, spacing: TimestepSpacing | str = Timest
     if spacing in (TimestepSpacing.LOG_SNR, TimestepSpacing.KARRAS):
         idx = _noise_level_timesteps(T, steps, spacing, _check_alphas_cumprod(spacing, alphas_cumprod, T))
     elif spacing is TimestepSpacing.LINSPACE:
-        idx = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long()
+        idx = _linspace_timesteps(T, steps)
     elif spacing is TimestepSpacing.LEADING:
         idx = torch.arange(steps, dtype=torch.long) * (T // steps)
     else:
-        idx = (T - 1 - torch.arange(steps, dtype=torch.long) * (T / steps)).round().long().flip(0)
+        idx = _trailing_timesteps(T, steps)
     # round() can merge neighbours only when steps is close to T; the indices stay strictly increasing
     # because T / steps >= 1, so this is an internal invariant, not user input.
     assert bool((idx[1:] > idx[:-1]).all()), idx

@@ -2,6 +2,11 @@
 the path)."""
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import sys
+import types
+
 import torch
 
 from diffusion_core.cli import main
@@ -78,3 +83,24 @@ def run_on_tiny_disk(disk, code: str, size_kb: int):
     env = {**os.environ, "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"}
     return subprocess.run(["unshare", "-rm", "sh", "-c", f"{mount} && exec {shlex.quote(sys.executable)} -c "
                            f"{shlex.quote(code)}"], env=env, capture_output=True, text=True, timeout=600)
+
+
+@contextlib.contextmanager
+def torch_fidelity_modules():
+    """torch-fidelity importable module by module, without its package ``__init__`` (which imports torchvision;
+    the README's command installs torch-fidelity ``--no-deps``, as the torchvision on PyPI does not load beside the
+    CPU build of torch): while the block runs, a bare package stands in for ``torch_fidelity``, so ``import
+    torch_fidelity.feature_extractor_inceptionv3`` loads that file and the siblings it imports. torchmetrics imports
+    that module whenever torch-fidelity is installed. Yields False, doing nothing, when torch-fidelity is absent."""
+    spec = importlib.util.find_spec("torch_fidelity")
+    if spec is None or "torch_fidelity" in sys.modules:  # absent, or already a package (real or a stand-in)
+        yield spec is not None
+        return
+    package = types.ModuleType("torch_fidelity")
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules["torch_fidelity"] = package
+    try:
+        yield True
+    finally:
+        if sys.modules.get("torch_fidelity") is package:
+            del sys.modules["torch_fidelity"]

@@ -19,7 +19,7 @@ LAYERS = [
     {"diffusion"},
     {"denoiser"},
     {"guidance", "sampling"},
-    {"samplers"},
+    {"samplers", "likelihood"},
     {"ddpm_samplers", "vlb"},
     {"losses", "metrics"},
     {"nn"},

@@ -2,6 +2,8 @@
 recall on clouds of known overlap, exact 2-D distances, the sample-size ladder, and the command offline."""
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import socket
 
@@ -16,6 +18,7 @@ from diffusion_core.evaluation import (EvalOptions, evaluate, extrapolate, forma
 from diffusion_core.evaluation.distances import pot_available
 from diffusion_core.evaluation.features import build_digits_mlp, digits_mlp
 from diffusion_core.train.data import digits
+from support import torch_fidelity_modules
 
 NOISE_LEVELS = (0.1, 0.2, 0.3, 0.5, 0.8)
 
@@ -48,6 +51,16 @@ class _Identity(torch.nn.Module):
         return x
 
 
+def _torchmetrics_image(name: str):
+    """``torchmetrics.image.<name>``, or a skip. torchmetrics imports torch-fidelity's Inception module when
+    torch-fidelity is installed (the README's command installs it, without torchvision, for test_inception.py);
+    these tests give torchmetrics their own feature module and need none of it, but the import must not fail."""
+    if importlib.util.find_spec("torchmetrics") is None:
+        pytest.skip("torchmetrics is not installed (the [test] extra)")
+    with torch_fidelity_modules():
+        return importlib.import_module(f"torchmetrics.image.{name}")
+
+
 def _fd_scipy(a, b):
     """The Fréchet distance as pytorch-fid writes it: scipy's matrix square root of the covariances' product."""
     from scipy import linalg
@@ -61,11 +74,23 @@ def test_frechet_distance_agrees_with_scipy_and_torchmetrics():
     a, b = _clouds()
     ours = frechet_distance(a, b)
     assert abs(ours - _fd_scipy(a, b)) <= 1e-6 * ours
-    tm = pytest.importorskip("torchmetrics.image.fid", reason="torchmetrics is not installed (the [test] extra)")
+    tm = _torchmetrics_image("fid")
     fid = tm.FrechetInceptionDistance(feature=_Identity(a.shape[1]))
     fid.update(torch.from_numpy(a), real=True)
     fid.update(torch.from_numpy(b), real=False)
     assert abs(ours - float(fid.compute())) <= 1e-6 * ours
+
+
+def test_frechet_distance_with_fewer_rows_than_features_agrees_with_scipy():
+    """Below d rows the distance comes from the rows' singular values (as for Inception's 2048 features at
+    N <= 2000); it equals pytorch-fid's formula, for sets of equal and of different sizes."""
+    g = np.random.default_rng(5)
+    mix = g.standard_normal((40, 64))
+    a = g.standard_normal((30, 40)) @ mix
+    for b in (g.standard_normal((30, 40)) @ mix * 0.7 + 0.2, g.standard_normal((45, 40)) @ mix + 0.1):
+        ours, theirs = frechet_distance(a, b), _fd_scipy(a, b)
+        assert abs(ours - theirs) <= 1e-6 * theirs
+    assert abs(frechet_distance(a, a)) <= 1e-6 * np.trace(np.cov(a, rowvar=False))
 
 
 def _mmd2_by_pairs(x, y):
@@ -86,7 +111,7 @@ def test_kid_agrees_with_the_pairwise_formula_and_torchmetrics():
     ours = kid(a, b)  # one subset: all rows
     assert ours.subsets == 1 and ours.subset_size == 60
     assert abs(ours.mean - _mmd2_by_pairs(a, b)) <= 1e-6 * abs(ours.mean)
-    tm = pytest.importorskip("torchmetrics.image.kid", reason="torchmetrics is not installed (the [test] extra)")
+    tm = _torchmetrics_image("kid")
     metric = tm.KernelInceptionDistance(feature=_Identity(a.shape[1]), subsets=1, subset_size=60)
     metric.update(torch.from_numpy(a), real=True)
     metric.update(torch.from_numpy(b), real=False)
@@ -291,3 +316,13 @@ def test_errors_are_one_line_and_name_the_argument(cache, tmp_path, capsys):
     np.save(tmp_path / "points.npy", np.zeros((50, 2), dtype=np.float32))
     with pytest.raises(InvalidInput, match="--features digits-mlp is for 8x8"):
         evaluate(str(tmp_path / "points.npy"), "swiss-roll", EvalOptions(features="digits-mlp"))
+
+
+def test_frechet_distance_of_one_feature_is_the_1d_closed_form_and_needs_two_rows():
+    """One feature: (m_a - m_b)^2 + (s_a - s_b)^2 with the sample moments (divisor N - 1); one row is refused."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.5, 2.0, (40, 1)), rng.normal(-0.2, 0.7, (25, 1))
+    expected = (a.mean() - b.mean()) ** 2 + (a.std(ddof=1) - b.std(ddof=1)) ** 2
+    assert abs(frechet_distance(a, b) - expected) <= 1e-12 * expected
+    with pytest.raises(InvalidInput, match="at least 2 rows each"):
+        frechet_distance(a[:1], b)

@@ -17,7 +17,7 @@ import torch
 
 from cdp import Tab
 from diffusion_core import (ClassifierFreeGuidance, Diffusion, NoiseSchedule, ddim_sample, ddpm_sample,
-                            dpmpp_2m_sample)
+                            dpmpp_2m_sample, spaced_timesteps)
 
 pytestmark = pytest.mark.browser
 
@@ -118,6 +118,15 @@ def test_javascript_samples_equal_the_librarys(explorer, kind, sampler, steps, e
                        dtype=torch.float64).view(B, 2)
     assert expected.abs().max() > 0.5                  # real samples, not a collapsed output
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_javascript_timesteps_equal_the_librarys_for_every_step_count(explorer):
+    """The page's respacing grid is the library's linspace spacing for every step count at T = 1000 (the sample
+    cases above reach only a few counts; half-way values are where two ways of computing it part)."""
+    got = explorer.js("Array.from({length: 1000}, (_, i) => Array.from(DCExplorer.linspaceTimesteps(1000, i + 1)))",
+                      timeout=60)
+    for n, grid in enumerate(got, start=1):
+        assert grid == spaced_timesteps(1000, n).tolist(), n
 
 
 def test_the_page_loads_and_a_control_changes_the_picture(explorer):

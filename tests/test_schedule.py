@@ -3,6 +3,7 @@
 Every expected value is recomputed here in float64 numpy, independently of ``schedule.py``.
 """
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -263,16 +264,43 @@ def _old_spaced_timesteps(T: int, steps: int, spacing: str) -> torch.Tensor:
     return (T - 1 - torch.arange(steps, dtype=torch.long) * (T / steps)).round().long().flip(0)
 
 
+def _numpy_grid(T: int, steps: int, spacing: str) -> np.ndarray:
+    """The grid as diffusers' schedulers build it, in numpy (their expressions, increasing order; trailing's
+    occasional extra -1 from the float arange's overshoot dropped)."""
+    if spacing == "linspace":
+        return np.linspace(0, T - 1, steps).round().astype(np.int64)
+    if spacing == "leading":
+        return (np.arange(0, steps) * (T // steps)).round().astype(np.int64)
+    return (np.round(np.arange(T, 0, -T / steps)).astype(np.int64) - 1)[:steps][::-1]
+
+
+def _half_way(T: int, steps: int, spacing: str) -> set[int]:
+    """Positions whose exact (rational) value is half-way between two integers."""
+    if spacing == "linspace":
+        values = [Fraction(i * (T - 1), steps - 1) for i in range(steps)] if steps > 1 else [Fraction(0)]
+    else:
+        values = [Fraction(T) - Fraction(i * T, steps) - 1 for i in range(steps)][::-1]
+    return {i for i, v in enumerate(values) if v.denominator == 2}
+
+
 @pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
-def test_existing_spacings_are_unchanged(spacing):
-    """Bit for bit the old indices, with or without alphas_cumprod (NoiseSchedule.spaced now passes it)."""
+def test_integer_spacings_are_numpys_grids(spacing):
+    """Index for index numpy's float64 linspace / arange with half-to-even rounding (what diffusers computes), with
+    or without alphas_cumprod (NoiseSchedule.spaced passes it); against the grids before 2026-12-07 (torch's
+    linspace; trailing as round(T - 1 - i T/n)) only exact half-way values moved, by one step."""
+    moved = 0
     for T in (1, 2, 10, 37, 100, 1000):
         sched = NoiseSchedule.linear(T, **F64)
-        for steps in sorted({s for s in (1, 2, 3, 7, T // 3, T // 2, T - 1, T) if 1 <= s <= T}):
+        for steps in range(1, T + 1) if T <= 100 else range(1, T + 1, 7):
+            expected = torch.from_numpy(_numpy_grid(T, steps, spacing).copy())
+            assert torch.equal(spaced_timesteps(T, steps, spacing), expected), (T, steps)
+            assert torch.equal(spaced_timesteps(T, steps, spacing, alphas_cumprod=sched.alphas_cumprod), expected)
+            assert torch.equal(sched.spaced(steps, spacing).timesteps, expected)
             old = _old_spaced_timesteps(T, steps, spacing)
-            assert torch.equal(spaced_timesteps(T, steps, spacing), old), (T, steps)
-            assert torch.equal(spaced_timesteps(T, steps, spacing, alphas_cumprod=sched.alphas_cumprod), old)
-            assert torch.equal(sched.spaced(steps, spacing).timesteps, old)
+            differ = set(torch.nonzero(old != expected).flatten().tolist())
+            assert differ <= _half_way(T, steps, spacing) and (old - expected).abs().max() <= 1, (T, steps)
+            moved += bool(differ)
+    assert (moved == 0) == (spacing == "leading")
 
 
 def _formula_timesteps(ab: np.ndarray, steps: int, spacing: str) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,9 @@ feature network, exact distances for 2-D points, each at several sample sizes ne
 
 * ``distances``: FD, KID, MMD, sliced and exact Wasserstein on feature arrays;
 * ``precision_recall``: Kynkäänniemi et al.'s k-NN precision and recall;
-* ``features``: the feature networks (``digits-mlp``, trained here and cached; ``raw``);
+* ``features``: the feature networks (``digits-mlp``, trained here and cached; ``raw``; ``inception-v3``);
+* ``inception``: the FID Inception-v3 (pytorch-fid's network and resize) from a weights file the user supplies,
+  checked by SHA-256; its 2048 pool3 features;
 * ``inputs``: reading samples and references; ``measure``: :func:`evaluate`, the sizes, floors and extrapolation;
 * ``report``: the result's dataclasses, its table and JSON;
 * ``during_training``: :func:`training_evaluator`, what ``train --eval-every`` logs (the trainer draws the samples).

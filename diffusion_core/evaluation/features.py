@@ -5,8 +5,10 @@
   about a second); the features are its 64 penultimate activations. It is built on first use and cached (a
   ~70 kB safetensors file under :func:`cache_dir`, the recipe's version in its name); nothing is downloaded.
 * ``raw``: the values as they are, flattened (2-D points; any image, as a pixel-space baseline).
-
-Inception-v3 features from a user-supplied weights file are not implemented yet.
+* ``inception-v3``: the 2048 pool3 features of the FID Inception-v3 (:mod:`.inception`), from the weights file
+  pytorch-fid uses, which the user supplies (``--inception-weights``, else ``$DIFFUSION_CORE_INCEPTION_WEIGHTS``)
+  and which is checked by SHA-256; images are resized to 299x299 as pytorch-fid does (bilinear, not clean-fid's
+  bicubic), one-channel images repeated to three channels.
 """
 from __future__ import annotations
 
@@ -21,12 +23,14 @@ import torch
 
 from ..errors import InvalidInput
 
-__all__ = ["FEATURE_NETWORKS", "FeatureNetwork", "build_digits_mlp", "cache_dir", "digits_mlp", "feature_network"]
+__all__ = ["FEATURE_NETWORKS", "FeatureNetwork", "INCEPTION_ENV", "build_digits_mlp", "cache_dir", "digits_mlp",
+           "feature_network", "inception_v3"]
 
 log = logging.getLogger("diffusion_core.evaluation")
 CACHE_ENV = "DIFFUSION_CORE_CACHE"
 DIGITS_RECIPE = "digits-mlp-v1"  # bump when the recipe below changes: the cached file is then rebuilt
-FEATURE_NETWORKS = ("digits-mlp", "raw")
+INCEPTION_ENV = "DIFFUSION_CORE_INCEPTION_WEIGHTS"
+FEATURE_NETWORKS = ("digits-mlp", "raw", "inception-v3")
 
 
 @dataclass(frozen=True)
@@ -128,13 +132,44 @@ def _raw(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float64).reshape(len(x), -1)
 
 
-def feature_network(name: str | None, shape: tuple[int, ...], cache: str | Path | None = None) -> FeatureNetwork:
+def inception_v3(weights: str | Path | None, sha256: str | None = None) -> FeatureNetwork:
+    """The ``inception-v3`` features from the weights file ``weights`` (None: ``$DIFFUSION_CORE_INCEPTION_WEIGHTS``),
+    checked against ``sha256`` (None: the official file's) before it is loaded."""
+    from . import inception
+
+    weights = weights or os.environ.get(INCEPTION_ENV) or None
+    if weights is None:
+        raise InvalidInput(f"--features inception-v3 needs --inception-weights FILE (or ${INCEPTION_ENV}): "
+                           f"download {inception.INCEPTION_FILE} (SHA-256 {inception.INCEPTION_SHA256}) from "
+                           f"{inception.INCEPTION_URL}")
+    net = inception.load_inception(weights, sha256)
+
+    def embed(x: np.ndarray) -> np.ndarray:
+        return inception.inception_features(net, x)
+
+    digest = (sha256 or inception.INCEPTION_SHA256)[:8]
+    return FeatureNetwork("inception-v3", f"2048 pool3 features of the FID Inception-v3 (pytorch-fid's port of the "
+                          f"2015-12-05 TF graph; weights {Path(weights).name}, SHA-256 {digest}...); images in [-1, 1] "
+                          "-> [0, 1], 1 channel repeated to 3, bilinear resize to 299x299 (F.interpolate, "
+                          "align_corners=False, no antialias), 2x-1: pytorch-fid's convention, comparable with "
+                          "pytorch-fid/torchmetrics-style FIDs, not clean-fid's (PIL bicubic resize)", embed)
+
+
+def feature_network(name: str | None, shape: tuple[int, ...], cache: str | Path | None = None,
+                    inception_weights: str | Path | None = None) -> FeatureNetwork:
     """The feature network ``name`` for examples of ``shape``; ``None`` picks ``digits-mlp`` for 8x8 one-channel
-    images and ``raw`` otherwise."""
+    images and ``raw`` otherwise. ``inception_weights``: the weights file of ``inception-v3`` (only)."""
     if name is None:
         name = "digits-mlp" if tuple(shape) == (1, 8, 8) else "raw"
     if name not in FEATURE_NETWORKS:
         raise InvalidInput(f"--features must be one of {', '.join(FEATURE_NETWORKS)}, got {name!r}")
+    if inception_weights is not None and name != "inception-v3":
+        raise InvalidInput(f"--inception-weights is for --features inception-v3, not {name}")
+    if name == "inception-v3":
+        if len(shape) != 3 or shape[0] not in (1, 3):
+            raise InvalidInput(f"--features inception-v3 is for images (C, H, W) with C 1 or 3, got examples of "
+                               f"shape {tuple(shape)}")
+        return inception_v3(inception_weights)
     if name == "raw":
         what = "2-D coordinates" if tuple(shape) == (2,) else "pixel values"
         return FeatureNetwork("raw", f"the {what} as they are ({int(np.prod(shape))} per example)", _raw)

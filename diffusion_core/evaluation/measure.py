@@ -31,6 +31,7 @@ class EvalOptions:
     max_n: int = 2000  # N_max is the smallest of this, the samples' count and each reference half's
     seed: int = 0
     cache_dir: str | None = None  # where digits-mlp is cached (None: features.cache_dir())
+    inception_weights: str | None = None  # inception-v3's weights file (None: $DIFFUSION_CORE_INCEPTION_WEIGHTS)
 
 
 Metric = Callable[[np.ndarray, np.ndarray], "tuple[float, float | None]"]
@@ -115,7 +116,7 @@ def evaluate_examples(samples: Examples, reference: Examples, options: EvalOptio
     if samples.shape != reference.shape:
         raise InvalidInput(f"SAMPLES ({samples.source!r}) hold examples of shape {samples.shape} but the reference "
                            f"({reference.source!r}) holds {reference.shape}; they must match")
-    net = feature_network(o.features, reference.shape, o.cache_dir)
+    net = feature_network(o.features, reference.shape, o.cache_dir, o.inception_weights)
     floor_rows, ref_rows = _split(len(reference.data), o.seed)
     rng = np.random.default_rng(o.seed + 1)
     s = net.embed(samples.data[rng.permutation(len(samples.data))])

@@ -16,6 +16,7 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import Dataset, Precision, TrainConfig
 from .data import digits, toy_data
 from .data_source import folder_batches
+from .diffusers_format import DiffusersModel, ExportResult, export_diffusers, load_diffusers
 from .folder_cache import PreparedFolder, prepare_image_folder
 from .images import image_grid, save_image_grid, save_scatter
 from .models import build_model, load_model, model_config_for
@@ -24,8 +25,8 @@ from .step import EMA
 from .trainer import NonFiniteLossError, TrainingInterrupted, TrainResult, train
 
 __all__ = [
-    "Checkpoint", "Dataset", "EMA", "PreparedFolder", "NonFiniteLossError", "Precision", "TrainConfig", "TrainResult",
-    "TrainingInterrupted", "autocast_dtype", "build_model", "digits", "folder_batches", "image_grid", "load_checkpoint",
-    "load_model", "model_config_for", "prepare_image_folder", "resolve_device", "save_checkpoint", "save_image_grid",
+    "Checkpoint", "Dataset", "DiffusersModel", "EMA", "ExportResult", "PreparedFolder", "NonFiniteLossError", "Precision", "TrainConfig", "TrainResult",
+    "TrainingInterrupted", "autocast_dtype", "build_model", "digits", "export_diffusers", "folder_batches", "image_grid", "load_checkpoint",
+    "load_diffusers", "load_model", "model_config_for", "prepare_image_folder", "resolve_device", "save_checkpoint", "save_image_grid",
     "save_scatter", "toy_data", "train",
 ]

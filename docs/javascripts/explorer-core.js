@@ -56,9 +56,12 @@
     throw new Error(`schedule: unknown kind ${kind}`);
   }
 
-  // spaced_timesteps(T, steps, "linspace"): round(linspace(0, T-1, steps)).
+  // spaced_timesteps(T, steps, "linspace"): round(linspace(0, T-1, steps)) as numpy (and so diffusers) computes
+  // it, i * step with the last value set to T-1 (not torch.linspace's two halves: they differ at half-way values).
   function linspaceTimesteps(T, steps) {
-    return Int32Array.from(linspace(0, T - 1, steps), roundHalfEven);
+    if (steps === 1) return Int32Array.of(0);
+    const step = (T - 1) / (steps - 1);
+    return Int32Array.from({ length: steps }, (_, i) => (i === steps - 1 ? T - 1 : roundHalfEven(i * step)));
   }
 
   // NoiseSchedule.respace(keep): beta'_i = 1 - abar_{k_i} / abar_{k_{i-1}} (improved DDPM, sec. 4).
