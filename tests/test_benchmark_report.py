@@ -312,17 +312,22 @@ def test_quality_results_come_from_the_evaluation_tool_and_state_network_n_and_f
         assert (f"Floors: W2 {f['w2_floor']:.4f}," if points else f"Floors: FD {f['fd_floor']:.3f}, KID ") in page
 
 
-@pytest.mark.parametrize("dataset", ["digits", "two-moons"])
+@pytest.mark.parametrize("dataset", ["digits", "swiss-roll", "two-moons"])
 def test_stored_floors_are_what_the_evaluation_tool_reports_now(dataset, tmp_path, monkeypatch):
     """The floors do not depend on the samples: scoring any set now gives the stored ones (digits-mlp rebuilt in a
-    fresh cache), so the stored numbers are the tool's."""
+    fresh cache) in every stored result of that data set, so the stored numbers are the tool's."""
     from benchmarks.eval_scores import POINTS_N, Scorer
 
     monkeypatch.setenv("DIFFUSION_CORE_CACHE", str(tmp_path))
-    stored = next(s for ev, s in _quality_sets() if ev["reference"] == dataset)[0]
+    stored = [(ev, s[0]) for ev, s in _quality_sets() if ev["reference"] == dataset]
+    assert stored, f"no stored quality result for {dataset}"
     points = dataset != "digits"
     scorer = Scorer(dataset, POINTS_N if points else 1000)
     x = torch.randn(POINTS_N, 2) if points else torch.rand(1000, 1, 8, 8) * 2 - 1
     now = scorer(x)
-    for k in (k for k in stored if k.endswith("_floor")):
-        assert now[k] == pytest.approx(stored[k], rel=1e-6, abs=1e-12), k
+    for ev, first in stored:
+        assert ev["n"] == scorer.n and ev["feature_description"] == scorer.description["feature_description"]
+        floors = [k for k in first if k.endswith("_floor")]
+        assert floors
+        for k in floors:
+            assert now[k] == pytest.approx(first[k], rel=1e-6, abs=1e-12), k
