@@ -331,3 +331,43 @@ def test_stored_floors_are_what_the_evaluation_tool_reports_now(dataset, tmp_pat
         assert floors
         for k in floors:
             assert now[k] == pytest.approx(first[k], rel=1e-6, abs=1e-12), k
+
+
+def _prose(path: Path) -> str:
+    """A README's or a notebook's text with its line breaks (and a notebook's comment marks) as single spaces."""
+    text = path.read_text(encoding="utf-8")
+    lines = [line[2:] if line.startswith("# ") else line for line in text.splitlines()] if path.suffix == ".py" else [text]
+    return " ".join(" ".join(lines).split())
+
+
+def test_readme_quotes_the_stored_digits_quality():
+    """The README's figures for the default digits model (VP-v, DDIM-50) are the stored per-path result's."""
+    (q,) = [q for q in _stored_quality() if q.get("kind") == "paths"]
+    (m,) = [m for e in q["rows"] if (e["data"], e["row"]) == ("digits", "vp-v") for m in e["samples"]
+            if m["budget"] is None]
+    assert (m["sampler"], m["steps"]) == ("euler", 50) and q["evaluation"]["digits"]["n"] == 898
+    assert (f"samples score FD {m['fd']:.2f}, {m['fd_ratio']:.2f} times the real-vs-real floor of {m['fd_floor']:.2f}, "
+            f"KID {m['kid']:.1f} ± {m['kid_se']:.1f} (floor {m['kid_floor']:.1f} ± {m['kid_floor_se']:.1f}), precision "
+            f"{m['precision']:.2f} (floor {m['precision_floor']:.2f}) and recall {m['recall']:.2f} (floor "
+            f"{m['recall_floor']:.2f})") in _prose(ROOT / "README.md")
+
+
+def test_guidance_notebook_quotes_the_stored_conditional_quality():
+    """The guidance notebook's figures are the stored class-conditional rows of its sampler (DPM-Solver++(2M), 20
+    steps), and its claim holds: FD / floor grows and recall falls with the scale at every sampler and number of
+    evaluations but Heun's 5."""
+    (q,) = [q for q in _stored_quality() if q.get("kind") != "paths"]
+    by_setting: dict = {}
+    for r in q["rows"]:
+        by_setting.setdefault((r["sampler"], r["spacing"], r["sigma_max"], r["nfe"]), {})[r["guidance"]] = r
+    for (sampler, _, _, nfe), rows in by_setting.items():
+        fd, recall = ([rows[s][k] for s in sorted(rows)] for k in ("fd_ratio", "recall"))
+        ordered = fd == sorted(fd) and recall == sorted(recall, reverse=True)
+        assert ordered != (sampler == "heun" and nfe == 5), (sampler, nfe, fd, recall)
+    rows = by_setting[("dpmpp-2m", "linspace", None, 20)]
+    assert sorted(rows) == [1.0, 2.0, 4.0]
+    fd, recall = (", ".join(f"{rows[s][k]:.2f}" for s in (1.0, 2.0)) + f" and {rows[4.0][k]:.2f}"
+                  for k in ("fd_ratio", "recall"))
+    notebook = _prose(ROOT / "docs" / "examples" / "guidance_digits.py")
+    assert "dpmpp_2m_sample(denoiser, diffusion, x_T, steps=20," in notebook
+    assert f"FD {fd} times the floor, recall {recall} at s = 1, 2 and 4" in notebook

@@ -103,7 +103,9 @@ for scale in scales:
 # takes over more often. The [Benchmarks](../benchmarks.md) page measures the same model at more samplers, numbers of
 # evaluations and scales with the library's evaluation tool (`diffusion-core eval`: FD, KID, precision and recall in
 # the `digits-mlp` features, each next to its real-vs-real floor): FD grows with the scale and recall falls, the
-# guided digits covering less of the real ones.
+# guided digits covering less of the real ones. With DPM-Solver++(2M) at 20 steps, as here (1,000 samples there):
+# FD 0.91, 3.73 and 8.10 times the floor, recall 0.92, 0.67 and 0.40 at s = 1, 2 and 4. The order is the same for
+# every sampler and number of evaluations there except Heun's 5, whose samples are still noise.
 
 # %%
 print(f"notebook run time: {time.perf_counter() - start_time:.1f} s")
