@@ -81,7 +81,7 @@ theirs = pipe(batch_size=16, generator=torch.Generator().manual_seed(0), num_inf
               output_type="np").images  # (16, 8, 8, 1) in [0, 1]
 theirs = torch.from_numpy(theirs).permute(0, 3, 1, 2) * 2 - 1
 
-ckpt = load_checkpoint(checkpoint)
+ckpt = load_checkpoint(example_checkpoint("digits"))  # the same file as `checkpoint` above
 model, diffusion = load_model(ckpt), TrainConfig.from_dict(ckpt.train_config).diffusion()
 g = torch.Generator().manual_seed(0)
 x_T = torch.randn(16, 1, 8, 8, generator=g)
