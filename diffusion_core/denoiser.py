@@ -51,6 +51,13 @@ class BaseDenoiser:
         ``ddim_sample(model, diffusion, ...)`` and ``training_losses`` call it: the diffusion decides)."""
         raise NotImplementedError
 
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, c: Coefficients, t_in: torch.Tensor, *,
+                labels: torch.Tensor | None = None, **cond: Any) -> Prediction:
+        """The prediction at ``t`` given the path's coefficients there (``c``, as :meth:`coefficients` returns them)
+        and the network's time input (``t_in``, ``path.network_time(t)``), looked up already: a sampler does it once
+        per grid, not once per step. The base version looks them up again."""
+        return self(x_t, t, labels=labels, **cond)
+
     def coefficients(self, t: torch.Tensor, like: torch.Tensor) -> Coefficients:
         """:math:`\\alpha_t, \\sigma_t` (and their derivatives) of the path, shaped to broadcast against ``like``
         and in its dtype."""
@@ -129,15 +136,15 @@ class Denoiser(BaseDenoiser):
                         learned_variance=diffusion.learned_variance)
 
     def output(self, x_t: torch.Tensor, t: torch.Tensor, c: Coefficients, *, labels: torch.Tensor | None = None,
-               **cond: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+               t_in: torch.Tensor | None = None, **cond: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One network call at coefficients ``c`` (of :meth:`coefficients`): its output in the target's own space
         (what a loss compares with the target) and its variance channels (``None`` unless learned), in
-        :math:`x_t`'s dtype."""
+        :math:`x_t`'s dtype. ``t_in``: the network's time input if already at hand (else ``path.network_time(t)``)."""
         if self.target is Target.EDM:
             k = edm_scaling(c.sigma / c.alpha, self.sigma_data)
             x_in, t_in = k.c_in * (x_t / c.alpha), k.c_noise.reshape(-1)
         else:
-            x_in, t_in = x_t, self.path.network_time(t)
+            x_in, t_in = x_t, self.path.network_time(t) if t_in is None else t_in
         x_in = self._as_network_dtype(x_in)
         if labels is None:
             if self.num_classes:
@@ -169,6 +176,11 @@ class Denoiser(BaseDenoiser):
                  **cond: Any) -> Prediction:
         c = self.coefficients(t, x_t)
         y, var_output = self.output(x_t, t, c, labels=labels, **cond)
+        return self.read(y, x_t, c, var_output)
+
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, c: Coefficients, t_in: torch.Tensor, *,
+                labels: torch.Tensor | None = None, **cond: Any) -> Prediction:
+        y, var_output = self.output(x_t, t, c, labels=labels, t_in=t_in, **cond)
         return self.read(y, x_t, c, var_output)
 
     def _as_network_dtype(self, x: torch.Tensor) -> torch.Tensor:

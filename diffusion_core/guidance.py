@@ -33,7 +33,7 @@ import torch
 from ._validation import check_fraction, check_labels
 from .denoiser import BaseDenoiser, Denoiser, as_denoiser
 from .errors import InvalidInput, InvalidInputType
-from .targets import Prediction, Target, target_of, to_x0_eps
+from .targets import Coefficients, Prediction, Target, target_of, to_x0_eps
 
 __all__ = ["ClassifierFreeGuidance", "drop_labels"]
 
@@ -116,6 +116,16 @@ class ClassifierFreeGuidance(BaseDenoiser):
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, *, labels: torch.Tensor | None = None,
                  **cond: Any) -> Prediction:
+        return self._guided(x_t, labels, cond, lambda x, lab, kw, rows: self.denoiser(x, rows(t), labels=lab, **kw))
+
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, c: Coefficients, t_in: torch.Tensor, *,
+                labels: torch.Tensor | None = None, **cond: Any) -> Prediction:
+        return self._guided(x_t, labels, cond, lambda x, lab, kw, rows: self.denoiser.predict(
+            x, rows(t), Coefficients(*map(rows, c)), rows(t_in), labels=lab, **kw))
+
+    def _guided(self, x_t: torch.Tensor, labels: torch.Tensor | None, cond: dict, call) -> Prediction:
+        """The guided prediction from ``call(x, labels, cond, rows)``, the inner denoiser at ``x``; ``rows`` maps a
+        per-row tensor of ``x_t``'s batch to the batch of ``x`` (the same, or twice over for [x_t, x_t])."""
         if labels is None:
             raise InvalidInput("labels is required: classifier-free guidance steers towards the given classes "
                                "(for unconditional samples use the plain denoiser with the null label)")
@@ -123,14 +133,15 @@ class ClassifierFreeGuidance(BaseDenoiser):
         check_labels(labels, B, self.null_label, allow_null=False)
         null = torch.full_like(labels, self.null_label)
         if self.scale in (0.0, 1.0):  # w = -1 / w = 0: the unconditional / conditional prediction, one call at B
-            return self.denoiser(x_t, t, labels=null if self.scale == 0 else labels, **cond)
-        both = self.denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), labels=torch.cat([labels, null]),
-                             **{k: torch.cat([v, v]) if isinstance(v, torch.Tensor) else v for k, v in cond.items()})
+            return call(x_t, null if self.scale == 0 else labels, cond, lambda v: v)
+        both = call(torch.cat([x_t, x_t]), torch.cat([labels, null]),
+                    {k: torch.cat([v, v]) if isinstance(v, torch.Tensor) else v for k, v in cond.items()},
+                    lambda v: None if v is None else torch.cat([v, v]))
         (eps_c, eps_u), (x0_c, x0_u) = both.eps.split(B), both.x0.split(B)
         w = self.scale - 1.0
         eps = eps_c + w * (eps_c - eps_u)  # Ho & Salimans eq. 6
         x0 = x0_c + w * (x0_c - x0_u)
-        c = type(both.coefficients)(*(None if v is None else v[:B] for v in both.coefficients))
+        c = Coefficients(*(None if v is None else v[:B] for v in both.coefficients))
         var = None if both.var_output is None else both.var_output[:B]
         if self.rescale > 0:
             x0, eps = self._rescaled(x0, eps, x0_c, eps_c, x_t, c)

@@ -34,7 +34,8 @@ __all__ = ["LogLikelihood", "ode_log_likelihood"]
 
 class LogLikelihood(NamedTuple):
     """Per example: ``log_p`` (nats, of the density at ``t_min``), ``bits_per_dim``
-    (:math:`-\\log_2 p / d`), and the two parts, ``prior`` (:math:`\\log p_{\\mathrm{prior}}(x_T)`) and
+    (:math:`-\\log_2 p / d` for ``x`` as given; add 7 for 8-bit data dequantized and scaled to [-1, 1] as Song et
+    al. 2021 do, to compare with papers), and the two parts, ``prior`` (:math:`\\log p_{\\mathrm{prior}}(x_T)`) and
     ``delta`` (the integrated divergence)."""
 
     log_p: torch.Tensor

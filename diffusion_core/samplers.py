@@ -23,6 +23,7 @@ from .errors import InvalidInput, InvalidInputType
 from .paths import DiscreteVP
 from .reverse import Clip, VarianceType, clip_prediction
 from .sampling import SampleResult, check_start, run
+from .targets import Coefficients
 
 __all__ = ["sample_ddpm", "sample_ddim", "sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_edm",
            "LOWER_ORDER_FINAL_BELOW"]
@@ -49,6 +50,10 @@ class _Grid:
         self.alpha64, self.sigma64 = path.alpha(ts), path.sigma(ts)
         self.ts = ts.to(x.device)
         self.alpha, self.sigma = (v.to(device=x.device, dtype=x.dtype) for v in (self.alpha64, self.sigma64))
+        # What the denoiser needs at each grid time, looked up (and validated) here once, not at every step.
+        self.derivatives = (None if isinstance(path, DiscreteVP) else
+                            tuple(v.to(device=x.device, dtype=x.dtype) for v in path.derivatives(ts)))
+        self.network_time = path.network_time(ts).to(x.device)
 
     def col(self, table: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """``table[k]`` shaped ``(1, 1, ...)`` to broadcast against the state."""
@@ -57,17 +62,29 @@ class _Grid:
     def time(self, k: torch.Tensor) -> torch.Tensor:
         return self.ts.index_select(0, k).expand(self.batch)
 
+    def coefficients(self, k: torch.Tensor) -> Coefficients:
+        """The path's coefficients at grid time ``k`` per row, as ``BaseDenoiser.coefficients`` gives them."""
+        def rows(table):
+            return None if table is None else table.index_select(0, k).expand(self.batch).reshape(
+                -1, *([1] * (self.ndim - 1)))
+        return Coefficients(rows(self.alpha), rows(self.sigma), *map(rows, self.derivatives or (None, None)))
+
     def table(self, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """A float64 per-step table on the state's device and dtype."""
         return values.to(device=like.device, dtype=like.dtype)
 
 
 def _predictor(denoiser: BaseDenoiser, grid: _Grid, labels, clip, percentile: float):
-    """``pred(x, t)``: the denoiser's prediction at times ``t``, :math:`\\hat x_0` clipped by ``clip``."""
+    """``pred(x, k)``: the denoiser's prediction at grid time ``k`` (or at the times ``t=`` off the grid),
+    :math:`\\hat x_0` clipped by ``clip``."""
     clip = check_choice("clip", clip, Clip)
 
-    def pred(x: torch.Tensor, t: torch.Tensor):
-        raw = denoiser(x, t, labels=labels)
+    def pred(x: torch.Tensor, k: torch.Tensor | None = None, *, t: torch.Tensor | None = None):
+        if t is None:
+            raw = denoiser.predict(x, grid.time(k), grid.coefficients(k), grid.network_time.index_select(0, k).expand(
+                grid.batch), labels=labels)
+        else:
+            raw = denoiser(x, t, labels=labels)
         p = clip_prediction(raw, x, clip, percentile)
         # Multistep and Heun steps keep x0_hat across network calls. With the x0 target it is the network's own
         # output, which a network compiled alone with CUDA graphs overwrites at its next call: keep a copy (outside
@@ -99,7 +116,7 @@ def sample_ddim(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, et
     c_noise = g.table(eta * post_sd, x)  # 0 at the step to the data
 
     def step(x, k, prev, z):
-        p = pred(x, g.time(k))
+        p = pred(x, k)
         a_s, s_s = g.col(g.alpha, k + 1), g.col(g.sigma, k + 1)
         if eta == 0:  # a constant of the run: no noise term at all
             return a_s * p.x0 + s_s * p.eps, p.x0
@@ -153,7 +170,7 @@ def sample_ddpm(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *,
     log_large, log_small = g.table(torch.log(s2_ts), x), g.table(torch.log(s2_ts * s_s**2 / s**2), x)
 
     def step(x, k, prev, z):
-        p = pred(x, g.time(k))
+        p = pred(x, k)
         mean = g.col(coef_x0, k) * p.x0 + g.col(coef_xt, k) * x
         if variance is VarianceType.FIXED_SMALL:
             log_var = g.col(log_small, k)
@@ -167,7 +184,7 @@ def sample_ddpm(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *,
         return mean + torch.exp(0.5 * log_var) * z, p.x0
 
     def last(x, k, prev, z):  # to the data: the posterior mean is x0_hat itself, and no noise
-        p = pred(x, g.time(k))
+        p = pred(x, k)
         return p.x0, p.x0
 
     return run(step, x, g.steps, last=last, noisy=True, generator=generator, desc=f"DDPM-{g.steps}", name="sample_ddpm", **loop)
@@ -206,14 +223,14 @@ def sample_heun(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, la
     def step(x, k, prev, z):
         a, a_s, s, s_s = g.col(g.alpha, k), g.col(g.alpha, k + 1), g.col(sig, k), g.col(sig, k + 1)
         xb = x / a
-        x0 = pred(x, g.time(k)).x0
+        x0 = pred(x, k).x0
         d_cur = (xb - x0) / s
         xb_euler = xb + (s_s - s) * d_cur
-        d_next = (xb_euler - pred(a_s * xb_euler, g.time(k + 1)).x0) / s_s
+        d_next = (xb_euler - pred(a_s * xb_euler, k + 1).x0) / s_s
         return a_s * (xb + (s_s - s) * (0.5 * d_cur + 0.5 * d_next)), x0
 
     def last(x, k, prev, z):  # Euler to sigma = 0: xb + (0 - s)(xb - D)/s = D, and alpha = 1 there
-        x0 = pred(x, g.time(k)).x0
+        x0 = pred(x, k).x0
         return x0, x0
 
     return run(step, x, g.steps, last=last, desc=f"Heun-{g.steps}", name="sample_heun", **loop)
@@ -278,12 +295,12 @@ def sample_dpmpp_2m(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *
     cx, c0, c1 = (g.table(c, x) for c in _dpmpp_2m_coefficients(g, lower_order_final))
 
     def step(x, k, prev, z):
-        x0 = pred(x, g.time(k)).x0
+        x0 = pred(x, k).x0
         # the second-order correction c1 (x0 - prev) = c0 (D - x0); c1 = 0 exactly at the first-order steps
         return g.col(cx, k) * x + g.col(c0, k) * x0 + g.col(c1, k) * (x0 - prev), x0
 
     def last(x, k, prev, z):  # sigma_next = 0, alpha_next = 1: the update is exactly x0
-        x0 = pred(x, g.time(k)).x0
+        x0 = pred(x, k).x0
         return x0, x0
 
     return run(step, x, g.steps, last=last, desc=f"DPM++2M-{g.steps}", name="sample_dpmpp_2m", **loop)
@@ -324,14 +341,14 @@ def sample_edm(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, s_c
     def step(x, k, prev, z):
         a, a_s, s_h, s_s = g.col(g.alpha, k), g.col(g.alpha, k + 1), g.col(sig_hat, k), g.col(sig, k + 1)
         xb = x / a if z is None else x / a + g.col(extra, k) * z
-        x0 = pred(g.col(a_hat, k) * xb, t_hat.index_select(0, k).expand(g.batch)).x0
+        x0 = pred(g.col(a_hat, k) * xb, t=t_hat.index_select(0, k).expand(g.batch)).x0
         d_cur = (xb - x0) / s_h
         xb_euler = xb + (s_s - s_h) * d_cur
-        d_next = (xb_euler - pred(a_s * xb_euler, g.time(k + 1)).x0) / s_s
+        d_next = (xb_euler - pred(a_s * xb_euler, k + 1).x0) / s_s
         return a_s * (xb + (s_s - s_h) * (0.5 * d_cur + 0.5 * d_next)), x0
 
     def last(x, k, prev, z):
-        x0 = pred(x, g.time(k)).x0
+        x0 = pred(x, k).x0
         return x0, x0
 
     return run(step, x, g.steps, last=last, noisy=s_churn > 0, generator=generator, desc=f"EDM-{g.steps}", name="sample_edm", **loop)

@@ -25,7 +25,7 @@ from cdp import Browser, CDPError, Tab
 
 pytestmark = pytest.mark.browser
 
-THEORY = ("background/", "diffusion/", "ddim/", "score/")
+THEORY = ("background/", "diffusion/", "ddim/", "score/", "flow/", "quality/")
 KEY_PAGES = ("", "background/reparameterization/", "background/kl-divergence/",
              "diffusion/forward-process/", "ddim/", "score/network/", "explorer/", "examples/hello/")
 LOAD_TIMEOUT = 30.0

@@ -286,3 +286,45 @@ def test_gaussian_conditioning_fails_with_a_wrong_coefficient():
             mutated.check()
         assert sp.simplify(var - g.post_var) != 0 or sp.simplify(mean - g.post_mean) != 0, name
     assert g.conditioning.check().steps  # the right coefficients pass
+
+
+def test_the_likelihood_page_fails_with_a_wrong_coefficient():
+    """The likelihood page's derivations fail when a coefficient changes: the continuity equation with the wrong
+    sign, the slope of the normal-data velocity without its (1 - t), Rademacher's variance with E[z^4] = 3 (the
+    normal probe's), and the bits-per-dimension offset with the wrong sign."""
+    import sympy as sp
+
+    from diffusion_core.derivations import DerivationError, antiderivative, ordered, under
+    from diffusion_core.derivations.quality import likelihood as L
+    from diffusion_core.derivations.score.sde import Calculus, Dx
+
+    backwards = Calculus("the continuity equation with the sign flipped",
+                         after={sp.Derivative(L.p, L.t): sp.Derivative(L.p * L.v, L.x)})
+
+    def flow(d):
+        d.start(ordered(sp.Derivative(sp.log(L.p), L.t), L.v * Dx(sp.log(L.p))))
+        d.eq(ordered(sp.Derivative(L.p, L.t), L.v * Dx(L.p)) / L.p, "", by=under(L.ANY_FLOW))
+        d.eq(ordered(-Dx(L.p * L.v), L.v * Dx(L.p)) / L.p, "", by=under(backwards))
+
+    def slope(d):
+        gain = (L.t - L.s**2) / L.var_t
+        d.start(sp.Integral(gain, (L.t, L.t0, L.t1)))
+        d.eq(sp.log(L.var_t.subs(L.t, L.t1) / L.var_t.subs(L.t, L.t0)) / 2, "",
+             by=antiderivative(sp.log(L.var_t) / 2))
+
+    def rademacher(d):
+        d.start(L.Var(L.symmetric))
+        d.eq(4 * L.b**2, "")
+
+    def offset(d):
+        d.start(-sp.log(L.p_x * sp.Integer(128) ** (-L.D), 2) / L.D)
+        d.eq(ordered(-sp.log(L.p_x) / (L.D * sp.log(2)), -7), "")
+
+    cases = [(flow, L.log_density_along.models), (slope, [L.NORMAL_DATA]), (rademacher, [L.NORMAL_PROBES]),
+             (offset, [L.INTEGERS])]
+    for build, models in cases:
+        mutated = type(L.bits_per_dim)(build, "mutated", models)
+        with pytest.raises(DerivationError):
+            mutated.check()
+    for right in (L.log_density_along, L.normal_delta, L.rademacher_variance, L.bits_per_dim):
+        assert right.check().steps
