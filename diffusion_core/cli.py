@@ -135,22 +135,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_export(sub) -> None:
     ex = sub.add_parser("export", help="write a checkpoint in another library's format (diffusers' DDPMPipeline "
-                        "folder)", formatter_class=_HelpFormatter)
-    ex.add_argument("--checkpoint", required=True, help="a checkpoint.safetensors of a vp U-Net run")
-    ex.add_argument("--to", required=True, choices=["diffusers"], help="the format: diffusers (model_index.json, "
-                    "unet/, scheduler/; loads with DDPMPipeline.from_pretrained)")
-    ex.add_argument("out", help="the folder to write (an existing non-empty folder is refused unless --overwrite)")
+                        "folder, or the network as ONNX)", formatter_class=_HelpFormatter)
+    ex.add_argument("--checkpoint", required=True, help="a checkpoint.safetensors (diffusers: of a vp U-Net run)")
+    ex.add_argument("--to", required=True, choices=["diffusers", "onnx"], help="the format: diffusers "
+                    "(model_index.json, unet/, scheduler/; loads with DDPMPipeline.from_pretrained) or onnx (the "
+                    "network alone, inputs x, t and for a class-conditional network labels; free batch size)")
+    ex.add_argument("out", help="the folder (diffusers) or .onnx file (onnx) to write; an existing one is refused "
+                    "unless --overwrite")
     ex.add_argument("--no-ema", action="store_true", help="write the raw weights (default: the EMA weights)")
     ex.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
 
 def _export(ns: argparse.Namespace) -> None:
-    from .train.diffusers_format import export_diffusers
+    if ns.to == "onnx":
+        from .train.onnx_format import export_onnx
 
-    result = export_diffusers(ns.checkpoint, ns.out, ema=not ns.no_ema, overwrite=ns.overwrite)
+        result = export_onnx(ns.checkpoint, ns.out, ema=not ns.no_ema, overwrite=ns.overwrite)
+        what = f"ONNX, inputs {', '.join(result.inputs)}; the sampling loop is not in the file"
+    else:
+        from .train.diffusers_format import export_diffusers
+
+        result = export_diffusers(ns.checkpoint, ns.out, ema=not ns.no_ema, overwrite=ns.overwrite)
+        what = "diffusers DDPMPipeline folder"
     which = ("the EMA weights (--no-ema for the raw ones)" if result.ema else
              "the raw weights" + ("" if ns.no_ema else " (the checkpoint holds no EMA)"))
-    print(f"wrote {result.path} (diffusers DDPMPipeline folder) with {which}")
+    print(f"wrote {result.path} ({what}) with {which}")
 
 
 def _train(ns: argparse.Namespace) -> None:

@@ -33,12 +33,14 @@ def frechet_distance(a, b) -> float:
     a, b = as_rows(a), as_rows(b)
     if a.shape[1] != b.shape[1]:
         raise InvalidInput(f"a and b must have the same feature size, got {a.shape[1]} and {b.shape[1]}")
+    if min(len(a), len(b)) < 2:
+        raise InvalidInput(f"a and b need at least 2 rows each to fit a Gaussian, got {len(a)} and {len(b)}")
     mu_a, mu_b = a.mean(0), b.mean(0)
-    if 2 <= min(len(a), len(b)) and max(len(a), len(b)) < a.shape[1]:
+    if max(len(a), len(b)) < a.shape[1]:
         ca, cb = (a - mu_a) / np.sqrt(len(a) - 1), (b - mu_b) / np.sqrt(len(b) - 1)
         trace_sqrt = np.linalg.svd(ca @ cb.T, compute_uv=False).sum()
         return float(((mu_a - mu_b) ** 2).sum() + (ca**2).sum() + (cb**2).sum() - 2 * trace_sqrt)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    cov_a, cov_b = (np.atleast_2d(np.cov(rows, rowvar=False)) for rows in (a, b))  # 1 feature: a 1 x 1 matrix
     # tr((A B)^{1/2}) = sum of sqrt of the eigenvalues of A^{1/2} B A^{1/2}, which is symmetric PSD.
     w, v = np.linalg.eigh(cov_a)
     sqrt_a = (v * np.sqrt(w.clip(min=0))) @ v.T

@@ -92,7 +92,7 @@ def model_log_variance(
         raise InvalidInput("variance=LEARNED_RANGE needs the network's variance output")
     # Nichol & Dhariwal eq. 15 between log beta~_t (clipped: beta~_1 = 0) and log beta_t at every t, t = 0
     # included: the upper end is the true beta_1 there, or the range collapses and the output gets no gradient.
-    frac = (var_output.float() + 1) / 2  # the network's v in [-1, 1] mapped to eq. 15's [0, 1]
+    frac = (var_output.float() + 1) / 2  # eq. 15's v; unconstrained: outside [0, 1] it extrapolates
     return frac * extract(log_betas, t, ndim) + (1 - frac) * log_small
 
 

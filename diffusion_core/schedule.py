@@ -73,7 +73,7 @@ def _quadratic_betas(T: int, beta_start: float, beta_end: float) -> torch.Tensor
 
 
 def _sigmoid_betas(T: int, beta_start: float, beta_end: float) -> torch.Tensor:
-    # A logistic ramp from beta_start to beta_end over [-6, 6] (the DDPM codebase's "sigmoid").
+    # A logistic ramp from beta_start to beta_end over [-6, 6] (the "sigmoid" of the DDIM code base, Song et al. 2021; the DDPM code has none).
     ramp = torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64))
     return beta_start + (beta_end - beta_start) * ramp
 

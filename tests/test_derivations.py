@@ -262,3 +262,27 @@ def test_derivatives_of_abstract_functions_and_densities_stay_symbolic():
     wrong.eq(f(x) * sp.Derivative(f(x), x))
     with pytest.raises(DerivationError):
         wrong.check()
+
+
+def test_gaussian_conditioning_fails_with_a_wrong_coefficient():
+    """The Gaussian-conditioning page's central step fails when the posterior variance loses its sigma^2 (the
+    observation's noise), or when the gain's k is dropped."""
+    import sympy as sp
+
+    from diffusion_core.derivations import DerivationError, GaussPdf
+    from diffusion_core.derivations.background import gaussian as g
+
+    wrong = {"variance": (g.post_mean, g.tau**2 / (g.k**2 * g.tau**2 + g.sig**2)),
+             "gain": (g.mu + g.tau**2 / (g.k**2 * g.tau**2 + g.sig**2) * (g.y - g.k * g.mu), g.post_var)}
+    for name, (mean, var) in wrong.items():
+        spec = g.conditioning
+
+        def build(d, mean=mean, var=var):
+            d.start(GaussPdf(g.x, g.mu, g.tau**2) * GaussPdf(g.y, g.k * g.x, g.sig**2)
+                    / GaussPdf(g.y, g.k * g.mu, g.k**2 * g.tau**2 + g.sig**2))
+            d.eq(GaussPdf(g.x, mean, var), "complete the square in $x$", by=g.ratio_is_one())
+        mutated = type(spec)(build, spec.title, spec.models)
+        with pytest.raises(DerivationError):
+            mutated.check()
+        assert sp.simplify(var - g.post_var) != 0 or sp.simplify(mean - g.post_mean) != 0, name
+    assert g.conditioning.check().steps  # the right coefficients pass

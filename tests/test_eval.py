@@ -316,3 +316,13 @@ def test_errors_are_one_line_and_name_the_argument(cache, tmp_path, capsys):
     np.save(tmp_path / "points.npy", np.zeros((50, 2), dtype=np.float32))
     with pytest.raises(InvalidInput, match="--features digits-mlp is for 8x8"):
         evaluate(str(tmp_path / "points.npy"), "swiss-roll", EvalOptions(features="digits-mlp"))
+
+
+def test_frechet_distance_of_one_feature_is_the_1d_closed_form_and_needs_two_rows():
+    """One feature: (m_a - m_b)^2 + (s_a - s_b)^2 with the sample moments (divisor N - 1); one row is refused."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.5, 2.0, (40, 1)), rng.normal(-0.2, 0.7, (25, 1))
+    expected = (a.mean() - b.mean()) ** 2 + (a.std(ddof=1) - b.std(ddof=1)) ** 2
+    assert abs(frechet_distance(a, b) - expected) <= 1e-12 * expected
+    with pytest.raises(InvalidInput, match="at least 2 rows each"):
+        frechet_distance(a[:1], b)

@@ -7,8 +7,8 @@ need from here::
 
     from diffusion_core.derivations import Derivation, E, Var, Model, derivation, normal
 """
-from ._checks import (Check, StepFailure, antiderivative, are_equal, is_zero, jensen, ratio_is_one, resolve,
-                      under, uses)
+from ._checks import (Check, StepFailure, antiderivative, are_equal, assumption, definition, is_zero, jensen,
+                      ratio_is_one, resolve, under, uses)
 from ._discover import discover
 from ._evaluate import Model, free_random
 from ._framework import Derivation, DerivationError, DerivationSpec, Report, derivation
@@ -21,7 +21,8 @@ __all__ = [
     "Check", "Cov", "Derivation", "DerivationError", "DerivationSpec", "E", "ELBO",
     "Expectation", "GaussPdf", "H", "KL", "Model", "Pdf", "Pr", "RandomVariable", "Report",
     "StepFailure", "Var", "density", "ordered", "derivation", "discover", "discrete", "free_random",
-    "from_stats", "antiderivative", "are_equal", "is_zero", "jensen", "normal", "random_variables",
+    "from_stats", "antiderivative", "are_equal", "assumption", "definition", "is_zero", "jensen", "normal",
+    "random_variables",
     "ratio_is_one", "resolve", "tex",
     "times", "under",
     "uses",

@@ -11,6 +11,9 @@
 * ``ratio_is_one()``: for positive sides (densities): their ratio simplifies to 1 under each model.
 * ``uses("module:name")``: the step's gap is exactly the gap of an already
   checked derivation (e.g. ``KL >= 0``), evaluated under this derivation's models.
+* ``definition(what)`` / ``assumption(what)``: the step restates a definition, or a hypothesis that a model
+  binds (the left side is the right side by construction). It must still hold under the models, but it
+  verifies nothing: readers see "by definition" / "by assumption", and it is not counted as a checked step.
 
 A check's ``verify`` returns a sentence for readers and raises ``StepFailure``.
 """
@@ -29,6 +32,8 @@ class StepFailure(Exception):
 
 
 class Check:
+    verifies = True  # False: the step is a definition or an assumption, shown as such and not counted
+
     def verify(self, step, derivation) -> str:
         raise NotImplementedError
 
@@ -133,6 +138,30 @@ class ModelCheck(Check):
 def under(*models) -> Check:
     """Check this step under ``models`` instead of the derivation's models."""
     return ModelCheck(list(models))
+
+
+class Stated(Check):
+    """A step that holds by a definition or an assumption (see ``definition`` and ``assumption``)."""
+
+    verifies = False
+
+    def __init__(self, kind: str, what: str, models):
+        self.kind, self.what, self.inner = kind, what, ModelCheck(list(models) if models else None)
+
+    def verify(self, step, derivation):
+        self.inner.verify(step, derivation)  # as written, it must hold: a typo still stops the build
+        return f"by {self.kind}" + (f" ({self.what})" if self.what else "") + \
+            "; it holds under the models, and is not counted as a checked step"
+
+
+def definition(what: str = "", models=None) -> Check:
+    """The step restates a definition (the models bind one side to the other): shown, not counted."""
+    return Stated("definition", what, models)
+
+
+def assumption(what: str = "", models=None) -> Check:
+    """The step uses a hypothesis the models state (e.g. a density's form): shown, not counted."""
+    return Stated("assumption", what, models)
 
 
 class Jensen(Check):

@@ -73,6 +73,16 @@ class Report:
     models: list
     numerics: list = field(default_factory=list)
 
+    @property
+    def verified(self) -> list:
+        """The steps that verify something (not a definition or an assumption restated)."""
+        return [s for s in self.steps if s.by.verifies]
+
+    @property
+    def stated(self) -> list:
+        """The steps that hold by a definition or an assumption."""
+        return [s for s in self.steps if not s.by.verifies]
+
 
 class Derivation:
     """Lines of one derivation, each related to the previous by ``=``, ``<=`` or ``>=``."""

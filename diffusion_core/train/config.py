@@ -29,7 +29,7 @@ from .data import Dataset
 
 __all__ = ["Dataset", "OnResume", "Precision", "TimeSampling", "TrainConfig", "TrainPath", "option", "options_on_resume"]
 
-DEFAULT_P_UNCOND = 0.1  # Ho & Salimans 2022
+DEFAULT_P_UNCOND = 0.1  # one of the values Ho & Salimans 2022 compared (0.1, 0.2, 0.5)
 DEFAULT_WARMUP = 200  # linear warmup steps of a run of 1,000 steps or more; a fifth of a shorter run
 MIN_EVAL_SAMPLES = 10  # precision/recall's 3-NN balls and KID's subsets need a few samples
 

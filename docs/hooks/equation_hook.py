@@ -17,8 +17,11 @@ check), ``cited`` (a result taken from a paper: name it, as in
 claim) or ``restated`` (a checked result written in another form: say where).  Readers see the reason under the equation.  A plain ``$$`` block
 without a marker stops the build, so is display math in a notebook page.
 
-After the build the count of checked and unchecked displays is logged and
-written into the home page where it says ``{{ equation_count }}``.
+A derivation whose every step is a definition or an assumption (``by=definition(...)``, ``by=assumption(...)``)
+is shown with the class ``stated``: it verifies nothing, so it is counted apart from the checked displays.
+
+After the build the count of displays per kind (checked; stated by definition or assumption; marked, per
+marker kind) is logged and written into the home page where it says ``{{ equation_count }}``.
 """
 from __future__ import annotations
 
@@ -48,9 +51,10 @@ FENCE = re.compile(r"^\s*(```|~~~)")
 # In the built HTML (pymdownx.arithmatex, generic mode, wraps display math in this div).
 HTML_DISPLAY = '<div class="arithmatex">'
 HTML_CHECKED = ('<div class="derivation"', '<div class="derivation-result"')
-HTML_UNCHECKED = '<div class="unchecked"'
+HTML_STATED = ('<div class="derivation stated"', '<div class="derivation-result stated"')
+HTML_UNCHECKED = re.compile(r'<div class="unchecked" data-kind="([a-z]+)"')
 
-_counts: dict[str, tuple[int, int]] = {}      # page URL -> (checked, unchecked)
+_counts: dict[str, dict[str, int]] = {}      # page URL -> {"checked": n, "stated": n, marker kind: n}
 
 
 def on_pre_build(config):
@@ -96,7 +100,8 @@ def _wrap(lines: list[str], where: str) -> list[str]:
             indent = lines[j][:len(lines[j]) - len(lines[j].lstrip())]
             end = _block_end(lines, j, where)
             note = _note(marker.group(1), f"{where}, line {i + 1}")
-            out += [f'{indent}<div class="unchecked" markdown>', ""] + lines[j:end + 1] + [
+            kind = marker.group(1).partition(":")[0].strip()
+            out += [f'{indent}<div class="unchecked" data-kind="{kind}" markdown>', ""] + lines[j:end + 1] + [
                 "", f'{indent}<p class="unchecked-note" markdown="span">{note}</p>', "",
                 f"{indent}</div>"]
             i = end + 1
@@ -133,47 +138,61 @@ def on_page_markdown(markdown, page, config, files):
     return out
 
 
-def count_html(html: str, notebook: bool) -> tuple[int, int, int]:
-    """(checked, unchecked, unmarked) displayed equations in one built page."""
-    checked = sum(html.count(tag) for tag in HTML_CHECKED)
-    unchecked = html.count(HTML_UNCHECKED)
-    unmarked = html.count(HTML_DISPLAY) - checked - unchecked
+def count_html(html: str, notebook: bool) -> tuple[dict[str, int], int]:
+    """({"checked": n, "stated": n, marker kind: n, ...}, unmarked) for the displayed equations of one page."""
+    counts = {"checked": sum(html.count(tag) for tag in HTML_CHECKED),
+              "stated": sum(html.count(tag) for tag in HTML_STATED)}
+    for kind in HTML_UNCHECKED.findall(html):
+        counts[kind] = counts.get(kind, 0) + 1
+    unmarked = html.count(HTML_DISPLAY) - sum(counts.values())
     if notebook:                       # nbconvert leaves $$ for the browser to typeset
         unmarked += html.count("$$") // 2
-    return checked, unchecked, unmarked
+    return counts, unmarked
 
 
 def on_post_page(output, page, config):
     notebook = page.file.src_uri.endswith(".py")
-    checked, unchecked, unmarked = count_html(output, notebook)
+    counts, unmarked = count_html(output, notebook)
     if unmarked:
         raise PluginError(f"page {page.file.src_uri}: {unmarked} displayed equation(s) neither "
                           "checked nor marked" + (" (notebooks: use inline $...$, not $$)"
                                                   if notebook else ""))
-    if checked or unchecked:
-        _counts[page.url] = (checked, unchecked)
+    if any(counts.values()):
+        _counts[page.url] = counts
     return output
 
 
-def totals() -> tuple[int, int]:
-    return sum(c for c, _ in _counts.values()), sum(u for _, u in _counts.values())
+def totals() -> dict[str, int]:
+    """Displays per kind over the site: "checked", "stated", then each marker kind."""
+    total: dict[str, int] = {"checked": 0, "stated": 0}
+    for counts in _counts.values():
+        for kind, n in counts.items():
+            total[kind] = total.get(kind, 0) + n
+    return total
 
 
-def sentence(checked: int, unchecked: int) -> str:
-    total = checked + unchecked
-    return (f"{checked} of the {total} displayed equations on this site "
-            f"({100 * checked / total:.1f}%) are machine-checked by SymPy when the site is built; "
-            f"the other {unchecked} are marked under the equation, each with the reason it is not "
-            "(such as an algorithm, a cited theorem or a result restated in another form).")
+_WORDS = {"definition": "definitions", "notation": "notation", "algorithm": "algorithms",
+          "cited": "cited results", "restated": "checked results restated in another form",
+          "docstring": "formulas quoted from the library's docstrings (API reference)"}
+
+
+def sentence(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    checked, stated = counts["checked"], counts["stated"]
+    marked = [f"{n} {_WORDS.get(k, k)}" for k, n in counts.items() if k not in ("checked", "stated") and n]
+    return (f"{checked} of the {total} displayed equations on this site ({100 * checked / total:.1f}%) are "
+            f"machine-checked by SymPy when the site is built: at least one of their relations is verified from "
+            f"the lines before it. {stated} more are derivations whose every step restates a definition or an "
+            f"assumption, shown as such; the other {total - checked - stated} are marked under the equation "
+            f"with the reason they are not checked: " + ", ".join(marked) + ".")
 
 
 def on_post_build(config):
-    checked, unchecked = totals()
-    if checked + unchecked == 0:
+    counts = totals()
+    if not sum(counts.values()):
         return
-    text = sentence(checked, unchecked)
-    log.info("equations: %d checked, %d marked unchecked (%.1f%% checked)", checked, unchecked,
-             100 * checked / (checked + unchecked))
+    text = sentence(counts)
+    log.info("equations: %s", ", ".join(f"{n} {kind}" for kind, n in counts.items()))
     site = Path(config.site_dir)
     home = site / "index.html"
     if home.is_file():

@@ -61,7 +61,7 @@ def _math_blocks(lines: list[str]) -> list[str]:
                                   "result); remove the lines\n    " + "\n    ".join(formula))
             out += [f"{indent}{row}" for row in _checked(option.group(1)).split("\n")] + [""]
             continue
-        out += [f'{indent}<div class="unchecked" markdown>', "", f"{indent}$$",
+        out += [f'{indent}<div class="unchecked" data-kind="docstring" markdown>', "", f"{indent}$$",
                 *[f"{indent}{b}" for b in body if b], f"{indent}$$", "", f"{indent}{NOTE}", "",
                 f"{indent}</div>", ""]
     return out

@@ -85,22 +85,25 @@ ONE_STEP = Model("$z \\sim \\mathcal{N}(0, 1)$; $\\hat x_0$, $\\hat\\epsilon$ fi
                  "$\\sigma_t = \\sigma_t(\\eta)$", bind={z: normal(0, 1), sigma: sigma_of(eta)})
 
 
+def linear_abar():
+    """alphabar of Ho et al.'s linear schedule (beta from 1e-4 to 0.02, T = 1000), by hand in NumPy: the values
+    the formulas are evaluated at, computed apart from the library they are compared with."""
+    import numpy as np
+
+    return np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+
+
 def linear_schedule(index):
     """{alphabar_t: ..., alphabar_{t-1}: ...} of the linear schedule, T = 1000, at one index."""
-    import torch
-    from diffusion_core import NoiseSchedule
-
-    s = NoiseSchedule.linear(1000, dtype=torch.float64)
-    return {ab: float(s.alphas_cumprod[index]), ab_prev: float(s.alphas_cumprod_prev[index])}
+    abar = linear_abar()
+    return {ab: float(abar[index]), ab_prev: float(abar[index - 1]) if index > 0 else 1.0}
 
 
 def ten_step_schedule():
-    """alphabar at the first step of the linear schedule respaced to 10 steps (index 999 to 888)."""
-    import torch
-    from diffusion_core import NoiseSchedule
-
-    s = NoiseSchedule.linear(1000, dtype=torch.float64).spaced(10)
-    return {ab: float(s.alphas_cumprod[-1]), ab_prev: float(s.alphas_cumprod_prev[-1])}
+    """alphabar at the first step of the linear schedule respaced to 10 steps: from index 999 to 888 (the
+    10 indices round(linspace(0, 999, 10)) are 0, 111, ..., 888, 999)."""
+    abar = linear_abar()
+    return {ab: float(abar[999]), ab_prev: float(abar[888])}
 
 
 def posterior_variance(index):

@@ -2,7 +2,7 @@
 (the rest of the page's derivations are in objective.py)."""
 import sympy as sp
 
-from diffusion_core.derivations import (E, KL, Model, Pdf, derivation, discrete, jensen, ordered,
+from diffusion_core.derivations import (E, KL, Model, Pdf, definition, derivation, discrete, jensen, ordered,
                                         random_variables, times, uses)
 from diffusion_core.derivations.diffusion.objective import (EPS, MUt, MUth, T, X0, Xt, a, a_prev,
                                                             abar, abar_prev, alpha, beta, btilde, d_, e, eth,
@@ -29,7 +29,8 @@ def log_ratio(d):
     d.start(-sp.log(joint / chain))
     d.eq(-sp.log(times(p(xs[T]), sp.Product(p(xs[t - 1], xs[t]), (t, 1, T)))
                  / sp.Product(q(xs[t], xs[t - 1]), (t, 1, T))),
-         "the model: a prior, then $T$ learned steps; the forward chain: $T$ steps")
+         "the model: a prior, then $T$ learned steps; the forward chain: $T$ steps",
+         by=definition("of the two chains"))
     d.eq(ordered(-sp.log(p(xs[T])), -sp.Sum(sp.log(p(xs[t - 1], xs[t]) / q(xs[t], xs[t - 1])), (t, 1, T))),
          "the log of a product is a sum")
 
@@ -115,4 +116,6 @@ def uniform_steps(n):
             models=[uniform_steps(2), uniform_steps(3), uniform_steps(4)])
 def simple_loss(d):
     d.start(E(SqNorm(EPS - EPS_TH_AT, ell[step])))
+    d.eq(E(ell[step]), "$\\ell_t$: the squared noise error averaged over the data and the noise at step $t$",
+         by=definition("of $\\ell_t$"))
     d.eq(sp.Sum(ell[t], (t, 1, T)) / T, "each step $t$ has probability $1/T$")

@@ -4,8 +4,8 @@ import math
 
 import sympy as sp
 
-from diffusion_core.derivations import (E, GaussPdf, Model, Pdf, Var, derivation, normal, ordered,
-                                        random_variables, times, under)
+from diffusion_core.derivations import (E, GaussPdf, Model, Pdf, Var, assumption, definition, derivation, normal,
+                                        ordered, random_variables, times, under)
 from diffusion_core.derivations.diffusion.objective import Normalized
 
 # Random quantities: the previous state and the fresh, independent noise of each step.
@@ -186,7 +186,8 @@ ONE_DRAW = Model("$q(x_t \\mid x_{t-1})$ is the density of the draw "
 def one_step_density(d):
     d.start(kernel)
     d.eq(DRAW_CDF, "the density of the draw: differentiate "
-                   "$P(\\epsilon \\le (x_t - \\sqrt{1-\\beta_t}\\,x_{t-1})/\\sqrt{\\beta_t})$")
+                   "$P(\\epsilon \\le (x_t - \\sqrt{1-\\beta_t}\\,x_{t-1})/\\sqrt{\\beta_t})$",
+         by=definition("of the density of a draw"))
     d.eq(GaussPdf((x_t - sp.sqrt(1 - beta) * x_given) / sp.sqrt(beta), 0, 1) / sp.sqrt(beta),
          "fundamental theorem of calculus, chain rule")
     d.eq(GaussPdf(x_t, times(sp.sqrt(1 - beta), x_given), beta), "write out both densities")
@@ -238,10 +239,12 @@ def induction_density(d):
     d.start(jump)
     d.eq(sp.Integral(step_x0 * jump_prev, (y, -sp.oo, sp.oo)),
          "average over the state before: $x_{t-1}$ integrates out of the joint", by=under(CHAIN))
-    d.eq(sp.Integral(step_y * jump_prev, (y, -sp.oo, sp.oo)), "the Markov property", by=under(MARKOV))
+    d.eq(sp.Integral(step_y * jump_prev, (y, -sp.oo, sp.oo)), "the Markov property",
+         by=assumption("the forward chain is Markov", models=[MARKOV]))
     d.eq(sp.Integral(GaussPdf(x_t, sp.sqrt(alpha) * y, beta)
                      * GaussPdf(y, sp.sqrt(abar_prev) * x0, 1 - abar_prev), (y, -sp.oo, sp.oo)),
-         "the kernel ($\\alpha_t = 1 - \\beta_t$) and the claim for $t - 1$")
+         "the kernel ($\\alpha_t = 1 - \\beta_t$) and the claim for $t - 1$",
+         by=assumption("the kernel's definition and the induction hypothesis"))
     d.eq(GaussPdf(x_t, sp.sqrt(abar) * x0, 1 - abar),
          "complete the square in $x_{t-1}$ and integrate; "
          "$\\bar\\alpha_t = \\alpha_t \\bar\\alpha_{t-1}$", by=Normalized())

@@ -3,8 +3,8 @@ import math
 
 import sympy as sp
 
-from diffusion_core.derivations import (KL, GaussPdf, Model, Pdf, derivation, ordered, ratio_is_one, times,
-                                        uses)
+from diffusion_core.derivations import (KL, GaussPdf, Model, Pdf, definition, derivation, ordered, ratio_is_one,
+                                        times, uses)
 from diffusion_core.derivations._notation import Notation
 from diffusion_core.derivations.background.kl import mu1, mu2, sigma1, sigma2
 from diffusion_core.derivations.score.solvers import FactoredRoots  # also factors inside square roots
@@ -119,9 +119,10 @@ def prior_gap(d):
 @derivation("The forward chain ends at a known Gaussian", models=[forward_steps(2)])
 def forward_chain(d):
     d.start(IntegrateOut(q_chain, 1, T - 1))
-    d.eq(IntegrateOut(sp.Product(q_step, (t, 1, T)), 1, T - 1), "the chain: one step after another")
+    d.eq(IntegrateOut(sp.Product(q_step, (t, 1, T)), 1, T - 1), "the chain: one step after another",
+         by=definition("of the forward chain"))
     d.eq(IntegrateOut(sp.Product(forward_kernel, (t, 1, T)), 1, T - 1),
-         "each step shrinks $x_{t-1}$ and adds noise of variance $\\beta_t$")
+         "each step shrinks $x_{t-1}$ and adds noise of variance $\\beta_t$", by=definition("of a forward step"))
     d.eq(GaussPdf(xs[T], sp.sqrt(abar_T_product) * xs[0], 1 - abar_T_product),
          "Gaussian integrals over $x_1$, then $x_2$, ...", by=ratio_is_one())
 
@@ -130,8 +131,8 @@ def forward_chain(d):
 def reverse_chain(d):
     d.start(IntegrateOut(p_chain, 0, T - 1))
     d.eq(IntegrateOut(times(p_prior, sp.Product(p_step, (t, 1, T))), 0, T - 1),
-         "start at $p(x_T)$, then one learned step after another")
+         "start at $p(x_T)$, then one learned step after another", by=definition("of the reverse chain"))
     d.eq(IntegrateOut(times(GaussPdf(xs[T], 0, 1), sp.Product(reverse_kernel, (t, 1, T))), 0, T - 1),
-         "pure noise, then Gaussian steps around the network's mean")
+         "pure noise, then Gaussian steps around the network's mean", by=definition("of the prior and the steps"))
     d.eq(GaussPdf(xs[T], 0, 1), "integrate $x_0$, then $x_1$, ...: each step integrates to one, "
          "whatever $\\mu_\\theta$ is")

@@ -1,8 +1,8 @@
 """Derivations for docs/diffusion/training-objective.md."""
 import sympy as sp
 
-from diffusion_core.derivations import (KL, Check, E, GaussPdf, Model, Pdf, StepFailure, derivation, ordered,
-                                        times, uses)
+from diffusion_core.derivations import (KL, Check, E, GaussPdf, Model, Pdf, StepFailure, definition, derivation,
+                                        ordered, times, uses)
 from diffusion_core.derivations._notation import Notation, _as_tuple
 
 
@@ -202,48 +202,6 @@ def library_min_snr(parameterization, index):
     return call
 
 
-def library_tweedie():
-    """The eps target read back as x0 (diffusion_core.targets.to_x0_eps), fed the ideal noise prediction
-    -s_t * score, the score by autograd (m = 0.5, s_0 = 0.3), at index 2."""
-    import torch
-    from diffusion_core import Diffusion, Target
-    from diffusion_core.targets import to_x0_eps
-    schedule = library_schedule()
-    a_, s_ = schedule.sqrt_alphas_cumprod[2], schedule.sqrt_one_minus_alphas_cumprod[2]
-    x_t = torch.tensor([[0.8]], dtype=torch.float64, requires_grad=True)
-    marginal = torch.distributions.Normal(a_ * 0.5, torch.sqrt(a_**2 * 0.09 + s_**2))
-    (score,) = torch.autograd.grad(marginal.log_prob(x_t).sum(), x_t)
-    x_t = x_t.detach()
-    coefficients = Diffusion(schedule).coefficients(torch.tensor([2]), x_t)
-    x0_hat, _ = to_x0_eps(Target.EPS, -s_ * score, x_t, coefficients)
-    return x0_hat
-
-
-# ---- normal data: x_0 ~ N(m, s_0^2), x_t = a_t x_0 + s_t eps
-x0, x_t = sp.symbols("x_0 x_t", real=True)
-m = sp.Symbol("m", real=True)
-s0 = sp.Symbol("s_0", positive=True)
-prior, likelihood = GaussPdf(x0, m, s0**2), GaussPdf(x_t, a * x0, s**2)
-marginal = GaussPdf(x_t, a * m, a**2 * s0**2 + s**2)
-post_mean = ordered(m, a * s0**2 / (a**2 * s0**2 + s**2) * (x_t - a * m))
-posterior = GaussPdf(x0, post_mean, s0**2 * s**2 / (a**2 * s0**2 + s**2))
-p_xt, p_x0_xt = Pdf("p", x_t), Pdf("p", x0, given=x_t)
-noise = (x_t - a * x0) / s
-
-
-def given_x_t(g):
-    """E[g | x_t] by Bayes' rule: an exact Gaussian integral over x_0."""
-    return sp.Integral(g * prior * likelihood, (x0, -sp.oo, sp.oo)) / marginal
-
-
-EXPLICIT = Model("exact integrals over the normal densities")
-NORMAL_DATA = Model("$x_0 \\sim \\mathcal{N}(m, s_0^2)$, $x_t = a_t x_0 + s_t\\epsilon$; "
-                    "$p(x_t)$ above; $\\mathbb{E}[g \\mid x_t] = \\int g\\, p(x_0)\\, "
-                    "q(x_t \\mid x_0)\\, dx_0 / p(x_t)$, exact integrals",
-                    bind={p_xt: marginal.unfold(), E(x0, p_x0_xt): given_x_t(x0),
-                          E(noise, p_x0_xt): given_x_t(noise)})
-
-
 @derivation("The bound splits into one term per step (Ho et al. 2020, eq. 5)",
             models=[steps(2), steps(3), steps(5)])
 def elbo_terms(d):
@@ -316,7 +274,7 @@ def x0_from_v(d):
     d.start(ordered(times(a, Xt), -times(s, V)))
     d.eq(ordered(times(a, ordered(times(a, X0), times(s, EPS))),
                  -times(s, ordered(times(a, EPS), -times(s, X0)))),
-         "definitions of $\\mathbf{x}_t$ and $\\mathbf{v}$")
+         "definitions of $\\mathbf{x}_t$ and $\\mathbf{v}$", by=definition("of $\\mathbf{x}_t$ and $\\mathbf{v}$"))
     d.eq(times(ordered(a**2, s**2), X0), "the $\\boldsymbol{\\epsilon}$ terms cancel")
     d.eq(X0, "$a_t^2 + s_t^2 = 1$")
     d.numeric(lambda: library_from_v()[0], expr=a * Xt - s * V, model=Model(), rtol=1e-12,
@@ -329,7 +287,7 @@ def eps_from_v(d):
     d.start(ordered(times(s, Xt), times(a, V)))
     d.eq(ordered(times(s, ordered(times(a, X0), times(s, EPS))),
                  times(a, ordered(times(a, EPS), -times(s, X0)))),
-         "definitions of $\\mathbf{x}_t$ and $\\mathbf{v}$")
+         "definitions of $\\mathbf{x}_t$ and $\\mathbf{v}$", by=definition("of $\\mathbf{x}_t$ and $\\mathbf{v}$"))
     d.eq(times(ordered(a**2, s**2), EPS), "the $\\mathbf{x}_0$ terms cancel")
     d.eq(EPS, "$a_t^2 + s_t^2 = 1$")
     d.numeric(lambda: library_from_v()[1], expr=s * Xt + a * V, model=Model(), rtol=1e-12,
@@ -375,37 +333,6 @@ def min_snr(d):
         d.numeric(library_min_snr(target, index), expr=weight, model=Model(), rtol=1e-6,
                   label=f"diffusion_core.losses.min_snr_weight for {target} at index {index}",
                   at={gamma: 5, snr: SNR_BY_INDEX[index]})
-
-
-@derivation("Normal data: the distribution of the noisy sample", models=[EXPLICIT])
-def normal_data_marginal(d):
-    d.start(sp.Integral(prior * likelihood, (x0, -sp.oo, sp.oo)))
-    d.eq(marginal, "a Gaussian integral: $a_t x_0 + s_t\\epsilon$ has variance $a_t^2 s_0^2 + s_t^2$")
-
-
-@derivation("Normal data: the posterior of the clean sample", models=[EXPLICIT])
-def normal_data_posterior(d):
-    d.start(prior * likelihood / marginal)
-    d.eq(posterior, "complete the square in $x_0$")
-
-
-@derivation("Tweedie's formula, checked for normal data", models=[NORMAL_DATA])
-def tweedie(d):
-    d.start(E(x0, p_x0_xt))
-    d.eq(post_mean, "Bayes' rule: the mean of the posterior above", by=Normalized())
-    d.eq(ordered(x_t, s**2 * sp.Derivative(sp.log(p_xt), x_t)) / a,
-         "differentiate $\\log p(x_t)$, $p(x_t) = \\mathcal{N}(x_t; a_t m, a_t^2 s_0^2 + s_t^2)$")
-    d.numeric(library_tweedie, rtol=1e-9,
-              label="diffusion_core.targets.to_x0_eps (the $\\epsilon$ target) given $\\hat\\epsilon = -s_t \\nabla \\log p(x_t)$ "
-                    "(the score by torch autograd)",
-              at={**AT_INDEX2, m: sp.Rational(1, 2), s0: sp.Rational(3, 10), x_t: sp.Rational(4, 5)})
-
-
-@derivation("The score is the noise prediction, scaled", models=[NORMAL_DATA])
-def score(d):
-    d.start(-E(noise, p_x0_xt) / s)
-    d.eq(-ordered(x_t, -a * E(x0, p_x0_xt)) / s**2, "linearity", by=Normalized())
-    d.eq(sp.Derivative(sp.log(p_xt), x_t), "Tweedie's formula", by=Normalized())
 
 
 @derivation("Turning a forward step around with Bayes' rule",

@@ -1,8 +1,8 @@
 """Derivations for docs/diffusion/reverse-process.md."""
 import sympy as sp
 
-from diffusion_core.derivations import (Check, GaussPdf, Model, Pdf, StepFailure, derivation, ordered,
-                                        ratio_is_one, times, under, uses)
+from diffusion_core.derivations import (Check, GaussPdf, Model, Pdf, StepFailure, assumption, definition,
+                                        derivation, ordered, ratio_is_one, times, under, uses)
 
 alpha, beta = sp.symbols("alpha_t beta_t", positive=True)
 abar, abar_prev = sp.symbols("alphabar_t alphabar_t-1", positive=True)
@@ -151,9 +151,9 @@ def library_eps_mean():
 def bayes(d):
     d.start(posterior)
     d.eq(step_x0 * prev / marginal, "Bayes' rule, with $x_0$ given throughout", by=under(ANY))
-    d.eq(step * prev / marginal, "the Markov property", by=under(MARKOV))
+    d.eq(step * prev / marginal, "the Markov property", by=assumption("the forward chain is Markov", models=[MARKOV]))
     d.eq(step_gauss * prev_gauss / marginal_gauss, "the forward step and the closed form",
-         by=under(FORWARD))
+         by=definition("the forward step; the closed form, derived on the forward-process page", models=[FORWARD]))
     d.numeric(library_posterior_density, at=AT_POINT, model=ALGEBRA, rtol=1e-9,
               label="the normal density with `diffusion_core.reverse.q_posterior`'s mean and variance "
                     "(linear schedule, $t = 500$)")
@@ -257,7 +257,7 @@ LEARNED_DRAW = Model("$p_\\theta(x_{t-1} \\mid x_t)$ is the density of the draw 
 def learned_step(d):
     d.start(learned)
     d.eq(LEARNED_CDF, "the density of the draw: differentiate "
-                      "$P(z \\le (x_{t-1} - \\mu_\\theta)/\\sigma_t)$")
+                      "$P(z \\le (x_{t-1} - \\mu_\\theta)/\\sigma_t)$", by=definition("of the density of a draw"))
     d.eq(GaussPdf((y - mu_theta) / sigma, 0, 1) / sigma, "fundamental theorem of calculus, chain rule")
     d.eq(GaussPdf(y, mu_theta, sigma**2), "write out both densities")
 
@@ -274,7 +274,8 @@ SAMPLE = Model("$x_{t-1} = \\mu_\\theta + \\sigma_t z$ with $\\mu_\\theta = \\ti
 def sampling_step(d):
     d.start(y)
     d.eq(ordered(times(coef1, x0_hat), times(coef2, xt), sigma * z),
-         "a draw from $p_\\theta$, whose mean is the posterior mean with $\\hat x_0$ for $x_0$")
+         "a draw from $p_\\theta$, whose mean is the posterior mean with $\\hat x_0$ for $x_0$",
+         by=definition("of the model's step"))
     d.eq(ordered(times(sp.UnevaluatedExpr(1 / sp.sqrt(alpha)),
                        ordered(xt, -times(beta / sp.sqrt(1 - abar), eps))), sigma * z),
          "collect $x_t$ and $\\epsilon_\\theta$ as in eq. 11 above")

@@ -85,29 +85,28 @@ def tilted_variance(vc, vu):
 
 class ExactMixtureNet:
     """The exact noise "network" of the two-class mixture, as ClassifierFreeGuidance calls it:
-    ``net(x_t, t, labels)``, label 2 the null label (the whole mixture). ``t`` indexes ``schedule``."""
+    ``net(x_t, t, labels)``, label 2 the null label (the whole mixture). ``t`` indexes ``schedule``. Its
+    predictions are the library's exact mixture predictions (``diffusion_core.mixture``), E[eps | x_t] for one
+    class's component or for the whole mixture, not the formulas of this page."""
 
     def __init__(self, schedule, pi=(0.4, 0.6), mu=(-0.5, 0.5), sd_=0.5):
         import types
 
         import torch
+        from diffusion_core.mixture import GaussianMixture
 
         self.config = types.SimpleNamespace(num_classes=2)
         self.ab = schedule.alphas_cumprod.to(torch.float64)
-        self.log_pi = torch.tensor(pi, dtype=torch.float64).log()
-        self.mu, self.sd = torch.tensor(mu, dtype=torch.float64), sd_
+        self.classes = [GaussianMixture([1.0], [m], [sd_]) for m in mu]
+        self.whole = GaussianMixture(pi, mu, [sd_] * len(mu))
 
     def __call__(self, x_t, t, labels):
         import torch
 
         ab_ = self.ab[t].reshape(-1, 1)
         a_, sig = ab_.sqrt(), (1 - ab_).sqrt()
-        var = ab_ * self.sd**2 + sig**2
-        eps_k = sig * (x_t - a_ * self.mu) / var                       # (B, 2): E[eps | x_t, c]
-        log_r = self.log_pi - 0.5 * (x_t - a_ * self.mu) ** 2 / var      # p_t(c | x_t) up to a constant
-        eps_null = (torch.softmax(log_r, dim=1) * eps_k).sum(1, keepdim=True)
-        cond = eps_k.gather(1, labels.clamp(max=1).reshape(-1, 1))
-        return torch.where(labels.reshape(-1, 1) == 2, eps_null, cond)
+        preds = [c.eps(x_t, a_, sig) for c in self.classes] + [self.whole.eps(x_t, a_, sig)]
+        return torch.stack(preds, -1).gather(-1, labels.reshape(-1, 1, 1).expand(*x_t.shape, 1)).squeeze(-1)
 
 
 def library_guided_eps(scale, x_value, index):

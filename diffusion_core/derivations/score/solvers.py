@@ -1,7 +1,7 @@
 """Derivations for docs/score/solvers.md."""
 import sympy as sp
 
-from diffusion_core.derivations import Check, Model, StepFailure, derivation, ordered, times
+from diffusion_core.derivations import Check, Model, StepFailure, assumption, derivation, ordered, times
 
 
 def time_function(name, latex, **assumptions):
@@ -218,7 +218,8 @@ def pf_ode_sigma(d):
               frac(-sp.Derivative(ab, t), 2 * ab ** sp.Rational(3, 2) * sp.sqrt(1 - ab))), "quotient and chain rules")
     d.eq(frac(ordered(times(-beta / 2, ordered(x, -eps / sp.sqrt(1 - ab))), beta * x / 2) / sp.sqrt(ab),
               frac(beta, 2 * sp.sqrt(ab) * sp.sqrt(1 - ab))),
-         "insert the ODE and $\\bar\\alpha' = -\\beta\\bar\\alpha$")
+         "insert the ODE and $\\bar\\alpha' = -\\beta\\bar\\alpha$",
+         by=assumption("$x$ solves the probability-flow ODE"))
     d.eq(eps, "the $x$ terms cancel")
 
 

@@ -1,0 +1,1 @@
+"""Derivations of Part 5's evaluation page (docs/quality/evaluation.md)."""
