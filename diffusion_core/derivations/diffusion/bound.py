@@ -4,7 +4,7 @@ import sympy as sp
 
 from diffusion_core.derivations import (E, KL, Model, Pdf, definition, derivation, discrete, jensen, ordered,
                                         random_variables, times, uses)
-from diffusion_core.derivations.diffusion.objective import (EPS, EPSth, MUt, MUth, T, X0, Xt, a, a_prev,
+from diffusion_core.derivations.diffusion.objective import (EPS, MUt, MUth, T, X0, Xt, a, a_prev,
                                                             abar, abar_prev, alpha, beta, btilde, d_, e, eth,
                                                             i, mut, muth, p, p_model, pi_, q, q_post, qi,
                                                             sigma, SqNorm, sqnorm, t, x0c, xs, xt)

@@ -1,7 +1,7 @@
 """Derivations for docs/score/sde.md."""
 import sympy as sp
 
-from diffusion_core.derivations import (E, GaussPdf, Model, Var, assumption, derivation, ordered, random_variables,
+from diffusion_core.derivations import (E, GaussPdf, Model, Var, derivation, ordered, random_variables,
                                         times)
 from diffusion_core.derivations._notation import Notation
 from diffusion_core.derivations.score.scores import Agree

@@ -1,0 +1,1 @@
+"""Part 5: flow matching and EDM."""

@@ -1,0 +1,1 @@
+"""Figures for Part 5 (flow matching, EDM)."""
