@@ -155,7 +155,7 @@ def run_case(case: Case, benchmark, device: torch.device, rows) -> dict:
         row["compile_s"] = max(0.0, row["first_call_s"] - stats.median)
     benchmark.extra_info.update(row)
     rows.add(row, benchmark.extra_info)
-    del workload
+    workload = None  # free the network and its buffers before the next row (timed() closes over it)
     gc.collect()
     return row
 

@@ -60,5 +60,5 @@ __all__ = [
     "ddpm_sample", "ddim_sample", "dpmpp_2m_sample", "heun_sample",
     # training and evaluation
     "denoising_loss", "training_losses", "bits_per_dim", "ode_log_likelihood", "LogLikelihood",
-    "InvalidInput", "NonFiniteError",
+    "InvalidInput", "NonFiniteError", "__version__",
 ]
