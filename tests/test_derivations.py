@@ -328,3 +328,37 @@ def test_the_likelihood_page_fails_with_a_wrong_coefficient():
             mutated.check()
     for right in (L.log_density_along, L.normal_delta, L.rademacher_variance, L.bits_per_dim):
         assert right.check().steps
+
+
+def test_the_objective_page_fails_with_a_wrong_coefficient():
+    """The one-objective page's derivations fail when a coefficient changes: the rectified-flow velocity factor
+    with a minus sign, the cosine density without its 1/pi, the time shift with the wrong sign, and the variance of
+    EDM's log-SNR with 2 P_std^2."""
+    import sympy as sp
+
+    from diffusion_core.derivations import DerivationError, ordered
+    from diffusion_core.derivations.flow import objective as O
+
+    def velocity(d):
+        d.start(ordered(O.d_sigma, -O.d_alpha * O.sigma / O.alpha) ** 2)
+        d.eq(ordered(1, -sp.exp(-O.lam / 2)) ** 2, "")
+
+    def cosine(d):
+        d.start(-sp.Derivative(2 / sp.pi * sp.atan(sp.exp(-O.lam / 2)), O.lam))
+        d.eq(sp.exp(-O.lam / 2) / ordered(1, sp.exp(-O.lam)), "")
+
+    def shift(d):
+        shifted = O.shift * O.t / ordered(1, (O.shift - 1) * O.t)
+        d.start(2 * sp.log((1 - shifted) / shifted))
+        d.eq(ordered(2 * sp.log((1 - O.t) / O.t), 2 * sp.log(O.shift)), "")
+
+    def variance(d):
+        d.start(O.Var(-2 * ordered(O.P_mean, O.P_std * O.z)))
+        d.eq(2 * O.P_std**2, "")
+
+    for build, models in [(velocity, [O.RF]), (cosine, [O.CALCULUS]), (shift, [O.UNIT]),
+                          (variance, [O.STANDARD_NORMAL])]:
+        with pytest.raises(DerivationError):
+            type(O.time_shift)(build, "mutated", models).check()
+    for right in (O.velocity_on_rectified_flow, O.cosine_density, O.time_shift, O.lognormal_lambda_variance):
+        assert right.check().steps
