@@ -43,3 +43,17 @@ def test_a_wrong_skip_scaling_in_edm_fails():
     assert bad.lines[1] != spec.build().lines[1]
     with pytest.raises(DerivationError, match="step 1"):
         bad.check()
+
+
+def test_churn_with_the_wrong_added_variance_fails():
+    """EDM's churn: noise of variance sigma_hat^2 (not sigma_hat^2 - sigma^2) would overshoot the level."""
+    from diffusion_core.derivations import ordered
+    from diffusion_core.derivations.flow import edm as M
+
+    def build(d):
+        d.start(M.Var(ordered(M.Y, M.sigma * M.e1, M.sigma_hat * M.e2)))
+        d.eq(ordered(M.sd**2, M.sigma_hat**2), "")
+
+    with pytest.raises(DerivationError):
+        type(M.churn)(build, "mutated", [M.CHURN]).check()
+    assert M.churn.check().steps  # the right variance passes
