@@ -362,3 +362,29 @@ def test_the_objective_page_fails_with_a_wrong_coefficient():
             type(O.time_shift)(build, "mutated", models).check()
     for right in (O.velocity_on_rectified_flow, O.cosine_density, O.time_shift, O.lognormal_lambda_variance):
         assert right.check().steps
+
+
+def test_the_random_walks_and_evaluation_pages_fail_with_a_wrong_coefficient():
+    """Random walks: the stationary Ornstein-Uhlenbeck density fails the Fokker-Planck equation when the drift's
+    theta is doubled. Evaluation: the expected FD of two samples of normal data fails with v/N for 2v/N."""
+    import sympy as sp
+
+    from diffusion_core.derivations import DerivationError, ordered, times
+    from diffusion_core.derivations.background import random_walks as R
+    from diffusion_core.derivations.quality import evaluation as Q
+    from diffusion_core.derivations.score.scores import Agree
+    from diffusion_core.derivations.score.sde import Dx
+
+    def stationary(d):
+        d.start(ordered(-Dx(-2 * R.theta * R.x * R.p), R.g**2 / 2 * Dx(R.p, 2)))
+        d.eq(0, "", by=Agree())
+
+    def expected(d):
+        d.start(Q.E(ordered((Q.M_a - Q.M_b) ** 2, (Q.S_a - Q.S_b) ** 2)))
+        d.eq(ordered(Q.v / Q.N, times(2 * Q.v, 1 - Q.c**2)), "")
+
+    for build, spec in [(stationary, R.stationary), (expected, Q.expected_same)]:
+        with pytest.raises(DerivationError):
+            type(spec)(build, "mutated", spec.models).check()
+        assert spec.check().steps
+    assert sp.Symbol("x", real=True) == R.x  # sde.Dx differentiates in this x, so the mutation is seen
