@@ -191,3 +191,57 @@ def test_a_student_distilled_from_the_exact_teacher_samples_in_one_and_two_steps
     student = {s: sw(*students[s], torch.float32) for s in (1, 2)}
     assert student[1] < teacher[1] / 10 and student[2] < teacher[2] / 5, (student, teacher)
     assert max(student.values()) < teacher[50] + resolution, (student, teacher, resolution)
+
+
+# ----------------------------------------------------------------------------- the command
+def test_distill_command_writes_a_student_that_sample_uses_on_its_grid(capsys, caplog, tmp_path, monkeypatch):
+    """``distill`` on a toy vp model: two rounds (8 -> 4 -> 2 steps) of a normal run (metrics.jsonl, config.json,
+    a checkpoint of every step recorded as distilled for 2 steps on every fourth time of the teacher's 8-step grid),
+    starting from the teacher's EMA weights; ``sample`` then takes DDIM on that grid by default and warns when
+    asked for another step count."""
+    import json
+
+    import numpy as np
+
+    from diffusion_core.cli import main
+    from diffusion_core.train import TrainConfig, load_checkpoint, load_model, trainer
+    from diffusion_core.train.path_sampling import sample_on_grid
+
+    monkeypatch.setattr(trainer, "preview", lambda *a, **k: None)
+    teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
+    assert main(["train", "--dataset", "swiss-roll", "--num-timesteps", "100", "--batch-size", "16", "--steps", "3",
+                 "--out-dir", str(teacher_dir), "--no-progress", "--precision", "fp32"]) == 0
+    teacher_ckpt = teacher_dir / "checkpoint.safetensors"
+    common = ["distill", "--checkpoint", str(teacher_ckpt), "--steps-from", "8", "--steps-to", "2", "--batch-size",
+              "16", "--log-every", "1", "--no-progress"]
+    # lr so small that the student stays where it started: the teacher's EMA weights, not its raw ones
+    assert main([*common, "--iters-per-round", "3", "--lr", "1e-12", "--out-dir", str(student_dir)]) == 0
+    student, teacher = load_checkpoint(student_dir / "checkpoint.safetensors"), load_checkpoint(teacher_ckpt)
+    assert student.step == 6 and len((student_dir / "metrics.jsonl").read_text().splitlines()) == 6
+    for name, value in student.model.items():
+        torch.testing.assert_close(value, teacher.ema[name], rtol=0, atol=1e-9)
+    assert any(not torch.equal(teacher.model[k], teacher.ema[k]) for k in teacher.model)
+    config = TrainConfig.from_dict(student.train_config)
+    record = student.extra["distillation"]
+    assert record["steps"] == 2 and record["round"] == record["rounds"] == 2 and record["method"] == "progressive"
+    assert record["grid"] == time_grid(config.gaussian_path(), 8)[::4].tolist()
+    assert json.loads((student_dir / "config.json").read_text())["distillation"]["steps_from"] == 8
+    capsys.readouterr()
+    caplog.clear()
+
+    out = tmp_path / "s.png"
+    assert main(["sample", "--checkpoint", str(student_dir / "checkpoint.safetensors"), "--out", str(out), "--num",
+                 "8", "--no-progress"]) == 0
+    noise = torch.randn((8, 2), generator=torch.Generator().manual_seed(0))
+    expected = sample_on_grid(config, load_model(student), noise, torch.tensor(record["grid"]))
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), expected.numpy(), rtol=1e-6, atol=1e-6)
+    assert "distilled" not in caplog.text
+    assert main(["sample", "--checkpoint", str(student_dir / "checkpoint.safetensors"), "--out",
+                 str(tmp_path / "s5.png"), "--num", "8", "--steps", "5", "--no-progress"]) == 0
+    assert "distilled for 2 DDIM steps on its own grid; sampling with --steps 5" in caplog.text
+    capsys.readouterr()
+
+    assert main([*common, "--steps-from", "6", "--steps-to", "4", "--out-dir", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "--steps-from must be --steps-to times a power of two" in err
+    assert not (tmp_path / "bad").exists()
