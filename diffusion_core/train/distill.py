@@ -11,7 +11,8 @@ It is a run of :func:`~.trainer.train` with this objective (:class:`ProgressiveD
 optimizer, EMA, ``metrics.jsonl``, atomic checkpoints, NaN/Inf checks, run folder and Ctrl-C handling. Its
 checkpoint is a normal one (the teacher's training config, with this run's optimizer settings) plus
 ``extra["distillation"]``: the method, the step count and the time grid the student samples on, which ``sample``
-uses by default. Resuming a distillation is not supported yet.
+uses by default. A distilled checkpoint can be distilled on (``--checkpoint`` the student, ``--steps-from`` its
+steps): its grid is the teacher's. Resuming a distillation is not supported yet.
 """
 from __future__ import annotations
 
@@ -106,6 +107,22 @@ class DistillConfig:
         return int(math.log2(self.steps_from // self.steps_to))
 
 
+def _distilled_grid(record: Any, config: DistillConfig) -> torch.Tensor:
+    """The grid a distilled teacher samples on (its checkpoint's ``extra["distillation"]``), which must have
+    ``steps_from`` steps."""
+    grid = record.get("grid") if isinstance(record, dict) else None
+    try:
+        grid = torch.tensor(grid, dtype=torch.float64)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"checkpoint {config.checkpoint!r} has a malformed distillation record") from None
+    if grid.ndim != 1 or grid.numel() < 2 or grid[-1] != 0 or not bool((grid[1:] < grid[:-1]).all()):
+        raise InvalidInput(f"checkpoint {config.checkpoint!r} has a malformed distillation grid")
+    if grid.numel() - 1 != config.steps_from:
+        raise InvalidInput(f"steps_from must be the {grid.numel() - 1} steps the teacher {config.checkpoint!r} was "
+                           f"distilled for, got {config.steps_from}")
+    return grid
+
+
 def teacher_grid(config: TrainConfig, steps: int) -> torch.Tensor:
     """The teacher's DDIM grid of ``steps`` steps on its path: the DDPM's linspace steps on vp, uniform in t on
     rectified flow, Karras et al.'s sigmas from 80 on edm."""
@@ -119,13 +136,16 @@ class ProgressiveDistillation:
     """The trainer's :class:`~.trainer.Objective` for progressive distillation: round ``r`` (from 0) trains a
     student of ``steps_from / 2**(r+1)`` steps against the teacher of twice as many."""
 
-    def __init__(self, config: DistillConfig, train_config: TrainConfig, teacher: nn.Module, device: torch.device):
+    def __init__(self, config: DistillConfig, train_config: TrainConfig, teacher: nn.Module, device: torch.device,
+                 distilled: dict[str, Any] | None = None):
         if not 1 <= config.steps_from <= getattr(train_config.gaussian_path(), "T", config.steps_from):
             raise InvalidInput(f"steps_from must be at most the teacher's {train_config.num_timesteps} timesteps, "
                                f"got {config.steps_from}")
         self.config, self.train_config = config, train_config
         self.path = train_config.gaussian_path()
-        self.grid = teacher_grid(train_config, config.steps_from)  # the current round's teacher grid
+        # the current round's teacher grid: a distilled teacher's own (distilling on), else its sampler's
+        self.grid = teacher_grid(train_config, config.steps_from) if distilled is None else \
+            _distilled_grid(distilled, config)
         self.teacher = self._denoiser(teacher.to(device).eval().requires_grad_(False))
         self.round = 0
 
@@ -189,6 +209,6 @@ def distill(config: DistillConfig, *, overwrite: bool = False, progress: bool = 
         out_dir=config.out_dir, log_every=config.log_every, checkpoint_every=config.checkpoint_every,
         device=config.device, preview_every=0, eval_every=0)
     objective = ProgressiveDistillation(config, train_config, load_model(ckpt, ema=True),
-                                        resolve_device(config.device))
+                                        resolve_device(config.device), ckpt.extra.get("distillation"))
     return train(train_config, init_from=Path(config.checkpoint), overwrite=overwrite, progress=progress,
                  objective=objective)

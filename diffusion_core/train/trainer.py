@@ -363,9 +363,9 @@ class _Run:
                  record.kid, record.precision, record.recall, record.sample_s + record.measure_s)
 
     def _preview(self, name: str) -> None:
-        grid = None if self.objective is None else self.objective.preview_grid()
+        on_grid = {} if self.objective is None else {"grid": self.objective.preview_grid()}  # a student's DDIM grid
         preview(self.step_fn.ema.model, self.config, self.source.sample_shape, self.device, self.run_dir.claim(name),
-                grid=grid)
+                **on_grid)
 
 
 @torch.no_grad()
