@@ -241,6 +241,14 @@ def test_distill_command_writes_a_student_that_sample_uses_on_its_grid(capsys, c
     assert "distilled for 2 DDIM steps on its own grid; sampling with --steps 5" in caplog.text
     capsys.readouterr()
 
+    # distilling on from the student: its grid is the teacher's (every other time of it), its steps are steps-from
+    on = [*common[:2], str(student_dir / "checkpoint.safetensors"), *common[3:], "--iters-per-round", "2"]
+    assert main([*on, "--steps-from", "2", "--steps-to", "1", "--out-dir", str(tmp_path / "one")]) == 0
+    assert load_checkpoint(tmp_path / "one" / "checkpoint.safetensors").extra["distillation"]["grid"] == \
+        [record["grid"][0], 0.0]
+    capsys.readouterr()
+    assert main([*on, "--steps-from", "4", "--steps-to", "2", "--out-dir", str(tmp_path / "bad")]) == 2
+    assert "--steps-from must be the 2 steps the teacher" in capsys.readouterr().err
     assert main([*common, "--steps-from", "6", "--steps-to", "4", "--out-dir", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "--steps-from must be --steps-to times a power of two" in err
