@@ -99,7 +99,8 @@ def _sample_shape(mc: dict, num: int) -> tuple[int, ...]:
 
 def _load(ns: argparse.Namespace, device):
     """The network, the run's config (None for a diffusers folder), the DDPM it samples (None on a continuous path),
-    its model config and its class names, from our checkpoint or a diffusers folder."""
+    its model config, its class names and what it was distilled for (``None`` unless ``diffusion-core distill``
+    wrote it), from our checkpoint or a diffusers folder."""
     from .train import TrainConfig, load_checkpoint, load_model
     from .train.config import TrainPath
     from .train.diffusers_format import is_diffusers_folder, load_diffusers
@@ -109,12 +110,49 @@ def _load(ns: argparse.Namespace, device):
             raise InvalidInput("--no-ema is for our checkpoints: a diffusers folder holds one set of weights")
         imported = load_diffusers(ns.checkpoint)
         return (imported.network().to(device), None, imported.diffusion.to(device), imported.model_config,
-                imported.class_names)
+                imported.class_names, None)
     ckpt = load_checkpoint(ns.checkpoint, map_location=device)
     config = TrainConfig.from_dict(ckpt.train_config)
     model = load_model(ckpt, ema=not ns.no_ema).to(device)
     diffusion = config.diffusion().to(device) if config.path is TrainPath.VP else None
-    return model, config, diffusion, ckpt.model_config, ckpt.extra.get("class_names", [])
+    return (model, config, diffusion, ckpt.model_config, ckpt.extra.get("class_names", []),
+            _distilled_grid(ckpt.extra.get("distillation"), ns.checkpoint))
+
+
+def _distilled_grid(record, where: str):
+    """The time grid a distilled checkpoint samples on (its ``extra["distillation"]``), checked: decreasing floats
+    ending at 0."""
+    if record is None:
+        return None
+    grid = record.get("grid") if isinstance(record, dict) else None
+    if not (isinstance(grid, list) and len(grid) >= 2 and all(isinstance(v, (int, float)) for v in grid)
+            and grid[-1] == 0 and all(a > b for a, b in zip(grid, grid[1:]))):
+        raise InvalidInput(f"checkpoint {where!r} has a malformed distillation record (its grid: {str(grid)[:80]})")
+    return grid
+
+
+def _sampling_plan(ns: argparse.Namespace, grid) -> list[float] | None:
+    """The distilled grid to sample on, or ``None`` for the usual sampler with ``ns.steps`` (set here to 50 when not
+    given). A distilled checkpoint asked for another step count or sampler gets a warning: it was trained for
+    DDIM on its own grid."""
+    import logging
+
+    if grid is None:
+        ns.steps = 50 if ns.steps is None else ns.steps
+        return None
+    distilled = len(grid) - 1
+    other = [f"--steps {ns.steps}"] if ns.steps not in (None, distilled) else []
+    other += [f"--{k.replace('_', '-')} {v}" for k, v in (("sampler", ns.sampler), ("spacing", ns.spacing),
+                                                          ("sigma_max", ns.sigma_max)) if v not in (None, "ddim")]
+    other += [f"--eta {ns.eta}"] if ns.eta else []
+    if not other:
+        ns.steps = distilled
+        return grid
+    logging.getLogger("diffusion_core").warning(
+        "this checkpoint was distilled for %d DDIM steps on its own grid; sampling with %s as asked (leave them out "
+        "to sample as distilled)", distilled, ", ".join(other))
+    ns.steps = distilled if ns.steps is None else ns.steps
+    return None
 
 
 def sample(ns: argparse.Namespace) -> None:
@@ -133,9 +171,13 @@ def sample(ns: argparse.Namespace) -> None:
     out = Path(ns.out)
     _check_out(out, ns.overwrite)
     device = resolve_device(ns.device)
-    model, config, diffusion, model_config, class_names = _load(ns, device)
+    model, config, diffusion, model_config, class_names, distilled = _load(ns, device)
     shape = _sample_shape(model_config, ns.num)
     labels = _labels(ns, class_names, ns.num, device)
+    grid = _sampling_plan(ns, distilled)
+    if grid is not None:
+        _sample_distilled(ns, config, model, grid, shape, labels, class_names, out, device)
+        return
     if diffusion is None:
         _sample_on_path(ns, config, model, shape, labels, class_names, out, device)
         return
@@ -183,6 +225,23 @@ def _sample_on_path(ns: argparse.Namespace, config, model, shape, labels, class_
     try:
         x = sample_on_path(config, model, noise, sampler=ns.sampler, steps=ns.steps, spacing=ns.spacing,
                            sigma_max=ns.sigma_max, labels=labels, guidance=ns.guidance, eta=ns.eta, generator=g,
+                           progress=not ns.no_progress)
+    except NonFiniteError as e:
+        raise NonFiniteError(f"{e}; nothing was written (is the checkpoint from a diverged run?)") from None
+    _save(x, ns, labels, class_names, out)
+
+
+def _sample_distilled(ns: argparse.Namespace, config, model, grid, shape, labels, class_names, out: Path,
+                      device) -> None:
+    """A distilled student: DDIM on the grid it was distilled for (:func:`~.train.path_sampling.sample_on_grid`)."""
+    import torch
+
+    from .train.path_sampling import sample_on_grid
+
+    g = torch.Generator(device).manual_seed(ns.seed)
+    noise = torch.randn(shape, generator=g, device=device)
+    try:
+        x = sample_on_grid(config, model, noise, grid, labels=labels, guidance=ns.guidance,
                            progress=not ns.no_progress)
     except NonFiniteError as e:
         raise NonFiniteError(f"{e}; nothing was written (is the checkpoint from a diverged run?)") from None

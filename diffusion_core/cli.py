@@ -1,8 +1,9 @@
-"""``diffusion-core train``, ``diffusion-core sample``, ``diffusion-core eval`` and ``diffusion-core export``.
+"""``diffusion-core train``, ``diffusion-core distill``, ``diffusion-core sample``, ``diffusion-core eval`` and
+``diffusion-core export``.
 
-Every ``train`` option is a field of :class:`~diffusion_core.train.TrainConfig`, built from the field's declaration
-(its type, default and help), so the command line, the Python API and the config stored in a checkpoint never
-disagree. What a user causes (a bad argument, a bad or
+Every ``train`` option is a field of :class:`~diffusion_core.train.TrainConfig` (every ``distill`` option one of
+:class:`~diffusion_core.train.distill.DistillConfig`), built from the field's declaration (its type, default and
+help), so the command line, the Python API and the config stored in a checkpoint never disagree. What a user causes (a bad argument, a bad or
 corrupt file, an unwritable folder, a full disk, a diverged run, a size the memory cannot hold) prints one line
 and exits 2; Ctrl-C, from start-up on, prints one line and exits 130; anything else is a bug in diffusion_core and
 keeps its traceback. ``sample`` lives in ``_cli_sample.py``, ``eval`` in ``_cli_eval.py``.
@@ -44,12 +45,12 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 _FIELD = re.compile(r"\b([a-z]+(?:_[a-z]+)+)\b")
 
 
-def _as_options(message: str) -> str:
-    """``message`` with TrainConfig field names written as the options that set them (outside quoted values, such
-    as paths)."""
+def _as_options(message: str, config_class: type | None = None) -> str:
+    """``message`` with the config's field names (TrainConfig's by default) written as the options that set them
+    (outside quoted values, such as paths)."""
     from .train import TrainConfig
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = {f.name for f in dataclasses.fields(config_class or TrainConfig)}
     parts = re.split(r"('[^']*'|\"[^\"]*\")", message)
     for i in range(0, len(parts), 2):
         parts[i] = _FIELD.sub(lambda m: "--" + m[1].replace("_", "-") if m[1] in fields else m[1], parts[i])
@@ -83,11 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a model (default: the 8x8 digits model on the CPU)",
                         formatter_class=_HelpFormatter)
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        default = f.default.value if isinstance(f.default, Enum) else f.default
-        tr.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=default, help=f.metadata["help"],
-                        **_arg_type(hints[f.name]))
+    _add_config_options(tr, TrainConfig)
     tr.add_argument("--resume", default=None, help="continue from this checkpoint (only optimizer settings and "
                     "run control may change; its folder is the default --out-dir)")
     tr.add_argument("--init-from", default=None, help="start from the weights of this checkpoint or diffusers folder "
@@ -106,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="DDIM (Euler on rectified flow and EDM); ancestral DDPM; DPM-Solver++(2M) (second order, good "
                          "at 10-20 steps); EDM's Heun (second order, 2*steps-1 network calls). Default: the path's, "
                          "ddim on vp and rectified flow, heun on edm")
-    sa.add_argument("--steps", type=int, default=50, help="sampling steps (at most the model's T)")
+    sa.add_argument("--steps", type=int, default=None, help="sampling steps, at most the model's T (default: 50, or "
+                    "the step count a distilled checkpoint was distilled for, on its own grid)")
     sa.add_argument("--spacing", default=None, choices=[m.value for m in TimestepSpacing] + ["uniform"],
                     help="timestep spacing (default: karras for heun; otherwise linspace on vp, uniform in t on "
                          "rectified flow, karras on edm); uniform is for the continuous paths only")
@@ -130,7 +128,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub, _HelpFormatter)
     _add_export(sub)
+    _add_distill(sub)
     return parser
+
+
+def _add_config_options(parser: argparse.ArgumentParser, config_class: type, required: tuple[str, ...] = ()) -> None:
+    """One option per field of ``config_class`` (TrainConfig, DistillConfig), from its declaration."""
+    hints = typing.get_type_hints(config_class)
+    for f in dataclasses.fields(config_class):
+        default = f.default.value if isinstance(f.default, Enum) else f.default
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=default, help=f.metadata["help"],
+                            required=f.name in required, **_arg_type(hints[f.name]))
+
+
+def _add_distill(sub) -> None:
+    from .train.distill import DistillConfig
+
+    di = sub.add_parser("distill", help="distill a checkpoint into a few-step sampler (progressive distillation); "
+                        "the student is a checkpoint that sample uses with its step count",
+                        formatter_class=_HelpFormatter)
+    _add_config_options(di, DistillConfig, required=("checkpoint",))
+    di.add_argument("--overwrite", action="store_true", help="replace a run already in --out-dir (refused otherwise)")
+    di.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _distill(ns: argparse.Namespace) -> None:
+    from .train.distill import DistillConfig, distill
+
+    try:
+        config = DistillConfig(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(DistillConfig)})
+        result = distill(config, overwrite=ns.overwrite, progress=not ns.no_progress)
+    except (InvalidInput, FileNotFoundError) as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise
+        raise type(e)(_as_options(str(e), DistillConfig)) from None
+    if result.checkpoint:
+        print(f"checkpoint: {result.checkpoint}")
 
 
 def _add_export(sub) -> None:
@@ -204,6 +237,8 @@ def _run(ns: argparse.Namespace) -> int:
     try:
         if ns.command == "train":
             _train(ns)
+        elif ns.command == "distill":
+            _distill(ns)
         elif ns.command == "export":
             _export(ns)
         elif ns.command == "eval":

@@ -21,7 +21,7 @@ LAYERS = [
     {"guidance", "sampling"},
     {"samplers", "likelihood"},
     {"ddpm_samplers", "vlb"},
-    {"losses", "metrics"},
+    {"losses", "metrics", "distillation"},
     {"nn"},
     {"train"},
     {"evaluation"},

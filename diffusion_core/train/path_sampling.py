@@ -20,7 +20,7 @@ from ..guidance import ClassifierFreeGuidance
 from ..samplers import sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_heun
 from .config import TrainConfig, TrainPath
 
-__all__ = ["SAMPLERS", "DEFAULT_SAMPLER", "default_samples", "sample_on_path"]
+__all__ = ["SAMPLERS", "DEFAULT_SAMPLER", "default_samples", "sample_on_grid", "sample_on_path"]
 
 SAMPLERS = {"ddim": sample_ddim, "ddpm": sample_ddpm, "dpmpp-2m": sample_dpmpp_2m, "heun": sample_heun}
 DEFAULT_SAMPLER = {TrainPath.VP: "ddim", TrainPath.RECTIFIED_FLOW: "ddim", TrainPath.EDM: "heun"}
@@ -53,16 +53,32 @@ def sample_on_path(config: TrainConfig, model: nn.Module, noise: torch.Tensor, *
                           **options).sample
 
 
+def sample_on_grid(config: TrainConfig, model: nn.Module, noise: torch.Tensor, grid: torch.Tensor, *,
+                   labels: torch.Tensor | None = None, guidance: float = 1.0, progress: bool = False) -> torch.Tensor:
+    """Deterministic DDIM (Euler in x/alpha) of ``model`` on the times ``grid`` of its path, from standard normal
+    ``noise`` scaled to the grid's first sigma: how a distilled student samples, on the grid it was distilled
+    for (``train/distill.py``)."""
+    path = config.gaussian_path()
+    denoiser = Denoiser(model, path, config.parameterization, sigma_data=config.sigma_data)
+    if guidance != 1.0:
+        denoiser = ClassifierFreeGuidance(denoiser, guidance)
+    ts = torch.as_tensor(grid, dtype=torch.float64)
+    x_T = noise * path.sigma(ts[:1]).to(noise)
+    return sample_ddim(denoiser, x_T, ts, labels=labels, clip=config.dataset.spec.clip, progress=progress).sample
+
+
 @torch.no_grad()
 def default_samples(config: TrainConfig, model: nn.Module, sample_shape: tuple[int, ...], n: int,
-                    device: torch.device, seed: int = 0) -> torch.Tensor:
-    """``n`` samples of ``model`` with its path's default sampler (50 network calls, or T if fewer), from the noise
-    of ``seed`` drawn by a generator of its own (the global random state is not drawn from). A class-conditional
-    model samples each class in turn."""
+                    device: torch.device, seed: int = 0, grid: torch.Tensor | None = None) -> torch.Tensor:
+    """``n`` samples of ``model`` with its path's default sampler (50 network calls, or T if fewer), or DDIM on
+    ``grid`` (:func:`sample_on_grid`), from the noise of ``seed`` drawn by a generator of its own (the global random
+    state is not drawn from). A class-conditional model samples each class in turn."""
     g = torch.Generator(device).manual_seed(seed)
     x_T = torch.randn((n, *sample_shape), generator=g, device=device)
     classes = getattr(getattr(model, "config", None), "num_classes", 0) or 0
     labels = torch.arange(n, device=device) % classes if classes else None
+    if grid is not None:
+        return sample_on_grid(config, model, x_T, grid, labels=labels)
     if config.path is TrainPath.VP:  # at most T steps: ddim_sample refuses more steps than the schedule has
         diffusion = config.diffusion().to(device)
         return ddim_sample(model, diffusion, x_T, steps=min(50, diffusion.num_timesteps), labels=labels,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from typing import Callable
 
 import torch
 from torch import nn
@@ -23,7 +24,11 @@ from ..weighting import edm, min_snr
 from .config import TrainConfig, TrainPath
 from .runtime import DistInfo
 
-__all__ = ["TrainStep", "EMA", "learning_rate"]
+__all__ = ["TrainStep", "EMA", "Loss", "learning_rate"]
+
+# A training objective other than the denoising loss (distillation): loss(network, x0, t, noise, labels) -> the
+# batch's mean loss, ``network`` being the module the step trains (DDP-wrapped under torchrun).
+Loss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
 def learning_rate(step: int, lr: float, warmup_steps: int) -> float:
@@ -66,10 +71,11 @@ class EMA:
 
 
 class TrainStep:
-    """``loss, grad_norm = step(x0, t, noise, step_index, labels)``: both stay on the device, unread."""
+    """``loss, grad_norm = step(x0, t, noise, step_index, labels)``: both stay on the device, unread. ``loss``
+    replaces the denoising loss by another objective (:data:`Loss`), compiled and stepped alike."""
 
     def __init__(self, model: nn.Module, diffusion, config: TrainConfig, device: torch.device, dist_info: DistInfo,
-                 amp_dtype: torch.dtype | None, compile_model: bool) -> None:
+                 amp_dtype: torch.dtype | None, compile_model: bool, loss: Loss | None = None) -> None:
         self.model, self.config = model, config.resolved_warmup()  # train() has set it; a direct caller may not
         # fused AdamW (CPU and CUDA): one kernel for all parameters, no .item() on the step counters, and
         # GradScaler hands it the inf check as a tensor instead of reading it back
@@ -83,7 +89,7 @@ class TrainStep:
             net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
             if compile_model:
                 net = torch.compile(net)
-        self._net = net
+        self._net, self._objective = net, loss
         self.loss = self._mean_loss
         if compile_model and not dist_info.enabled:
             self.loss = torch.compile(self._mean_loss, fullgraph=True, dynamic=False)
@@ -96,6 +102,8 @@ class TrainStep:
     def _mean_loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
                    labels: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
+        if self._objective is not None:
+            return self._objective(self._net, x0, t, noise, labels)
         if self._diffusion is None:
             return denoising_loss(self._denoiser, x0, t, noise, weighting=self._weighting, loss_type=c.loss_type,
                                   labels=labels).mean()

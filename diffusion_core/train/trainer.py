@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
@@ -38,7 +38,7 @@ from .runtime import (StopRequest, TrainingInterrupted, agree, autocast_dtype, c
                       setup_distributed)
 from .step import TrainStep
 
-__all__ = ["Evaluator", "NonFiniteLossError", "TrainResult", "TrainingInterrupted", "train"]
+__all__ = ["Evaluator", "NonFiniteLossError", "Objective", "TrainResult", "TrainingInterrupted", "train"]
 
 log = logging.getLogger("diffusion_core.train")
 
@@ -46,6 +46,27 @@ HISTORY_STEPS = 100_000  # TrainResult.losses keeps at most this many recent per
 # --eval-every's measurement: evaluator(samples (n, *shape) float64, config, step=, sample_s=) -> its record. It lives
 # in diffusion_core.evaluation (``training_evaluator``), a layer above train, so the caller hands it in.
 Evaluator = Callable[..., EvalRecord]
+
+
+class Objective(Protocol):
+    """What a run trains instead of the denoising loss (``train/distill.py``'s progressive distillation): the loop,
+    its batches, optimizer, EMA, log, checkpoints and safety stay the same."""
+
+    def loss(self, network: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+             labels: torch.Tensor | None) -> torch.Tensor:
+        """The batch's mean loss (the step's :data:`~.step.Loss`)."""
+
+    def draw_times(self, batch: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        """The global batch's times, whatever the loss reads as ``t`` (a row per example)."""
+
+    def begin_step(self, step: int, step_fn: TrainStep) -> None:
+        """Called before optimizer step ``step`` (a new round may start there)."""
+
+    def record(self) -> dict[str, Any]:
+        """What the run is, for ``config.json`` and every checkpoint's ``extra`` (one JSON entry)."""
+
+    def preview_grid(self) -> torch.Tensor:
+        """The time grid the previews sample on (DDIM)."""
 
 
 class NonFiniteLossError(NonFiniteError):
@@ -63,13 +84,14 @@ class TrainResult:
 
 def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: bool = False,
           progress: bool = True, init_from: str | Path | None = None,
-          evaluator: Evaluator | None = None) -> TrainResult:
+          evaluator: Evaluator | None = None, objective: Objective | None = None) -> TrainResult:
     """Train as ``config`` says. ``resume``: continue from that checkpoint exactly where it stopped (its folder
     is the default ``out_dir``). ``overwrite``: replace a run already in ``out_dir``, which is refused otherwise.
     ``init_from``: start from the weights of that checkpoint or diffusers folder (fine-tuning; see
     :mod:`~diffusion_core.train.init_from`), a new run in every other respect. ``evaluator``: what measures the
     samples of ``config.eval_every``, :func:`diffusion_core.evaluation.training_evaluator` (the command line
-    passes it; train sits below the evaluation package and does not import it).
+    passes it; train sits below the evaluation package and does not import it). ``objective``: train that
+    instead of the denoising loss (:class:`Objective`; a new run only, no ``resume``).
 
     Raises:
         InvalidInput: a bad setting, data, checkpoint or out_dir, before anything is written.
@@ -79,10 +101,12 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: b
     if init_from is not None and resume is not None:
         raise InvalidInput("resume and init_from (--resume, --init-from) exclude each other: resume continues a "
                            "run, init_from starts a new one from another model's weights")
+    if objective is not None and resume is not None:
+        raise InvalidInput("resuming a distillation run is not supported yet: start it again")
     if config.eval_every and evaluator is None:
         raise InvalidInput("eval_every needs evaluator=diffusion_core.evaluation.training_evaluator (the "
                            "measurement lives in the evaluation package, above train; the command line passes it)")
-    run = _Run(config, resume, init_from, evaluator)
+    run = _Run(config, resume, init_from, evaluator, objective)
     if run.start == run.config.steps:
         log.warning("the checkpoint is already at step %d = steps; nothing to train", run.start)
         return run.result()
@@ -114,8 +138,8 @@ class _Run:
     runs the loop, whose parts (one step, the log, the checkpoint) are the methods below, sharing the run's state."""
 
     def __init__(self, config: TrainConfig, resume: str | Path | None, init_from: str | Path | None = None,
-                 evaluator: Evaluator | None = None) -> None:
-        self.resume, self.init_from, self.evaluator = resume, init_from, evaluator
+                 evaluator: Evaluator | None = None, objective: Objective | None = None) -> None:
+        self.resume, self.init_from, self.evaluator, self.objective = resume, init_from, evaluator, objective
         self.device = resolve_device(config.device)
         self.auto_warmup = config.warmup_steps is None and resume is None
         self.config, self.ckpt, notices = settle(config, resume)
@@ -165,7 +189,7 @@ class _Run:
         self.model = model
         compile_model = config.compile if config.compile is not None else device.type == "cuda"
         self.step_fn = TrainStep(model, self.diffusion, config, device, info, autocast_dtype(config.precision, device),
-                                 compile_model)
+                                 compile_model, loss=None if self.objective is None else self.objective.loss)
         self.gen = torch.Generator(device).manual_seed(config.seed)  # data order, timesteps and noise
 
     # ------------------------------------------------------------------ the run
@@ -181,7 +205,8 @@ class _Run:
                 check_resume_data(self.ckpt, self.source)
             self.run_dir.start()  # from here on the run writes (and an earlier run it replaces is gone)
             if info.is_main:
-                write_json(self.run_dir.claim("config.json"), {"train": config.to_dict(), "model": self.model_config})
+                write_json(self.run_dir.claim("config.json"), {"train": config.to_dict(), "model": self.model_config,
+                                                               **self._objective_record()})
                 _warmup_notice(config, self.auto_warmup)
             self.run_log = RunLog(self.run_dir.path, resume_step=self.start if self.ckpt is not None else None,
                                   claim=self.run_dir.claim) if info.is_main else None
@@ -210,6 +235,8 @@ class _Run:
             try:
                 for step in self.bar:
                     threads.update()
+                    if self.objective is not None:
+                        self.objective.begin_step(step, self.step_fn)
                     self._step(step)
                     self._after_step(step + 1, stop)
             finally:
@@ -223,7 +250,9 @@ class _Run:
         identically on every rank and each keeps its slice, so N ranks see exactly the batch one process would."""
         B, local, gen, device = self.config.batch_size, self.source.local, self.gen, self.device
         x0, labels = next(self.batches)
-        if self.config.path is TrainPath.VP:  # DDPM's schedule index, drawn as it always was
+        if self.objective is not None:  # the objective's own times
+            t = self.objective.draw_times(B, gen, device)[local]
+        elif self.config.path is TrainPath.VP:  # DDPM's schedule index, drawn as it always was
             t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=gen, device=device)[local]
         else:  # a time of the continuous path, from the run's time density
             t = self.draw_times(self.diffusion, B, generator=gen, device=device)[local]
@@ -307,9 +336,13 @@ class _Run:
                 model_config=self.model_config, model=self.model.state_dict(), ema=s.ema.state_dict(),
                 optimizer=s.optimizer.state_dict(), scaler=s.scaler.state_dict() if s.scaler.is_enabled() else None,
                 rng=rng, extra={"class_names": source.class_names,
-                                **({"data": source.data_record} if source.data_record else {})})
+                                **({"data": source.data_record} if source.data_record else {}),
+                                **self._objective_record()})
         except NonFiniteError as e:
             raise NonFiniteLossError(f"the weights became NaN or Inf by step {step} ({e}){self._last_good()}") from None
+
+    def _objective_record(self) -> dict[str, Any]:
+        return {} if self.objective is None else self.objective.record()
 
     def _last_good(self) -> str:
         return f"; the last good checkpoint is {self.last_saved}" if self.last_saved else ""
@@ -330,16 +363,18 @@ class _Run:
                  record.kid, record.precision, record.recall, record.sample_s + record.measure_s)
 
     def _preview(self, name: str) -> None:
-        preview(self.step_fn.ema.model, self.config, self.source.sample_shape, self.device, self.run_dir.claim(name))
+        on_grid = {} if self.objective is None else {"grid": self.objective.preview_grid()}  # a student's DDIM grid
+        preview(self.step_fn.ema.model, self.config, self.source.sample_shape, self.device, self.run_dir.claim(name),
+                **on_grid)
 
 
 @torch.no_grad()
 def preview(model: nn.Module, config: TrainConfig, sample_shape: tuple[int, ...], device: torch.device, path: Path,
-            n: int = 64) -> Path:
+            n: int = 64, grid: torch.Tensor | None = None) -> Path:
     """Samples of ``model`` with its path's default sampler (:mod:`.path_sampling`; 50 network calls, or T if
-    fewer): a PNG grid for images, a scatter PNG for 2-D points."""
+    fewer), or DDIM on ``grid``: a PNG grid for images, a scatter PNG for 2-D points."""
     with host_sync_point("preview"):
-        x = default_samples(config, model, sample_shape, 1000 if len(sample_shape) == 1 else n, device)
+        x = default_samples(config, model, sample_shape, 1000 if len(sample_shape) == 1 else n, device, grid=grid)
         if len(sample_shape) == 1:
             return save_scatter(x, path)
         # a class-conditional model samples each class in turn: one class per grid column
