@@ -7,6 +7,11 @@ of a Gaussian mixture. Here both implementations get the same x_T and the same n
 library's sampler draws from a seeded torch.Generator is drawn again from the same seed, in the same
 order (one draw per step, from the noisiest index down, none at index 0), and handed to the page.
 The page is served under a sub-path, in Chromium (see conftest.py).
+
+On the continuous paths (rectified flow; EDM's variance-exploding path) the library side is diffusion_core's own
+RectifiedFlow / VarianceExploding, time_grid, sample_euler / sample_heun and a Denoiser (target "x0") around an
+exact mixture network written here with torch; the page gets the same starting state x_T = sigma(t_0) z and its
+own default grid for the path, which must be the library's.
 """
 from __future__ import annotations
 
@@ -16,8 +21,9 @@ import pytest
 import torch
 
 from cdp import Tab
-from diffusion_core import (ClassifierFreeGuidance, Diffusion, NoiseSchedule, ddim_sample, ddpm_sample,
-                            dpmpp_2m_sample, spaced_timesteps)
+from diffusion_core import (ClassifierFreeGuidance, Denoiser, Diffusion, NoiseSchedule, RectifiedFlow,
+                            VarianceExploding, ddim_sample, ddpm_sample, dpmpp_2m_sample, sample_euler, sample_heun,
+                            spaced_timesteps, time_grid)
 
 pytestmark = pytest.mark.browser
 
@@ -118,6 +124,93 @@ def test_javascript_samples_equal_the_librarys(explorer, kind, sampler, steps, e
                        dtype=torch.float64).view(B, 2)
     assert expected.abs().max() > 0.5                  # real samples, not a collapsed output
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the continuous paths
+
+def exact_x0(x, alpha, sigma, only=None):
+    """E[x0 | x_t] for the mixture at per-row (alpha, sigma), written with torch from its closed form
+    sum_k r_k (mu_k + alpha s_k^2 (x_t - alpha mu_k) / v_k), v_k = alpha^2 s_k^2 + sigma^2 (finite at alpha = 0)."""
+    a, s = alpha.reshape(-1, 1, 1), sigma.reshape(-1, 1, 1)
+    sd2 = STD.view(1, -1, 1) ** 2
+    var = a * a * sd2 + s * s                                       # (B, K, 1)
+    diff = x[:, None, :] - a * MU[None]                             # (B, K, 2)
+    log_r = W.log()[None, :, None] - var.log() - (diff**2).sum(-1, keepdim=True) / (2 * var)
+    if only is not None:
+        log_r = log_r.masked_fill((LABEL != only).view(1, -1, 1), float("-inf"))
+    return (torch.softmax(log_r, dim=1) * (MU[None] + a * sd2 * diff / var)).sum(1)
+
+
+# The path, and the time its network input t_in = path.network_time(t) stands for (1000 t; 1/4 ln sigma).
+LIBRARY_PATHS = {"rectified-flow": (RectifiedFlow, lambda t_in: t_in / 1000),
+                 "edm": (VarianceExploding, lambda t_in: torch.exp(4 * t_in))}
+
+
+def library_path_run(path_key, sampler, steps, spacing, sigma_max, guide):
+    """(x_T, the grid, the library's samples) on a continuous path, the grid from time_grid."""
+    make, time_of = LIBRARY_PATHS[path_key]
+    path = make()
+    ts = time_grid(path, steps, spacing, sigma_max=sigma_max)
+    z = torch.randn(B, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x_T = path.sigma(ts[:1]) * z            # the start: z at t = 1 (rectified flow), 80 z on EDM
+
+    def network(x, t_in, labels=None):
+        t = time_of(t_in)
+        a, s = path.alpha(t), path.sigma(t)
+        out = exact_x0(x, a, s)             # unconditional (and the null label's rows)
+        if labels is not None:
+            for c in (0, 1):
+                rows = labels == c
+                out[rows] = exact_x0(x[rows], a[rows], s[rows], only=c)
+        return out
+
+    denoiser, labels = Denoiser(network, path, "x0"), None
+    if guide is not None:
+        denoiser = ClassifierFreeGuidance(denoiser, guide["scale"], null_label=NULL)
+        labels = torch.full((B,), guide["label"])
+    run = sample_euler if sampler == "euler" else sample_heun
+    return x_T, ts, run(denoiser, x_T, ts, labels=labels, progress=False).sample
+
+
+# (path, sampler, steps, the library's spacing, its sigma_max, guidance). The page is given only the path, the
+# sampler and the steps: its default grids must be these.
+PATH_CASES = [
+    ("rectified-flow", "euler", 20, "uniform", None, None),
+    ("rectified-flow", "heun", 10, "uniform", 80.0, None),      # Heun needs alpha > 0: from t = 80/81
+    ("edm", "heun", 18, "karras", None, None),
+    ("edm", "euler", 18, "karras", None, None),
+    ("edm", "heun", 18, "karras", None, {"label": 1, "scale": 3.0}),
+]
+
+
+@pytest.mark.parametrize("path, sampler, steps, spacing, sigma_max, guide", PATH_CASES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2]}{'-guided' if c[5] else ''}" for c in PATH_CASES])
+def test_javascript_samples_equal_the_librarys_on_the_continuous_paths(explorer, path, sampler, steps, spacing,
+                                                                        sigma_max, guide):
+    x_T, ts, expected = library_path_run(path, sampler, steps, spacing, sigma_max, guide)
+    options = {"path": path, "sampler": sampler, "steps": steps, "mixture": MIXTURE, "guidance": guide,
+               "xT": x_T.flatten().tolist(), "noises": []}
+    grid = explorer.js(f"Array.from(DCExplorer.grid({json.dumps(options)}).ts)")
+    torch.testing.assert_close(torch.tensor(grid, dtype=torch.float64), ts, rtol=1e-12, atol=0)
+    got = torch.tensor(explorer.js(RUN_IN_PAGE % json.dumps(options), timeout=120),
+                       dtype=torch.float64).view(B, 2)
+    assert expected.abs().max() > 0.5                  # real samples, not a collapsed output
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_javascript_time_grids_equal_the_librarys(explorer):
+    """The page's time_grid for both paths, every spacing and step counts 1 to 40, to 1e-12 relative."""
+    specs = [(p, sp, sm) for p, sm in (("rectified-flow", 80.0), ("edm", None))
+             for sp in ("uniform", "log-snr", "karras")] + [("rectified-flow", "uniform", None)]
+    got = explorer.js("(() => { const out = {}; for (const [p, sp, sm] of %s) for (let n = 1; n <= 40; n++) "
+                      "out[`${p} ${sp} ${sm} ${n}`] = Array.from(DCExplorer.timeGrid(DCExplorer.PATHS[p], n, sp, "
+                      "sm === null ? undefined : sm)); return out; })()" % json.dumps(specs), timeout=60)
+    for p, sp, sm in specs:
+        path = LIBRARY_PATHS[p][0]()
+        for n in range(1, 41):
+            expected = time_grid(path, n, sp, sigma_max=sm)
+            torch.testing.assert_close(torch.tensor(got[f"{p} {sp} {'null' if sm is None else f'{sm:g}'} {n}"],
+                                                    dtype=torch.float64), expected, rtol=1e-12, atol=0)
 
 
 def test_javascript_timesteps_equal_the_librarys_for_every_step_count(explorer):
