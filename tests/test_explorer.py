@@ -240,3 +240,116 @@ def test_the_page_loads_and_a_control_changes_the_picture(explorer):
                             const t = document.querySelector('[data-k="forwardT"]');
                             t.value = '1000'; t.dispatchEvent(new Event('input', {bubbles: true})); })()""")
     assert "t = 1000" in explorer.js(status)
+
+
+# ---------------------------------------------------------------- the path control and "Draw your own"
+
+PIXELS = """(() => { const c = document.querySelector('#dc-explorer canvas');
+                     return c.getContext('2d').getImageData(0, 0, c.width, c.height).data
+                             .reduce((h, v, i) => (h * 31 + v * (i % 7 + 1)) % 1000000007, 7); })()"""
+STATUS = "document.querySelector('.dc-status').textContent"
+BRUSH = 0.15                   # the page's default brush spread
+
+
+def _set(tab, key, value):
+    """Set a control as a reader does: its value, then the input event the page listens to."""
+    tab.js(f"""(() => {{ const s = document.querySelector('[data-k="{key}"]'); s.value = {json.dumps(value)};
+                         s.dispatchEvent(new Event('input', {{bubbles: true}})); }})()""")
+
+
+def _settle(tab):
+    tab.js("new Promise(r => setTimeout(r, 600))", timeout=30)      # the page recomputes after 120 ms
+
+
+def _mouse(tab, kind, xy, held):
+    tab.send("Input.dispatchMouseEvent", {"type": kind, "x": xy[0], "y": xy[1], "button": "left",
+                                          "buttons": 1 if held else 0, "clickCount": 1})
+
+
+def test_the_path_control_and_drawing_your_own_data(browser, site_url):
+    tab = Tab(browser)
+    try:
+        tab.goto(site_url + "explorer/", timeout=30)
+        # The path control: each path shows its own samplers, and the status and the picture follow it.
+        before, text = tab.js(PIXELS), tab.js(STATUS)
+        assert "on the cosine schedule" in text
+        _set(tab, "path", "rectified-flow")
+        _settle(tab)
+        options = "Array.from(document.querySelectorAll('[data-k=\"sampler\"] option'), o => o.value)"
+        assert tab.js(options) == ["euler", "heun"]
+        status = tab.js(STATUS)
+        assert "Euler on rectified flow (t from 1.00 to 0" in status and "20 evaluations" in status, status
+        assert tab.js(PIXELS) != before
+        _set(tab, "sampler", "heun")
+        _settle(tab)
+        assert "Heun on rectified flow (t from 0.988 to 0" in tab.js(STATUS)     # from t = 80/81
+        rf = tab.js(PIXELS)
+        _set(tab, "path", "edm")
+        _settle(tab)
+        assert tab.js(options) == ["heun", "euler"]
+        status = tab.js(STATUS)
+        assert "Heun on EDM (σ from 80 to 0.002 on Karras's ρ = 7 grid" in status, status
+        assert "step 18 of 18" in status and "35 evaluations" in status, status            # 2N - 1
+        assert tab.js(PIXELS) not in (before, rf)
+        assert tab.js("document.querySelector('.dc-schedule').hidden") is True
+        # The forward process follows the path: EDM's slider is in sigma, up to 80.
+        tab.js("document.querySelector('input[value=\"forward\"]').click()")
+        _set(tab, "forwardT", "1000")
+        assert "Forward process on EDM's path at σ = 80.0" in tab.js(STATUS)
+        _set(tab, "forwardT", "0")
+        assert "at σ = 0 " in tab.js(STATUS)
+        tab.js("document.querySelector('input[value=\"reverse\"]').click()")
+
+        # "Draw your own": nothing drawn yet, and sampling then breaks nothing.
+        _set(tab, "data", "draw")
+        _settle(tab)
+        assert "Nothing drawn yet" in tab.js(STATUS)
+        empty = tab.js(PIXELS)
+        tab.js("document.querySelector('[data-a=\"sample\"]').click()")
+        assert "Nothing drawn yet" in tab.js(STATUS)
+        # A stroke from (-2, 1.5) to (2, 1.5) and a click at (0, -2), as real mouse input at the canvas's place.
+        left, top, width = tab.js("""(() => { const c = document.querySelector('#dc-explorer canvas');
+            c.scrollIntoView({block: 'center'}); const b = c.getBoundingClientRect();
+            return [b.left, b.top, b.width]; })()""")
+
+        def at(x, y):
+            return left + (x + 4) / 8 * width, top + (4 - y) / 8 * width
+
+        _mouse(tab, "mousePressed", at(-2, 1.5), True)
+        for i in range(1, 41):
+            _mouse(tab, "mouseMoved", at(-2 + 0.1 * i, 1.5), True)
+        _mouse(tab, "mouseReleased", at(2, 1.5), False)
+        _mouse(tab, "mousePressed", at(0, -2), True)
+        _mouse(tab, "mouseReleased", at(0, -2), False)
+        _settle(tab)
+        centres = torch.tensor(tab.js("Array.from(DCExplorerPage.state.drawn.means)"), dtype=torch.float64).view(-1, 2)
+        stds = tab.js("DCExplorerPage.state.drawn.stds")
+        # One dab where the stroke starts and one every 0.25 units along its 4 units: 17, and the click's.
+        pixel = 8 / width                                   # one CSS pixel in data units
+        assert len(centres) == 18 and stds == [BRUSH] * 18
+        stroke, dot = centres[:17], centres[17]
+        assert (stroke[:, 1] - 1.5).abs().max() < 2 * pixel and (stroke[0] - torch.tensor([-2, 1.5])).abs().max() < 2 * pixel
+        torch.testing.assert_close((stroke[1:] - stroke[:-1]).norm(dim=1), torch.full((16,), 0.25, dtype=torch.float64),
+                                   rtol=0, atol=2 * pixel)
+        assert (dot - torch.tensor([0.0, -2.0])).abs().max() < 2 * pixel
+        status = tab.js(STATUS)
+        assert "1500 samples, Heun on EDM" in status, status
+        samples = torch.tensor(tab.js("Array.from(DCExplorerPage.state.traj.at(-1))"), dtype=torch.float64).view(-1, 2)
+        nearest = torch.cdist(samples, centres).min(dim=1).values
+        # An exact draw of one isotropic component of spread s lies at a Rayleigh(s) distance from its centre,
+        # median s sqrt(2 ln 2) = 1.18 s, and the nearest drawn centre is at most that far: the median is below
+        # 1.18 s for the exact mixture. 2 s leaves room for 18 Heun steps and 1,500 draws (N(0, I) noise is ~1 away).
+        assert nearest.median() < 2 * BRUSH, nearest.median()
+        # They follow the whole stroke, and the lone dab gets about its weight, 1/18 = 5.6 % of them.
+        on_stroke = samples[(samples[:, 1] - 1.5).abs() < 3 * BRUSH]
+        assert on_stroke[:, 0].min() < -1.8 and on_stroke[:, 0].max() > 1.8
+        share = ((samples - torch.tensor([0.0, -2.0])).norm(dim=1) < 3 * BRUSH).double().mean().item()
+        assert 0.02 < share < 0.12, share
+        assert tab.js(PIXELS) != empty
+        # Clear empties the drawing.
+        tab.js("document.querySelector('[data-a=\"clear\"]').click()")
+        assert tab.js("DCExplorerPage.state.drawn.weights.length") == 0
+        assert "Nothing drawn yet" in tab.js(STATUS) and tab.js(PIXELS) == empty
+        assert not [e for e in tab.events("Runtime.exceptionThrown")]
+    finally:
+        tab.close()
