@@ -202,12 +202,11 @@
 
   function gridText(run, at) {
     if (run.path === "ddpm") return `the ${run.schedule} schedule`;
-    const t = run.grid.ts[at];
+    const t = run.grid.ts[at], now = t === 0 ? "0" : t.toPrecision(3);
     if (run.path === "rectified-flow") {
-      return `rectified flow (t from ${run.grid.ts[0].toPrecision(3)} to 0 in even steps; now t = ` +
-             `${t.toPrecision(3)})`;
+      return `rectified flow (t from ${run.grid.ts[0].toPrecision(3)} to 0 in even steps; now t = ${now})`;
     }
-    return `EDM (σ from 80 to 0.002 on Karras's ρ = 7 grid, then 0; now σ = ${t.toPrecision(3)})`;
+    return `EDM (σ from 80 to 0.002 on Karras's ρ = 7 grid, then 0; now σ = ${now})`;
   }
 
   function draw() {
