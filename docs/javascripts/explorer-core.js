@@ -1,5 +1,7 @@
 // The explorer's mathematics: a second implementation of diffusion_core's schedules, respacing,
-// exact Gaussian-mixture denoiser and samplers (DDPM, DDIM, DPM-Solver++(2M)), in double precision.
+// exact Gaussian-mixture denoiser and samplers (DDPM, DDIM, DPM-Solver++(2M)) on the DDPM path, and of its
+// continuous paths (rectified flow, EDM's variance-exploding path), time grids and Euler / Heun samplers,
+// in double precision.
 // No DOM here: tests/test_explorer.py runs these functions in a browser against the Python library.
 // Points are 2-D and stored flat, [x0, y0, x1, y1, ...], in Float64Arrays.
 (function (root) {
@@ -201,6 +203,167 @@
     return traj;
   }
 
+  // ------------------------------------------------------------------ continuous paths (paths.py, grids.py)
+  // x_t = alpha_t x0 + sigma_t eps. Rectified flow: alpha = 1 - t, sigma = t on [0, 1]. EDM's path is
+  // VarianceExploding: alpha = 1, sigma = t (Karras's sigma) up to sigma_max = 80. tOfLogSnr inverts
+  // lambda = log(alpha^2 / sigma^2), as the library's t_of_log_snr.
+  const KARRAS_RHO = 7, EDM_SIGMA_MIN = 0.002, EDM_SIGMA_MAX = 80;
+  const PATHS = {
+    "rectified-flow": { name: "rectified flow", tMax: 1, alpha: (t) => 1 - t, sigma: (t) => t,
+                        tOfLogSnr: (lam) => 1 / (1 + Math.exp(0.5 * lam)) },          // sigmoid(-lambda/2)
+    "edm": { name: "EDM", tMax: EDM_SIGMA_MAX, alpha: () => 1, sigma: (t) => t,
+             tOfLogSnr: (lam) => Math.exp(-0.5 * lam) },
+  };
+
+  function tOfEdmSigma(path, edmSigma) {            // the time where sigma / alpha = edmSigma
+    return path.tOfLogSnr(-2 * Math.log(edmSigma));
+  }
+
+  // time_grid(path, steps, spacing, sigma_max=...): steps + 1 decreasing times ending at 0. "uniform":
+  // t_max (1 - k / steps); "log-snr" / "karras": even in lambda / in (sigma/alpha)^(1/rho) from t_max to the
+  // time of sigma/alpha = 0.002, k / (steps - 1) of the way, the first time exactly t_max.
+  function timeGrid(path, steps, spacing = "uniform", sigmaMax) {
+    let tMax = path.tMax;
+    if (sigmaMax !== undefined && sigmaMax !== null) tMax = Math.min(path.tMax, tOfEdmSigma(path, sigmaMax));
+    const ts = new Float64Array(steps + 1);
+    if (spacing === "uniform") {
+      for (let k = 0; k < steps; k++) ts[k] = tMax * (1 - k / steps);
+    } else {
+      const tMin = tOfEdmSigma(path, EDM_SIGMA_MIN);
+      const lamOf = (t) => 2 * (Math.log(path.alpha(t)) - Math.log(path.sigma(t)));
+      if (!Number.isFinite(lamOf(tMax))) throw new Error(`timeGrid: ${spacing} needs a finite noise level at t_max`);
+      const denom = Math.max(steps - 1, 1);
+      for (let k = 0; k < steps; k++) {
+        const f = k / denom;
+        if (spacing === "log-snr") {
+          const l0 = lamOf(tMax), l1 = lamOf(tMin);
+          ts[k] = path.tOfLogSnr(l0 + f * (l1 - l0));
+        } else if (spacing === "karras") {
+          const hi = (path.sigma(tMax) / path.alpha(tMax)) ** (1 / KARRAS_RHO);
+          const lo = (path.sigma(tMin) / path.alpha(tMin)) ** (1 / KARRAS_RHO);
+          ts[k] = path.tOfLogSnr(-2 * KARRAS_RHO * Math.log(hi + f * (lo - hi)));
+        } else throw new Error(`timeGrid: unknown spacing ${spacing}`);
+      }
+      ts[0] = tMax;
+    }
+    ts[steps] = 0;
+    return ts;
+  }
+
+  // E[x0 | x_t] for the mixture at any (alpha, sigma), from its own closed form (finite where alpha = 0):
+  // x_t | k ~ N(alpha mu_k, v_k I), v_k = alpha^2 s_k^2 + sigma^2, and
+  // E[x0 | x_t, k] = mu_k + alpha s_k^2 (x_t - alpha mu_k) / v_k (diffusion_core.mixture.GaussianMixture.x0).
+  function mixtureX0(mixture, a, s, x, out, only) {
+    const K = mixture.weights.length;
+    const v = mixture.stds.map((sd) => a * a * sd ** 2 + s * s);
+    const logPrior = mixture.weights.map((w, k) => Math.log(w) - Math.log(v[k]));
+    const logr = new Float64Array(K);
+    for (let p = 0; p < x.length; p += 2) {
+      let top = -Infinity;
+      for (let k = 0; k < K; k++) {
+        if (only !== undefined && mixture.labels[k] !== only) { logr[k] = -Infinity; continue; }
+        const dx = x[p] - a * mixture.means[2 * k], dy = x[p + 1] - a * mixture.means[2 * k + 1];
+        logr[k] = logPrior[k] - (dx * dx + dy * dy) / (2 * v[k]);
+        if (logr[k] > top) top = logr[k];
+      }
+      let z = 0, ex = 0, ey = 0;
+      for (let k = 0; k < K; k++) {
+        if (logr[k] === -Infinity) continue;
+        const r = Math.exp(logr[k] - top), g = a * mixture.stds[k] ** 2 / v[k];
+        z += r;
+        ex += r * (mixture.means[2 * k] + g * (x[p] - a * mixture.means[2 * k]));
+        ey += r * (mixture.means[2 * k + 1] + g * (x[p + 1] - a * mixture.means[2 * k + 1]));
+      }
+      out[p] = ex / z;
+      out[p + 1] = ey / z;
+    }
+    return out;
+  }
+
+  // The grid's alpha, sigma and a denoiser (x, k) -> {x0, eps} at grid time k: an exact network with the
+  // library's target "x0" read as Denoiser does, eps = (x_t - alpha x0) / sigma. Guidance as on the DDPM path,
+  // applied to both predictions (ClassifierFreeGuidance): x0 = x0_c + (s - 1)(x0_c - x0_u), and eps likewise.
+  function onGrid(path, ts) {
+    const alpha = Float64Array.from(ts, (t) => path.alpha(t)), sigma = Float64Array.from(ts, (t) => path.sigma(t));
+    return { ts, alpha, sigma, n: ts.length - 1 };
+  }
+
+  function pathDenoiser(mixture, g, guidance) {
+    const guided = guidance && guidance.label !== undefined && guidance.label !== null;
+    return function (x, k) {
+      const a = g.alpha[k], s = g.sigma[k], n = x.length;
+      const epsOf = (x0) => Float64Array.from(x0, (v, p) => (x[p] - a * v) / s);
+      const x0u = mixtureX0(mixture, a, s, x, new Float64Array(n));
+      if (!guided) return { x0: x0u, eps: epsOf(x0u) };
+      const x0c = mixtureX0(mixture, a, s, x, new Float64Array(n), guidance.label);
+      const epsU = epsOf(x0u), epsC = epsOf(x0c), w = guidance.scale - 1;
+      const x0 = new Float64Array(n), eps = new Float64Array(n);
+      for (let p = 0; p < n; p++) {
+        eps[p] = epsC[p] + w * (epsC[p] - epsU[p]);
+        x0[p] = x0c[p] + w * (x0c[p] - x0u[p]);
+      }
+      return { x0, eps };
+    };
+  }
+
+  // sample_euler (DDIM with eta = 0 on any path): x_s = alpha_s x0_hat + sigma_s eps_hat.
+  function euler(model, g, xT) {
+    const traj = [Float64Array.from(xT)];
+    let x = Float64Array.from(xT);
+    for (let k = 0; k < g.n; k++) {
+      const { x0, eps } = model(x, k), next = new Float64Array(x.length);
+      for (let p = 0; p < x.length; p++) next[p] = g.alpha[k + 1] * x0[p] + g.sigma[k + 1] * eps[p];
+      x = next;
+      traj.push(x);
+    }
+    return traj;
+  }
+
+  // sample_heun (Karras et al. 2022, Algorithm 1) in x / alpha and sigma / alpha: an Euler predictor and a
+  // trapezoidal corrector at the next grid time, the last step (to sigma = 0) Euler only, giving x0_hat;
+  // 2N - 1 evaluations. The grid must start where alpha > 0 (not t = 1 on rectified flow).
+  function heun(model, g, xT) {
+    if (g.n > 1 && !(g.alpha[0] > 0)) throw new Error("heun: x / alpha is undefined where alpha = 0");
+    const sig = Float64Array.from(g.sigma, (s, k) => s / g.alpha[k]);
+    const traj = [Float64Array.from(xT)];
+    let x = Float64Array.from(xT);
+    for (let k = 0; k < g.n; k++) {
+      const x0 = model(x, k).x0;
+      if (k === g.n - 1) { x = x0; traj.push(x); break; }
+      const a = g.alpha[k], aS = g.alpha[k + 1], s = sig[k], sS = sig[k + 1], n = x.length;
+      const xb = new Float64Array(n), dCur = new Float64Array(n), xbEuler = new Float64Array(n);
+      for (let p = 0; p < n; p++) {
+        xb[p] = x[p] / a;
+        dCur[p] = (xb[p] - x0[p]) / s;
+        xbEuler[p] = xb[p] + (sS - s) * dCur[p];
+      }
+      const x0Next = model(Float64Array.from(xbEuler, (v) => aS * v), k + 1).x0, next = new Float64Array(n);
+      for (let p = 0; p < n; p++) {
+        const dNext = (xbEuler[p] - x0Next[p]) / sS;
+        next[p] = aS * (xb[p] + (sS - s) * (0.5 * dCur[p] + 0.5 * dNext));
+      }
+      x = next;
+      traj.push(x);
+    }
+    return traj;
+  }
+
+  // The grid the page uses on a continuous path unless told otherwise: rectified flow "uniform" from t = 1
+  // (Heun from t = 80/81, where sigma / alpha = 80, since x / alpha is undefined at t = 1); EDM "karras"
+  // (rho = 7) from sigma = 80 to 0.002.
+  function defaultGrid(pathKey, sampler) {
+    if (pathKey === "edm") return { spacing: "karras" };
+    return sampler === "heun" ? { spacing: "uniform", sigmaMax: EDM_SIGMA_MAX } : { spacing: "uniform" };
+  }
+
+  function grid(o) {
+    const path = PATHS[o.path];
+    if (!path) throw new Error(`path: unknown ${o.path}`);
+    const d = defaultGrid(o.path, o.sampler);
+    const spacing = o.spacing || d.spacing, sigmaMax = o.sigmaMax !== undefined ? o.sigmaMax : d.sigmaMax;
+    return onGrid(path, timeGrid(path, o.steps, spacing, sigmaMax));
+  }
+
   // ------------------------------------------------------------------ randomness for the live page
   // A seeded generator (mulberry32) and Box-Muller normals; the tests pass their own noise instead.
   function rng(seed) {
@@ -237,9 +400,18 @@
     return { points, labels };
   }
 
-  // One call for the page and the tests: options {schedule, T, sampler, steps, eta, variance,
+  // One call for the page and the tests: options {path, schedule, T, sampler, steps, eta, variance,
   // guidance: {label, scale}, mixture: {weights, means (flat), stds, labels}, xT, noise(i) or seed}.
+  // path "ddpm" (the default) walks a DDPM schedule; "rectified-flow" and "edm" a time grid (spacing and
+  // sigmaMax as time_grid's, defaults from defaultGrid), with sampler "euler" or "heun". On those, xT is the
+  // state at the grid's first time (the caller scales it: 80 z on EDM).
   function sample(o) {
+    if (o.path && o.path !== "ddpm") {
+      const g = grid(o), model = pathDenoiser(o.mixture, g, o.guidance);
+      if (o.sampler === "euler") return euler(model, g, o.xT);
+      if (o.sampler === "heun") return heun(model, g, o.xT);
+      throw new Error(`sampler: ${o.sampler} is not a sampler of ${o.path} (euler, heun)`);
+    }
     const original = schedule(o.schedule, o.T);
     const walked = o.sampler === "ddpm" && (o.steps === undefined || o.steps === o.T)
       ? original : spaced(original, o.steps);
@@ -253,5 +425,7 @@
   }
 
   root.DCExplorer = { linspace, roundHalfEven, schedule, linspaceTimesteps, respace, spaced, mixtureEps,
-                      denoiser, ddpm, ddim, dpmpp2m, rng, sampleMixture, sample };
+                      denoiser, ddpm, ddim, dpmpp2m, rng, sampleMixture, sample,
+                      PATHS, KARRAS_RHO, EDM_SIGMA_MIN, EDM_SIGMA_MAX, tOfEdmSigma, timeGrid, mixtureX0,
+                      onGrid, pathDenoiser, euler, heun, defaultGrid, grid };
 })(typeof window !== "undefined" ? window : globalThis);
