@@ -186,3 +186,67 @@ def test_a_student_reflowed_from_the_exact_teacher_samples_in_one_euler_step():
     rms = {k: float(((x - teacher[50]) ** 2).sum(1).mean().sqrt()) for k, x in (("student", one_step),
                                                                                    ("teacher", teacher[1]))}
     assert rms["student"] < rms["teacher"] / 10, rms
+
+
+# ----------------------------------------------------------------------------- the command
+def test_distill_reflow_writes_a_student_that_samples_by_euler_with_its_steps(capsys, caplog, tmp_path, monkeypatch):
+    """``distill --method reflow`` on a toy rectified-flow model: a normal run (metrics.jsonl, a checkpoint recorded
+    as reflowed for 2 Euler steps on the uniform grid) starting from the teacher's EMA weights; its pairs are the
+    generator's noise and the teacher's Euler solution from it (what ``sample --steps 4`` gives); ``sample`` then
+    takes 2 Euler steps by default and any other count without a warning. A vp checkpoint and reflow's options with
+    progressive are refused in one line, before anything is written."""
+    import numpy as np
+
+    from diffusion_core.cli import main
+    from diffusion_core.train import TrainConfig, load_checkpoint, load_model, trainer
+    from diffusion_core.train.distill import DistillConfig, Reflow
+    from diffusion_core.train.path_sampling import sample_on_path
+
+    monkeypatch.setattr(trainer, "preview", lambda *a, **k: None)
+    train = ["train", "--dataset", "swiss-roll", "--batch-size", "16", "--steps", "3", "--no-progress", "--precision",
+             "fp32"]
+    assert main([*train, "--path", "rectified-flow", "--out-dir", str(tmp_path / "teacher")]) == 0
+    teacher_ckpt = tmp_path / "teacher" / "checkpoint.safetensors"
+    options = ["--method", "reflow", "--pairs", "40", "--steps-from", "4", "--steps-to", "2", "--batch-size", "16"]
+    assert main(["distill", "--checkpoint", str(teacher_ckpt), *options, "--iters-per-round", "3", "--lr", "1e-12",
+                 "--log-every", "1", "--no-progress", "--out-dir", str(tmp_path / "student")]) == 0
+    student, teacher = load_checkpoint(tmp_path / "student" / "checkpoint.safetensors"), load_checkpoint(teacher_ckpt)
+    assert student.step == 3 and len((tmp_path / "student" / "metrics.jsonl").read_text().splitlines()) == 3
+    for name, value in student.model.items():  # lr 1e-12: still the teacher's EMA weights, not its raw ones
+        torch.testing.assert_close(value, teacher.ema[name], rtol=0, atol=1e-9)
+    assert any(not torch.equal(teacher.model[k], teacher.ema[k]) for k in teacher.model)
+    record = student.extra["distillation"]
+    assert {k: record[k] for k in ("method", "steps", "grid", "pairs", "steps_from", "teacher_sampler")} == {
+        "method": "reflow", "steps": 2, "grid": [1.0, 0.5, 0.0], "pairs": 40, "steps_from": 4,
+        "teacher_sampler": "euler"}
+
+    config = TrainConfig.from_dict(teacher.train_config)
+    objective = Reflow(DistillConfig(checkpoint=str(teacher_ckpt), method="reflow", pairs=40, steps_from=4),
+                       config, load_model(teacher), torch.device("cpu"), (2,))
+    objective.begin_step(0, None)
+    z_1 = torch.randn((40, 2), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(objective.pairs.z_1, z_1)
+    torch.testing.assert_close(objective.pairs.z_0, sample_on_path(config, load_model(teacher), z_1, steps=4))
+    capsys.readouterr()
+    caplog.clear()
+
+    for steps in ([], ["--steps", "5"]):
+        out = tmp_path / f"s{len(steps)}.png"
+        assert main(["sample", "--checkpoint", str(tmp_path / "student" / "checkpoint.safetensors"), "--out", str(out),
+                     "--num", "8", "--no-progress", *steps]) == 0
+        noise = torch.randn((8, 2), generator=torch.Generator().manual_seed(0))
+        expected = sample_on_path(config, load_model(student), noise, steps=int(steps[1]) if steps else 2)
+        np.testing.assert_allclose(np.load(out.with_suffix(".npy")), expected.numpy(), rtol=1e-6, atol=1e-6)
+    assert "distilled" not in caplog.text
+    capsys.readouterr()
+
+    assert main([*train, "--path", "vp", "--num-timesteps", "100", "--out-dir", str(tmp_path / "vp")]) == 0
+    capsys.readouterr()
+    refused = [(["--checkpoint", str(tmp_path / "vp" / "checkpoint.safetensors"), *options], "reflow needs a "
+                "rectified-flow checkpoint"),
+               (["--checkpoint", str(teacher_ckpt), "--pairs", "40"], "pairs is an option of method reflow")]
+    for argv, message in refused:
+        assert main(["distill", *argv, "--no-progress", "--out-dir", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "bad").exists()

@@ -16,7 +16,7 @@ steps): its grid is the teacher's. Resuming a distillation is not supported yet.
 
 Reflow (Liu, Gong & Liu 2022; the coupling and the loss are :mod:`diffusion_core.reflow`), rectified-flow checkpoints
 only: ``pairs`` noises :math:`z_1` and the teacher's ODE solutions :math:`z_0` from them (its ``teacher_sampler``
-with ``steps_from`` steps on its uniform grid, :math:`\hat x_0` clipped as its sampler does) are generated once, when
+with ``steps_from`` steps on its uniform grid, :math:`\\hat x_0` clipped as its sampler does) are generated once, when
 the run starts, then the student (from the teacher's EMA weights) trains ``iters_per_round`` steps (one round) on
 the straight lines between them at uniform times, and samples by Euler with ``steps_to`` steps. Once, not per batch:
 each pair costs ``steps_from`` teacher calls, so fresh pairs per batch would make every optimizer step
@@ -265,7 +265,7 @@ class Reflow:
         if self.pairs is not None:
             return
         c = self.config
-        log.info("reflow: %d pairs from the teacher's %s with %d steps (%d network calls)", c.pairs,
+        log.info("reflow: %d pairs from the teacher's %s with %d steps (%d evaluations of one example)", c.pairs,
                  c.teacher_sampler.value, c.steps_from, c.pairs * c.steps_from)
         generator = torch.Generator(self.device).manual_seed(c.seed)
         self.pairs = reflow_coupling(self.teacher, c.pairs, self.shape, self.grid, generator=generator,
