@@ -115,8 +115,10 @@ def _load(ns: argparse.Namespace, device):
     config = TrainConfig.from_dict(ckpt.train_config)
     model = load_model(ckpt, ema=not ns.no_ema).to(device)
     diffusion = config.diffusion().to(device) if config.path is TrainPath.VP else None
+    record = ckpt.extra.get("distillation")
+    grid = _distilled_grid(record, ns.checkpoint)
     return (model, config, diffusion, ckpt.model_config, ckpt.extra.get("class_names", []),
-            _distilled_grid(ckpt.extra.get("distillation"), ns.checkpoint))
+            None if grid is None else (grid, record.get("method")))
 
 
 def _distilled_grid(record, where: str):
@@ -131,27 +133,32 @@ def _distilled_grid(record, where: str):
     return grid
 
 
-def _sampling_plan(ns: argparse.Namespace, grid) -> list[float] | None:
+def _sampling_plan(ns: argparse.Namespace, distilled) -> list[float] | None:
     """The distilled grid to sample on, or ``None`` for the usual sampler with ``ns.steps`` (set here to 50 when not
-    given). A distilled checkpoint asked for another step count or sampler gets a warning: it was trained for
-    DDIM on its own grid."""
+    given). ``distilled``: ``(grid, method)`` of a distilled checkpoint, else ``None``. A progressive student asked
+    for another step count or sampler gets a warning: it was trained for DDIM on its own grid. A reflow student is
+    a rectified flow like any other, its step count only the default: asked for others, it samples without one."""
     import logging
 
-    if grid is None:
+    if distilled is None:
         ns.steps = 50 if ns.steps is None else ns.steps
         return None
-    distilled = len(grid) - 1
-    other = [f"--steps {ns.steps}"] if ns.steps not in (None, distilled) else []
+    grid, method = distilled
+    steps = len(grid) - 1
+    other = [f"--steps {ns.steps}"] if ns.steps not in (None, steps) else []
     other += [f"--{k.replace('_', '-')} {v}" for k, v in (("sampler", ns.sampler), ("spacing", ns.spacing),
                                                           ("sigma_max", ns.sigma_max)) if v not in (None, "ddim")]
     other += [f"--eta {ns.eta}"] if ns.eta else []
     if not other:
-        ns.steps = distilled
+        ns.steps = steps
         return grid
+    if method == "reflow":
+        ns.steps = steps if ns.steps is None else ns.steps
+        return None
     logging.getLogger("diffusion_core").warning(
         "this checkpoint was distilled for %d DDIM steps on its own grid; sampling with %s as asked (leave them out "
-        "to sample as distilled)", distilled, ", ".join(other))
-    ns.steps = distilled if ns.steps is None else ns.steps
+        "to sample as distilled)", steps, ", ".join(other))
+    ns.steps = steps if ns.steps is None else ns.steps
     return None
 
 

@@ -144,7 +144,8 @@ def _add_config_options(parser: argparse.ArgumentParser, config_class: type, req
 def _add_distill(sub) -> None:
     from .train.distill import DistillConfig
 
-    di = sub.add_parser("distill", help="distill a checkpoint into a few-step sampler (progressive distillation); "
+    di = sub.add_parser("distill", help="distill a checkpoint into a few-step sampler (progressive distillation, or "
+                        "reflow of a rectified-flow checkpoint); "
                         "the student is a checkpoint that sample uses with its step count",
                         formatter_class=_HelpFormatter)
     _add_config_options(di, DistillConfig, required=("checkpoint",))

@@ -21,7 +21,7 @@ LAYERS = [
     {"guidance", "sampling"},
     {"samplers", "likelihood"},
     {"ddpm_samplers", "vlb"},
-    {"losses", "metrics", "distillation"},
+    {"losses", "metrics", "distillation", "reflow"},
     {"nn"},
     {"train"},
     {"evaluation"},

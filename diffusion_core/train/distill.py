@@ -13,6 +13,15 @@ checkpoint is a normal one (the teacher's training config, with this run's optim
 ``extra["distillation"]``: the method, the step count and the time grid the student samples on, which ``sample``
 uses by default. A distilled checkpoint can be distilled on (``--checkpoint`` the student, ``--steps-from`` its
 steps): its grid is the teacher's. Resuming a distillation is not supported yet.
+
+Reflow (Liu, Gong & Liu 2022; the coupling and the loss are :mod:`diffusion_core.reflow`), rectified-flow checkpoints
+only: ``pairs`` noises :math:`z_1` and the teacher's ODE solutions :math:`z_0` from them (its ``teacher_sampler``
+with ``steps_from`` steps on its uniform grid, :math:`\\hat x_0` clipped as its sampler does) are generated once, when
+the run starts, then the student (from the teacher's EMA weights) trains ``iters_per_round`` steps (one round) on
+the straight lines between them at uniform times, and samples by Euler with ``steps_to`` steps. Once, not per batch:
+each pair costs ``steps_from`` teacher calls, so fresh pairs per batch would make every optimizer step
+``steps_from`` times dearer, while a fixed set is what the paper trains on and is reused over the epochs. The
+data set's batches are drawn as in every run but not used. Class-conditional checkpoints are not supported yet.
 """
 from __future__ import annotations
 
@@ -29,18 +38,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import check_device_name, check_int, check_number, check_path, check_seed, check_str
+from .._validation import (check_device_name, check_fits_memory, check_int, check_number, check_path, check_seed,
+                           check_str)
 from ..denoiser import Denoiser
 from ..distillation import draw_step_times, halve_grid, progressive_distillation_loss
 from ..errors import InvalidInput
 from ..grids import EDM_SIGMA_MAX, time_grid
+from ..reflow import Coupling, reflow_coupling, reflow_loss
+from ..time_sampling import UniformTime
 from .checkpoint import load_checkpoint
 from .config import TrainConfig, TrainPath, _declared, option
 from .models import load_model
 from .step import TrainStep
 from .trainer import TrainResult, train
 
-__all__ = ["DistillConfig", "DistillMethod", "ProgressiveDistillation", "distill", "teacher_grid"]
+__all__ = ["DistillConfig", "DistillMethod", "ProgressiveDistillation", "Reflow", "TeacherSampler", "distill",
+           "teacher_grid"]
 
 log = logging.getLogger("diffusion_core.train")
 
@@ -49,13 +62,26 @@ class DistillMethod(str, Enum):
     """How the student is trained."""
 
     PROGRESSIVE = "progressive"  # Salimans & Ho 2022
+    REFLOW = "reflow"  # Liu, Gong & Liu 2022
 
 
-def _choice(name: str, value: Any) -> DistillMethod:
+class TeacherSampler(str, Enum):
+    """The teacher's ODE solver for reflow's pairs (:data:`diffusion_core.reflow.TEACHER_SAMPLERS`)."""
+
+    EULER = "euler"
+    DPMPP_2M = "dpmpp-2m"
+
+
+REFLOW_PAIRS = 10_000  # reflow's default number of pairs
+
+
+def _choice(enum: type[Enum], name: str, value: Any, optional: bool = False) -> Any:
+    if optional and value is None:
+        return None
     try:
-        return DistillMethod(value)
+        return enum(value)
     except ValueError:
-        raise InvalidInput(f"{name} must be one of {', '.join(m.value for m in DistillMethod)}, got {value!r}") from None
+        raise InvalidInput(f"{name} must be one of {', '.join(m.value for m in enum)}, got {value!r}") from None
 
 
 def _device(name: str, value: Any) -> str:
@@ -73,10 +99,18 @@ class DistillConfig:
     checkpoint: str | None = option(None, "the teacher: a checkpoint.safetensors written by train (its EMA weights)",
                                     partial(check_path, optional=True))
     method: DistillMethod = option(DistillMethod.PROGRESSIVE, "progressive (Salimans & Ho 2022: halve the DDIM "
-                                   "steps each round)", _choice)
-    steps_from: int = option(64, "the teacher's DDIM steps, where the first round starts", _INT)
-    steps_to: int = option(4, "the student's DDIM steps at the end (steps-from halved one or more times)", _INT)
-    iters_per_round: int = option(1000, "optimizer steps of each round", _INT)
+                                   "steps each round) or reflow (Liu et al. 2022: a rectified flow on (noise, teacher "
+                                   "sample) pairs; rectified-flow checkpoints)", partial(_choice, DistillMethod))
+    steps_from: int = option(64, "the teacher's steps: progressive's first round (DDIM), reflow's ODE solve of each "
+                             "pair", _INT)
+    steps_to: int = option(4, "the student's steps at the end (progressive: steps-from halved one or more times; "
+                           "reflow: any, Euler on a uniform grid)", _INT)
+    iters_per_round: int = option(1000, "optimizer steps of each round (reflow: its one round)", _INT)
+    pairs: int | None = option(None, f"reflow: (noise, teacher sample) pairs, generated once at the start (default: "
+                               f"{REFLOW_PAIRS})", partial(check_int, minimum=1, optional=True))
+    teacher_sampler: TeacherSampler | None = option(None, "reflow: the teacher's ODE solver for the pairs, euler or "
+                                                    "dpmpp-2m (default: euler)",
+                                                    partial(_choice, TeacherSampler, optional=True))
     batch_size: int = option(128, "batch size", _INT)
     lr: float = option(2e-4, "learning rate of AdamW (constant after the first round's warmup)",
                        partial(check_number, low=0, high=1, low_open=True))
@@ -97,6 +131,13 @@ class DistillConfig:
             object.__setattr__(self, f.name, f.metadata["check"](f.name, getattr(self, f.name)))
         if self.checkpoint is None:
             raise InvalidInput("checkpoint is required: the teacher's checkpoint.safetensors")
+        if self.method is DistillMethod.REFLOW:
+            object.__setattr__(self, "pairs", REFLOW_PAIRS if self.pairs is None else self.pairs)
+            object.__setattr__(self, "teacher_sampler", self.teacher_sampler or TeacherSampler.EULER)
+            return
+        for name in ("pairs", "teacher_sampler"):
+            if getattr(self, name) is not None:
+                raise InvalidInput(f"{name} is an option of method reflow, not of {self.method.value}")
         if self.steps_to >= self.steps_from or self.steps_from % self.steps_to or \
                 not math.log2(self.steps_from // self.steps_to).is_integer():
             raise InvalidInput(f"steps_from must be steps_to times a power of two (2, 4, 8, ...), got steps_from="
@@ -104,6 +145,8 @@ class DistillConfig:
 
     @property
     def rounds(self) -> int:
+        if self.method is DistillMethod.REFLOW:
+            return 1
         return int(math.log2(self.steps_from // self.steps_to))
 
 
@@ -193,6 +236,70 @@ class ProgressiveDistillation:
                                  "rounds": c.rounds}}
 
 
+class Reflow:
+    """The trainer's :class:`~.trainer.Objective` for reflow (the module's docstring): the pairs are generated at the
+    run's first step (after every input is checked and the run's folder is taken), each row of the times drawn is
+    ``(t, pair index)``, and the loss is :func:`~diffusion_core.reflow.reflow_loss` on those pairs."""
+
+    def __init__(self, config: DistillConfig, train_config: TrainConfig, teacher: nn.Module, device: torch.device,
+                 shape: tuple[int, ...], distilled: dict[str, Any] | None = None):
+        if train_config.path is not TrainPath.RECTIFIED_FLOW:
+            raise InvalidInput(f"checkpoint {config.checkpoint!r} is on path {train_config.path.value!r}: reflow needs "
+                               "a rectified-flow checkpoint (train --path rectified-flow)")
+        if train_config.class_cond:
+            raise InvalidInput(f"checkpoint {config.checkpoint!r} is class-conditional: reflow of class-conditional "
+                               "models is not supported yet")
+        check_fits_memory("pairs", config.pairs, 2 * 4 * math.prod(shape), "the pairs (noise and teacher sample)",
+                          device)
+        self.config, self.train_config, self.shape, self.device = config, train_config, shape, device
+        self.path = train_config.gaussian_path()
+        # a progressive student's own grid (every other time of a uniform one: uniform), else the uniform grid
+        self.grid = teacher_grid(train_config, config.steps_from) if distilled is None or \
+            distilled.get("method") == DistillMethod.REFLOW.value else _distilled_grid(distilled, config)
+        self.teacher = Denoiser(teacher.to(device).eval().requires_grad_(False), self.path,
+                                train_config.parameterization, sigma_data=train_config.sigma_data)
+        self.pairs: Coupling | None = None
+
+    def begin_step(self, step: int, step_fn: TrainStep) -> None:
+        """At the first step: the pairs, from the run's seed on a generator of their own."""
+        if self.pairs is not None:
+            return
+        c = self.config
+        log.info("reflow: %d pairs from the teacher's %s with %d steps (%d evaluations of one example)", c.pairs,
+                 c.teacher_sampler.value, c.steps_from, c.pairs * c.steps_from)
+        generator = torch.Generator(self.device).manual_seed(c.seed)
+        self.pairs = reflow_coupling(self.teacher, c.pairs, self.shape, self.grid, generator=generator,
+                                     device=self.device, sampler=c.teacher_sampler.value, batch_size=c.batch_size,
+                                     clip=self.train_config.dataset.spec.clip)
+
+    def draw_times(self, batch: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        t = UniformTime()(self.path, batch, generator=generator, device=device)
+        rows = torch.randint(0, self.config.pairs, (batch,), generator=generator, device=device)
+        return torch.stack([t, rows.to(torch.float64)], dim=1)  # indices below 2**53 are exact in float64
+
+    def loss(self, network, x0, t, noise, labels):
+        c = self.train_config
+        student = Denoiser(network, self.path, c.parameterization, sigma_data=c.sigma_data)
+        rows = t[:, 1].long()
+        return reflow_loss(student, self.pairs.z_0[rows], self.pairs.z_1[rows], t[:, 0]).mean()
+
+    def preview_grid(self) -> torch.Tensor:
+        return time_grid(self.path, self.config.steps_to)
+
+    def record(self) -> dict[str, Any]:
+        c = self.config
+        return {"distillation": {"method": c.method.value, "teacher": c.checkpoint, "steps_from": c.steps_from,
+                                 "teacher_sampler": c.teacher_sampler.value, "pairs": c.pairs, "steps": c.steps_to,
+                                 "grid": self.preview_grid().tolist(), "iters_per_round": c.iters_per_round}}
+
+
+def _example_shape(model_config: dict[str, Any]) -> tuple[int, ...]:
+    """One example's shape: ``(dim,)`` for the 2-D toys' MLP, ``(C, H, W)`` for a U-Net."""
+    if model_config["kind"] == "mlp":
+        return (model_config["dim"],)
+    return (model_config["in_channels"], model_config["image_size"], model_config["image_size"])
+
+
 def distill(config: DistillConfig, *, overwrite: bool = False, progress: bool = True) -> TrainResult:
     """Distill ``config.checkpoint`` as ``config`` says (see the module's docstring); the student's checkpoint is
     ``out_dir/checkpoint.safetensors``."""
@@ -200,7 +307,8 @@ def distill(config: DistillConfig, *, overwrite: bool = False, progress: bool = 
 
     ckpt = load_checkpoint(config.checkpoint)
     teacher_config = TrainConfig.from_dict(ckpt.train_config)
-    if teacher_config.parameterization.value == "eps":
+    progressive = config.method is DistillMethod.PROGRESSIVE
+    if progressive and teacher_config.parameterization.value == "eps":
         log.warning("the teacher predicts eps: its x0 at the noisiest time divides by alpha (Salimans & Ho 2022, "
                     "sec. 4, use v or x0 for distillation)")
     train_config = teacher_config.replace(
@@ -208,7 +316,9 @@ def distill(config: DistillConfig, *, overwrite: bool = False, progress: bool = 
         warmup_steps=min(config.warmup_steps, config.iters_per_round), weight_decay=0.0, ema_decay=config.ema_decay, seed=config.seed,
         out_dir=config.out_dir, log_every=config.log_every, checkpoint_every=config.checkpoint_every,
         device=config.device, preview_every=0, eval_every=0)
-    objective = ProgressiveDistillation(config, train_config, load_model(ckpt, ema=True),
-                                        resolve_device(config.device), ckpt.extra.get("distillation"))
+    device, teacher = resolve_device(config.device), load_model(ckpt, ema=True)
+    distilled = ckpt.extra.get("distillation")
+    objective = ProgressiveDistillation(config, train_config, teacher, device, distilled) if progressive else \
+        Reflow(config, train_config, teacher, device, _example_shape(ckpt.model_config), distilled)
     return train(train_config, init_from=Path(config.checkpoint), overwrite=overwrite, progress=progress,
                  objective=objective)
