@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -102,11 +103,56 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"model": "student", "sampler": "ddim", "steps": steps, **student,
                      **measure(draw, scorer, ns.num, ns.timing_batch, shape)})
         print(rows[-1], flush=True)
-    result = {"teacher": ns.teacher, "rows": rows, "evaluation": scorer.description, "diffusion_core": __version__,
+    result = {"kind": "distillation", "teacher": ns.teacher, "rows": rows, "timing_batch": ns.timing_batch,
+              "machine": _machine(), "evaluation": scorer.description, "diffusion_core": __version__,
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "argv": sys.argv[1:]}
     Path(ns.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {ns.out}")
+
+
+def _machine() -> str:
+    """The CPU's model name (``/proc/cpuinfo``) and core count, or the platform's description."""
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def _row(q: dict, r: dict) -> str:
+    teacher_50 = next(x["fd"] for x in q["rows"] if x["model"] == "teacher" and x["steps"] == 50)
+    wall = f"{r['wall_s']:.0f}" if r.get("wall_s") is not None else ""
+    who = "student" if r["model"] == "student" else "teacher"
+    return (f"| {who} | {r['sampler']} | {r['steps']} | {r['fd']:.2f} | {r['fd_ratio']:.2f} | {r['fd'] / teacher_50:.2f} "
+            f"| {r['kid']:.2f} ± {r['kid_se']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} "
+            f"| {r['images_per_s']:.0f} | {wall} |")
+
+
+def table(q: dict) -> str:
+    head = ("| Model | Sampler | Steps (network calls) | FD | FD / floor | FD / teacher's DDIM-50 | KID | Precision "
+            "| Recall | Images / s | Distillation wall s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    return "\n".join([head, *(_row(q, r) for r in q["rows"])])
+
+
+def section(q: dict) -> list[str]:
+    """The Benchmarks page's section for one stored result."""
+    from .path_quality import measured_by
+
+    f, ev = q["rows"][0], q["evaluation"]
+    rounds = ", ".join(r["rounds"] for r in q["rows"] if r.get("rounds"))
+    return ["## Few-step generation: progressive distillation", "",
+            f"Teacher: `{q['teacher']}`, sampled with DDIM and DPM-Solver++(2M). Students: `diffusion-core distill "
+            f"--method progressive` from it, rounds {rounds or 'as stored'}, each sampled with DDIM on the grid it "
+            f"was distilled for. Command: `python -m benchmarks.distill_quality {' '.join(q['argv'])}`.", "",
+            f"FD / floor, KID (± its standard error), precision and recall: one call of the evaluation tool per row, "
+            f"{len(q['rows'])} rows. {measured_by(ev)} Floors: FD {f['fd_floor']:.3f}, KID {f['kid_floor']:.2f} ± "
+            f"{f['kid_floor_se']:.2f}, precision {f['precision_floor']:.3f}, recall {f['recall_floor']:.3f}. Images "
+            f"per second: the best of three samplings of {q['timing_batch']} images after one untimed run, on "
+            f"{q['machine']}, {q['threads']} torch threads (load average {q['loadavg_start'][0]:.2f} at the start, "
+            f"{q['loadavg_end'][0]:.2f} at the end). Distillation wall s: each round's `wall_s` in its "
+            "`metrics.jsonl`, on the same machine.", "", table(q), ""]
 
 
 if __name__ == "__main__":

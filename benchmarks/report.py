@@ -290,15 +290,19 @@ def run_section(run: dict, assets: Path, page_dir: Path) -> list[str]:
 
 
 def quality_section(results: list[dict]) -> list[str]:
-    """Sample-quality tables written by ``python -m benchmarks.conditional_quality`` and ``path_quality``
-    (``results/quality/*.json``)."""
+    """Sample-quality tables written by ``python -m benchmarks.conditional_quality``, ``path_quality`` and
+    ``distill_quality`` (``results/quality/*.json``)."""
     from .conditional_quality import table
+    from .distill_quality import section as distill_section
     from .path_quality import measured_by, section
 
     lines = []
     for q in results:
         if q.get("kind") == "paths":
             lines += section(q)
+            continue
+        if q.get("kind") == "distillation":
+            lines += distill_section(q)
             continue
         c, ev, f = q["train_config"], q["evaluation"], q["rows"][0]
         lines += ["## Sample quality: class-conditional digits", "",

@@ -273,3 +273,20 @@ BIMODAL = Mixture([0.3, 0.7], [-1.0, 0.8], [0.3, 0.4])
 # for DDIM-50 (a first-order method, see test_samplers.test_ddim50_*): components no narrower than sd = 0.5
 GAUSS_WIDE = Mixture([1.0], [0.5], [0.5])
 BIMODAL_WIDE = Mixture([0.4, 0.6], [-1.0, 1.5], [0.5, 0.6])
+
+
+class CorrectedNetwork(torch.nn.Module):
+    """A student for the distillation tests: ``data``'s exact network for ``target`` on ``path`` plus a small MLP's
+    correction that is zero at the start, so the student begins as the teacher and learns only the difference."""
+
+    def __init__(self, data: Mixture, path, target: str) -> None:
+        from diffusion_core.nn import MLPDenoiser
+
+        super().__init__()
+        self.exact = data.network(path, target)
+        self.correction = MLPDenoiser(dim=2, hidden=64, depth=2, time_embed_dim=32)
+        torch.nn.init.zeros_(self.correction.out.weight)
+        torch.nn.init.zeros_(self.correction.out.bias)
+
+    def forward(self, x, t):
+        return self.exact(x, t) + self.correction(x, t)

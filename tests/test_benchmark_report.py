@@ -264,7 +264,7 @@ def test_path_quality_cells_are_the_best_sampler_at_each_budget():
 def test_conditional_quality_rows_are_the_stored_results():
     from benchmarks import conditional_quality
 
-    results = [q for q in _stored_quality() if q.get("kind") != "paths"]
+    results = [q for q in _stored_quality() if "kind" not in q]
     assert results, "no class-conditional quality results stored"
     page = report.PAGE.read_text()
     for q in results:
@@ -275,6 +275,28 @@ def test_conditional_quality_rows_are_the_stored_results():
             assert cells == [f"{r['fd_ratio']:.2f}", f"{r['kid']:.2f} ± {r['kid_se']:.2f}", f"{r['precision']:.3f}",
                              f"{r['recall']:.3f}", f"{r['label_accuracy']:.3f}"], line
         assert conditional_quality.table(q) in page
+
+
+def test_distillation_rows_are_the_stored_results():
+    """The distillation table (benchmarks/distill_quality.py): one line per stored row, its cells the stored
+    figures, FD / teacher's DDIM-50 computed from them."""
+    from benchmarks import distill_quality
+
+    results = [q for q in _stored_quality() if q.get("kind") == "distillation"]
+    if not results:
+        pytest.skip("no distillation results stored")
+    page = report.PAGE.read_text()
+    for q in results:
+        assert distill_quality.table(q) in page
+        teacher_50 = [r["fd"] for r in q["rows"] if r["model"] == "teacher" and r["steps"] == 50]
+        assert len(teacher_50) == 1
+        lines = [line for line in page.splitlines() if line.startswith(("| teacher | ", "| student | "))]
+        assert len(lines) == len(q["rows"])
+        for r, line in zip(q["rows"], lines):
+            cells = [c.strip() for c in line.split("|")[1:-1]]
+            assert cells[2:6] == [str(r["steps"]), f"{r['fd']:.2f}", f"{r['fd_ratio']:.2f}",
+                                  f"{r['fd'] / teacher_50[0]:.2f}"], line
+            assert cells[9] == f"{r['images_per_s']:.0f}", line
 
 
 def _quality_sets() -> list[tuple[dict, list[dict]]]:
@@ -356,7 +378,7 @@ def test_guidance_notebook_quotes_the_stored_conditional_quality():
     """The guidance notebook's figures are the stored class-conditional rows of its sampler (DPM-Solver++(2M), 20
     steps), and its claim holds: FD / floor grows and recall falls with the scale at every sampler and number of
     evaluations but Heun's 5."""
-    (q,) = [q for q in _stored_quality() if q.get("kind") != "paths"]
+    (q,) = [q for q in _stored_quality() if "kind" not in q]
     by_setting: dict = {}
     for r in q["rows"]:
         by_setting.setdefault((r["sampler"], r["spacing"], r["sigma_max"], r["nfe"]), {})[r["guidance"]] = r

@@ -16,10 +16,9 @@ from diffusion_core.distillation import (ddim_prediction_between, draw_step_time
 from diffusion_core.errors import InvalidInput
 from diffusion_core.grids import time_grid
 from diffusion_core.metrics import sliced_wasserstein
-from diffusion_core.nn import MLPDenoiser
 from diffusion_core.paths import ContinuousVP, DiscreteVP, RectifiedFlow
 from diffusion_core.samplers import sample_ddim
-from oracles import BIMODAL, Mixture
+from oracles import BIMODAL, CorrectedNetwork, Mixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 F64 = torch.float64
@@ -132,24 +131,10 @@ def test_grids_and_times():
 DATA = Mixture([0.4, 0.6], [-1.0, 1.0], [0.3, 0.3])  # each coordinate; 4 modes in 2-D
 
 
-class _Corrected(torch.nn.Module):
-    """The exact x0 predictor plus a small MLP's correction, zero at the start: the student begins as the teacher."""
-
-    def __init__(self, path):
-        super().__init__()
-        self.exact = DATA.network(path, "x0")
-        self.correction = MLPDenoiser(dim=2, hidden=64, depth=2, time_embed_dim=32)
-        torch.nn.init.zeros_(self.correction.out.weight)
-        torch.nn.init.zeros_(self.correction.out.bias)
-
-    def forward(self, x, t):
-        return self.exact(x, t) + self.correction(x, t)
-
-
 def _distill(path, grid: torch.Tensor, iters: int, g: torch.Generator) -> dict[int, tuple[Denoiser, torch.Tensor]]:
     """Progressive distillation from the exact teacher on ``grid``, halving to one step; each round's student (its
     weights frozen) by step count, with its grid. The next round's teacher and starting point are the last student."""
-    net, teacher, students = _Corrected(path), Denoiser(DATA.network(path, "x0"), path, "x0"), {}
+    net, teacher, students = CorrectedNetwork(DATA, path, "x0"), Denoiser(DATA.network(path, "x0"), path, "x0"), {}
     while grid.numel() > 2:
         student, optimizer = Denoiser(net, path, "x0"), torch.optim.Adam(net.parameters(), lr=2e-3)
         for _ in range(iters):

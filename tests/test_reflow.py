@@ -10,11 +10,10 @@ from diffusion_core.denoiser import Denoiser
 from diffusion_core.errors import InvalidInput
 from diffusion_core.grids import time_grid
 from diffusion_core.metrics import sliced_wasserstein
-from diffusion_core.nn import MLPDenoiser
 from diffusion_core.paths import ContinuousVP, RectifiedFlow
 from diffusion_core.reflow import reflow_coupling, reflow_loss, straight_line_point, teacher_ode_solution
 from diffusion_core.samplers import sample_dpmpp_2m, sample_euler
-from oracles import BIMODAL, GAUSS, Mixture
+from oracles import BIMODAL, GAUSS, CorrectedNetwork, Mixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 F64 = torch.float64
@@ -125,24 +124,10 @@ def test_the_loss_is_zero_on_the_straight_line_velocity_and_not_with_its_sign_fl
 DATA = Mixture([0.4, 0.6], [-1.0, 1.0], [0.3, 0.3])  # each coordinate; 4 modes in 2-D
 
 
-class _Corrected(torch.nn.Module):
-    """The exact velocity plus a small MLP's correction, zero at the start: the student begins as the teacher."""
-
-    def __init__(self):
-        super().__init__()
-        self.exact = DATA.network(PATH, "velocity")
-        self.correction = MLPDenoiser(dim=2, hidden=64, depth=2, time_embed_dim=32)
-        torch.nn.init.zeros_(self.correction.out.weight)
-        torch.nn.init.zeros_(self.correction.out.bias)
-
-    def forward(self, x, t):
-        return self.exact(x, t) + self.correction(x, t)
-
-
 def _reflowed(pairs, iters: int, g: torch.Generator) -> Denoiser:
     """A student trained by reflow on ``pairs``: batches of 256 pairs at uniform times, Adam at 2e-3."""
     torch.manual_seed(0)  # the MLP's initial weights
-    net = _Corrected()
+    net = CorrectedNetwork(DATA, PATH, "velocity")
     student, optimizer = Denoiser(net, PATH, "velocity"), torch.optim.Adam(net.parameters(), lr=2e-3)
     z_0, z_1 = pairs.z_0.float(), pairs.z_1.float()
     for _ in range(iters):

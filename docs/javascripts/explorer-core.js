@@ -85,7 +85,14 @@
   // With a = sqrt(abar), s = sqrt(1 - abar): x_t | k ~ N(a mu_k, v_k I), v_k = a^2 s_k^2 + s^2, and
   // E[eps | x_t, k] = s (x_t - a mu_k) / v_k; E[eps | x_t] averages over k with the posterior weights.
   function mixtureEps(mixture, abar, x, out, only) {
-    const a = Math.sqrt(abar), s = Math.sqrt(1 - abar), K = mixture.weights.length;
+    const a = Math.sqrt(abar), s = Math.sqrt(1 - abar);
+    return mixtureAverage(mixture, a, s, x, out, only, (k, xc, mc, v) => s * (xc - a * mc) / v);
+  }
+
+  // E[f_k(x_t) | x_t] = sum_k r_k f_k(x_t), with the posterior weights r_k of the components at (alpha, sigma) =
+  // (a, s) (only class `only`'s components, if given), for each coordinate: f(k, x_t coordinate, mu_k coordinate, v_k).
+  function mixtureAverage(mixture, a, s, x, out, only, f) {
+    const K = mixture.weights.length;
     const v = mixture.stds.map((sd) => a * a * sd ** 2 + s * s);           // the same for every point
     const logPrior = mixture.weights.map((w, k) => Math.log(w) - Math.log(v[k]));
     const logr = new Float64Array(K);
@@ -102,8 +109,8 @@
         if (logr[k] === -Infinity) continue;
         const r = Math.exp(logr[k] - top);
         z += r;
-        ex += r * s * (x[p] - a * mixture.means[2 * k]) / v[k];
-        ey += r * s * (x[p + 1] - a * mixture.means[2 * k + 1]) / v[k];
+        ex += r * f(k, x[p], mixture.means[2 * k], v[k]);
+        ey += r * f(k, x[p + 1], mixture.means[2 * k + 1], v[k]);
       }
       out[p] = ex / z;
       out[p + 1] = ey / z;
@@ -254,30 +261,8 @@
   // x_t | k ~ N(alpha mu_k, v_k I), v_k = alpha^2 s_k^2 + sigma^2, and
   // E[x0 | x_t, k] = mu_k + alpha s_k^2 (x_t - alpha mu_k) / v_k (diffusion_core.mixture.GaussianMixture.x0).
   function mixtureX0(mixture, a, s, x, out, only) {
-    const K = mixture.weights.length;
-    const v = mixture.stds.map((sd) => a * a * sd ** 2 + s * s);
-    const logPrior = mixture.weights.map((w, k) => Math.log(w) - Math.log(v[k]));
-    const logr = new Float64Array(K);
-    for (let p = 0; p < x.length; p += 2) {
-      let top = -Infinity;
-      for (let k = 0; k < K; k++) {
-        if (only !== undefined && mixture.labels[k] !== only) { logr[k] = -Infinity; continue; }
-        const dx = x[p] - a * mixture.means[2 * k], dy = x[p + 1] - a * mixture.means[2 * k + 1];
-        logr[k] = logPrior[k] - (dx * dx + dy * dy) / (2 * v[k]);
-        if (logr[k] > top) top = logr[k];
-      }
-      let z = 0, ex = 0, ey = 0;
-      for (let k = 0; k < K; k++) {
-        if (logr[k] === -Infinity) continue;
-        const r = Math.exp(logr[k] - top), g = a * mixture.stds[k] ** 2 / v[k];
-        z += r;
-        ex += r * (mixture.means[2 * k] + g * (x[p] - a * mixture.means[2 * k]));
-        ey += r * (mixture.means[2 * k + 1] + g * (x[p + 1] - a * mixture.means[2 * k + 1]));
-      }
-      out[p] = ex / z;
-      out[p + 1] = ey / z;
-    }
-    return out;
+    return mixtureAverage(mixture, a, s, x, out, only,
+                          (k, xc, mc, v) => mc + a * mixture.stds[k] ** 2 / v * (xc - a * mc));
   }
 
   // The grid's alpha, sigma and a denoiser (x, k) -> {x0, eps} at grid time k: an exact network with the
