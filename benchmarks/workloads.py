@@ -254,9 +254,11 @@ class Sampler:
         # linspace for DPM-Solver++(2M) (its default); Karras (EDM eq. 5, rounded to timesteps) for Heun, as EDM runs it
         self.spacing = "karras" if case.workload == "heun" else "linspace"
         if case.impl == "ours":
-            # A schedule already respaced to the step count, so the sampler does no respacing per call.
-            self.diffusion = (diffusion if case.workload == "ddpm"
-                              else diffusion.respaced(self.steps, self.spacing)).to(device)
+            # A schedule already respaced to the step count, so the sampler does no respacing per call. On the meta
+            # device (FLOP counting: only the network's probe runs) the schedule stays on the CPU, its tables
+            # having no values there.
+            respaced = diffusion if case.workload == "ddpm" else diffusion.respaced(self.steps, self.spacing)
+            self.diffusion = respaced if device.type == "meta" else respaced.to(device)
             self.sample = {"ddpm": ddpm_sample, "dpmpp2m": dpmpp_2m_sample, "heun": heun_sample}.get(case.workload,
                                                                                                     ddim_sample)
             # Guidance wraps the (possibly compiled) network: one call at twice the batch per evaluation.
