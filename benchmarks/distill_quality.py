@@ -31,8 +31,23 @@ from diffusion_core.train.path_sampling import sample_on_grid, sample_on_path
 
 from .eval_scores import Scorer
 
-TEACHER_ROWS = [("ddim", 1), ("ddim", 2), ("ddim", 4), ("dpmpp-2m", 10), ("ddim", 50)]
+# (sampler, steps, spacing): at 1-4 steps "trailing" starts at the top step, as the students' grids do (the
+# default "linspace" grid of 1 step is step 1 alone, numpy's and diffusers' linspace(0, 999, 1) = [0]).
+TEACHER_ROWS = [("ddim", 1, "trailing"), ("ddim", 2, "trailing"), ("ddim", 4, "trailing"), ("dpmpp-2m", 10, "linspace"),
+                ("ddim", 50, "linspace")]
 ROUNDS = [(64, 4, "dg4"), (4, 2, "dg2"), (2, 1, "dg1")]
+
+
+def _round_of(run: Path) -> dict:
+    """A distilled run's rounds and wall time, from its ``metrics.jsonl`` and checkpoint record (empty if absent)."""
+    log = run / "metrics.jsonl"
+    if not log.is_file():
+        return {}
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    record = (load_checkpoint(str(run / "checkpoint.safetensors")).extra or {}).get("distillation", {})
+    grid = record.get("grid") or []
+    return {"wall_s": max(r["wall_s"] for r in records if "wall_s" in r),
+            "rounds": f"{record.get('steps_from', '?')} -> {len(grid) - 1}"}
 
 
 def distill_students(teacher: str, runs: Path, extra: list[str]) -> list[dict]:
@@ -56,10 +71,9 @@ def sampler_of(checkpoint: str):
     config, model = TrainConfig.from_dict(ckpt.train_config), load_model(ckpt).eval()
     grid = (ckpt.extra or {}).get("distillation", {}).get("grid")
     if grid is not None:
-        return len(grid) - 1, lambda noise, g, sampler=None, steps=None: sample_on_grid(config, model, noise, grid,
-                                                                                         progress=False)
-    return None, lambda noise, g, sampler, steps: sample_on_path(config, model, noise, sampler=sampler, steps=steps,
-                                                                   generator=g, progress=False)
+        return len(grid) - 1, lambda noise, g: sample_on_grid(config, model, noise, grid, progress=False)
+    return None, lambda noise, g, sampler, steps, spacing: sample_on_path(
+        config, model, noise, sampler=sampler, steps=steps, spacing=spacing, generator=g, progress=False)
 
 
 @torch.no_grad()
@@ -90,13 +104,14 @@ def main(argv: list[str] | None = None) -> None:
     ns = parser.parse_args(argv)
     load_start = os.getloadavg()
     students = (distill_students(ns.teacher, Path(ns.runs), ns.distill_args.split()) if ns.runs
-                else [{"checkpoint": c} for c in ns.students])
+                else [{"checkpoint": c, **_round_of(Path(c).parent)} for c in ns.students])
     scorer, shape = Scorer("digits", ns.num), (1, 8, 8)
     _, teacher = sampler_of(ns.teacher)
     rows = []
-    for sampler, steps in TEACHER_ROWS:
-        rows.append({"model": "teacher", "sampler": sampler, "steps": steps,
-                     **measure(teacher, scorer, ns.num, ns.timing_batch, shape, sampler=sampler, steps=steps)})
+    for sampler, steps, spacing in TEACHER_ROWS:
+        rows.append({"model": "teacher", "sampler": sampler, "steps": steps, "spacing": spacing,
+                     **measure(teacher, scorer, ns.num, ns.timing_batch, shape, sampler=sampler, steps=steps,
+                               spacing=spacing)})
         print(rows[-1], flush=True)
     for student in students:
         steps, draw = sampler_of(student["checkpoint"])
@@ -125,7 +140,7 @@ def _row(q: dict, r: dict) -> str:
     teacher_50 = next(x["fd"] for x in q["rows"] if x["model"] == "teacher" and x["steps"] == 50)
     wall = f"{r['wall_s']:.0f}" if r.get("wall_s") is not None else ""
     who = "student" if r["model"] == "student" else "teacher"
-    return (f"| {who} | {r['sampler']} | {r['steps']} | {r['fd']:.2f} | {r['fd_ratio']:.2f} | {r['fd'] / teacher_50:.2f} "
+    return (f"| {who} | {r['sampler']} ({r.get('spacing', 'its grid')}) | {r['steps']} | {r['fd']:.2f} | {r['fd_ratio']:.2f} | {r['fd'] / teacher_50:.2f} "
             f"| {r['kid']:.2f} ± {r['kid_se']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} "
             f"| {r['images_per_s']:.0f} | {wall} |")
 
