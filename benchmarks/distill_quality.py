@@ -57,10 +57,9 @@ def distill_students(teacher: str, runs: Path, extra: list[str]) -> list[dict]:
         out = runs / name
         cli(["distill", "--checkpoint", source, "--method", "progressive", "--steps-from", str(steps_from),
              "--steps-to", str(steps_to), "--out-dir", str(out), "--no-progress", *extra])
-        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        wall = max(r["wall_s"] for r in records if "wall_s" in r)
         source = str(out / "checkpoint.safetensors")
-        students.append({"checkpoint": source, "rounds": f"{steps_from} -> {steps_to}", "wall_s": wall})
+        students.append({"checkpoint": source, "rounds": f"{steps_from} -> {steps_to}",
+                         "wall_s": _round_of(out)["wall_s"]})
     return students
 
 
