@@ -104,6 +104,7 @@ def _load(ns: argparse.Namespace, device):
     from .train import TrainConfig, load_checkpoint, load_model
     from .train.config import TrainPath
     from .train.diffusers_format import is_diffusers_folder, load_diffusers
+    from .train.distill_config import distilled_grid
 
     if is_diffusers_folder(ns.checkpoint):
         if ns.no_ema:
@@ -116,21 +117,9 @@ def _load(ns: argparse.Namespace, device):
     model = load_model(ckpt, ema=not ns.no_ema).to(device)
     diffusion = config.diffusion().to(device) if config.path is TrainPath.VP else None
     record = ckpt.extra.get("distillation")
-    grid = _distilled_grid(record, ns.checkpoint)
+    grid = distilled_grid(record, ns.checkpoint)
     return (model, config, diffusion, ckpt.model_config, ckpt.extra.get("class_names", []),
-            None if grid is None else (grid, record.get("method")))
-
-
-def _distilled_grid(record, where: str):
-    """The time grid a distilled checkpoint samples on (its ``extra["distillation"]``), checked: decreasing floats
-    ending at 0."""
-    if record is None:
-        return None
-    grid = record.get("grid") if isinstance(record, dict) else None
-    if not (isinstance(grid, list) and len(grid) >= 2 and all(isinstance(v, (int, float)) for v in grid)
-            and grid[-1] == 0 and all(a > b for a, b in zip(grid, grid[1:]))):
-        raise InvalidInput(f"checkpoint {where!r} has a malformed distillation record (its grid: {str(grid)[:80]})")
-    return grid
+            None if grid is None else (grid.tolist(), record.get("method")))
 
 
 def _sampling_plan(ns: argparse.Namespace, distilled) -> list[float] | None:

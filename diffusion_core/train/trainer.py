@@ -49,8 +49,9 @@ Evaluator = Callable[..., EvalRecord]
 
 
 class Objective(Protocol):
-    """What a run trains instead of the denoising loss (``train/distill.py``'s progressive distillation): the loop,
-    its batches, optimizer, EMA, log, checkpoints and safety stay the same."""
+    """What a run trains instead of the denoising loss (``train/distill_progressive.py``,
+    ``train/distill_reflow.py``): the loop, its batches, optimizer, EMA, log, checkpoints and safety stay the
+    same."""
 
     def loss(self, network: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
              labels: torch.Tensor | None) -> torch.Tensor:

@@ -1,0 +1,83 @@
+"""Progressive distillation as a training run (Salimans & Ho 2022, Algorithm 2; the target and the loss are
+:mod:`diffusion_core.distillation`): the trainer's :class:`~.trainer.Objective` that ``diffusion-core distill
+--method progressive`` hands it (:mod:`.distill`)."""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..denoiser import Denoiser
+from ..distillation import draw_step_times, halve_grid, progressive_distillation_loss
+from ..errors import InvalidInput
+from .config import TrainConfig
+from .distill_config import DistillConfig, distilled_grid, teacher_grid
+from .step import TrainStep
+
+__all__ = ["ProgressiveDistillation"]
+
+log = logging.getLogger("diffusion_core.train")
+
+
+class ProgressiveDistillation:
+    """The trainer's :class:`~.trainer.Objective` for progressive distillation: round ``r`` (from 0) trains a
+    student of ``steps_from / 2**(r+1)`` steps against the teacher of twice as many."""
+
+    def __init__(self, config: DistillConfig, train_config: TrainConfig, teacher: nn.Module, device: torch.device,
+                 distilled: dict[str, Any] | None = None):
+        if not 1 <= config.steps_from <= getattr(train_config.gaussian_path(), "T", config.steps_from):
+            raise InvalidInput(f"steps_from must be at most the teacher's {train_config.num_timesteps} timesteps, "
+                               f"got {config.steps_from}")
+        self.config, self.train_config = config, train_config
+        self.path = train_config.gaussian_path()
+        # the current round's teacher grid: a distilled teacher's own (distilling on), else its sampler's
+        self.grid = teacher_grid(train_config, config.steps_from) if distilled is None else \
+            distilled_grid(distilled, config.checkpoint, config.steps_from)
+        self.teacher = self._denoiser(teacher.to(device).eval().requires_grad_(False))
+        self.round = 0
+
+    def _denoiser(self, network: nn.Module) -> Denoiser:
+        c = self.train_config
+        return Denoiser(network, self.path, c.parameterization, sigma_data=c.sigma_data)
+
+    def loss(self, network, x0, t, noise, labels):
+        student = self._denoiser(network)
+        return progressive_distillation_loss(student, self.teacher, x0, t[:, 0], t[:, 1], t[:, 2], noise,
+                                             labels=labels, clip=self.train_config.dataset.spec.clip).mean()
+
+    def draw_times(self, batch: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        return torch.stack(draw_step_times(self.grid, batch, generator=generator, device=device), dim=1)
+
+    def begin_step(self, step: int, step_fn: TrainStep) -> None:
+        """At a round's first step after the first: the student's EMA becomes the teacher and the student, with
+        fresh optimizer moments; the grid is halved."""
+        if step == 0:
+            log.info("round 1 of %d: a %d-step student from the %d-step teacher", self.config.rounds,
+                     self.student_steps, self.grid.numel() - 1)
+        if step == 0 or step % self.config.iters_per_round:
+            return
+        ema = step_fn.ema.model
+        self.teacher = self._denoiser(copy.deepcopy(ema).eval().requires_grad_(False))
+        step_fn.model.load_state_dict(ema.state_dict())
+        step_fn.optimizer.state.clear()
+        self.grid = halve_grid(self.grid)
+        self.round += 1
+        log.info("round %d of %d: a %d-step student from the %d-step teacher", self.round + 1, self.config.rounds,
+                 self.student_steps, self.grid.numel() - 1)
+
+    @property
+    def student_steps(self) -> int:
+        return (self.grid.numel() - 1) // 2
+
+    def preview_grid(self) -> torch.Tensor:
+        return halve_grid(self.grid)
+
+    def record(self) -> dict[str, Any]:
+        c = self.config
+        return {"distillation": {"method": c.method.value, "teacher": c.checkpoint, "steps_from": c.steps_from,
+                                 "steps": self.student_steps, "grid": halve_grid(self.grid).tolist(),
+                                 "iters_per_round": c.iters_per_round, "round": self.round + 1,
+                                 "rounds": c.rounds}}
