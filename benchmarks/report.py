@@ -323,7 +323,10 @@ def quality_section(results: list[dict]) -> list[str]:
     return lines
 
 
-def render(runs: list[dict], assets: Path, page: Path, quality: list[dict] | None = None) -> str:
+def render(runs: list[dict], assets: Path, page: Path, quality: list[dict] | None = None,
+           interleaved: list[dict] | None = None) -> str:
+    from .interleaved import section as interleaved_section
+
     lines = [INTRO]
     kinds = {r["rows"][0]["device"].split(":")[0] for r in runs if r["rows"]}
     if not runs:
@@ -341,6 +344,8 @@ def render(runs: list[dict], assets: Path, page: Path, quality: list[dict] | Non
                   "```bash",
                   "pytest benchmarks --bench-device cuda --benchmark-json=benchmarks/results/cuda-$(date +%F).json",
                   "python -m benchmarks.report", "```", ""]
+    for result in interleaved or []:
+        lines += interleaved_section(result)
     lines += quality_section(quality or [])
     return "\n".join(lines).rstrip() + "\n"
 
@@ -357,7 +362,8 @@ def main(argv: list[str] | None = None) -> None:
     for old in assets.glob("*.png"):  # plots of files no longer reported would be stale
         old.unlink()
     quality = [json.loads(p.read_text()) for p in sorted((RESULTS / "quality").glob("*.json"))]
-    out.write_text(render(runs, assets, out, quality))
+    interleaved = [json.loads(p.read_text()) for p in sorted((RESULTS / "interleaved").glob("*.json"))]
+    out.write_text(render(runs, assets, out, quality, interleaved))
     print(f"wrote {out} from {len(runs)} results file(s); plots in {assets}")
 
 

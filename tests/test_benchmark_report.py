@@ -3,6 +3,7 @@ derived metrics are the stated arithmetic, ours is compared with diffusers like 
 against best setting, both named), and compile time is a cold compile. (The benchmarks run with `pytest benchmarks`.)"""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
@@ -23,7 +24,7 @@ def test_benchmarks_page_is_rendered_from_the_stored_results(monkeypatch):
     monkeypatch.setattr(report, "plot", lambda rows, title, path: True)  # no PNGs written by the test
     runs = [report.load(p) for p in paths]
     quality = [json.loads(p.read_text()) for p in sorted((report.RESULTS / "quality").glob("*.json"))]
-    rendered = report.render(runs, report.ASSETS, report.PAGE, quality)
+    rendered = report.render(runs, report.ASSETS, report.PAGE, quality, _stored_interleaved())
     assert report.PAGE.read_text() == rendered, "docs/benchmarks.md is stale: run `python -m benchmarks.report`"
 
 
@@ -393,3 +394,45 @@ def test_guidance_notebook_quotes_the_stored_conditional_quality():
     notebook = _prose(ROOT / "docs" / "examples" / "guidance_digits.py")
     assert "dpmpp_2m_sample(denoiser, diffusion, x_T, steps=20," in notebook
     assert f"FD {fd} times the floor, recall {recall} at s = 1, 2 and 4" in notebook
+
+
+def _stored_interleaved() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((report.RESULTS / "interleaved").glob("*.json"))]
+
+
+def test_interleaved_rows_are_the_stored_rounds():
+    """The interleaved sampler table (benchmarks/interleaved.py): each row's speed figures are recomputed here from
+    its stored per-round seconds, and the page shows them."""
+    from benchmarks import interleaved
+
+    results = _stored_interleaved()
+    if not results:
+        pytest.skip("no interleaved results stored")
+    page = report.PAGE.read_text()
+    for q in results:
+        assert interleaved.table(q) in page
+        for r in q["rows"]:
+            ours, theirs = r["seconds"]["ours"], r["seconds"]["diffusers"]
+            assert len(ours) == len(theirs) == r["rounds"]
+            per_round, half = sorted(d / o for o, d in zip(ours, theirs)), len(ours) // 2
+            middle = per_round[half] if len(ours) % 2 else (per_round[half - 1] + per_round[half]) / 2
+            assert r["ratio_best"] == pytest.approx(min(theirs) / min(ours), rel=1e-12)
+            assert r["ratio_median"] == pytest.approx(middle, rel=1e-12)
+            assert (r["ratio_min"], r["ratio_max"]) == (per_round[0], per_round[-1])
+            assert r["ours_per_call_s"] == pytest.approx(min(ours) / r["calls"], rel=1e-12)
+
+
+def test_interleaved_pairs_every_sampling_row_with_its_like_peer():
+    """Every CPU sampling row of ours that has a diffusers row in the same setting is in the interleaved list, and
+    each pair differs in the implementation only."""
+    from benchmarks import interleaved
+
+    got = interleaved.pairs("cpu", quick=False)
+    for ours, peer in got:
+        assert (ours.impl, peer.impl) == ("ours", "diffusers")
+        assert dataclasses.replace(peer, impl="ours", rounds=ours.rounds, quick=ours.quick) == ours
+    sampling = [c for c in matrix.cases("cpu", quick=False) if c.device == "cpu" and c.workload in interleaved.SAMPLING]
+    peers = {dataclasses.replace(p, impl="ours", rounds=0, quick=False) for p in sampling if p.impl == "diffusers"}
+    expected = {c.id for c in sampling
+                if c.impl == "ours" and dataclasses.replace(c, rounds=0, quick=False) in peers}
+    assert {o.id for o, _ in got} == expected and len(expected) >= 10

@@ -1,0 +1,171 @@
+"""Our samplers against diffusers' scheduler loops on the same network, timed in alternation: every sampling row of
+the matrix that has a like-for-like ``diffusers`` row (:mod:`benchmarks.pairing`), both built once, then rounds
+of ours and theirs in turns (the order flips every round), so that whatever else slows the machine for a while
+slows both sides alike. Writes a JSON file and prints a table.
+
+    python -m benchmarks.interleaved --out benchmarks/results/interleaved/cpu-DATE.json [--quick] [--rounds 9]
+
+Why a script beside the pytest-benchmark suite: the suite times each row's rounds one after the other, and on a
+shared 2-core VM rows taken a minute apart move by 20-30%, far more than the per-call difference between two
+sampler loops around one network. Here each row's figure is the ratio of the two sides' best rounds (other
+processes only ever add time), beside the median of the per-round ratios (each round's two timings taken
+seconds apart) and their spread.
+
+Each side also runs once more on a network that returns zeros at once (the ``overhead`` rows): the sampler's own
+time per network call, what a sampler loop adds to the network's time.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import hardware
+from .matrix import Case, cases
+from .pairing import like_peer
+
+__all__ = ["pairs", "time_pair", "summarize", "table", "section"]
+
+SAMPLING = ("step", "ddpm", "ddim", "dpmpp2m", "heun")
+
+
+def pairs(device_type: str, quick: bool) -> list[tuple[Case, Case]]:
+    """Each of our sampling rows on ``device_type`` with its like-for-like diffusers row."""
+    rows = [c for c in cases(device_type, quick) if c.device == device_type and c.workload in SAMPLING]
+    out = []
+    for ours in (c for c in rows if c.impl == "ours"):
+        peer = like_peer(_row(ours), [_row(c) for c in rows])
+        if peer is not None:
+            out.append((ours, next(c for c in rows if c.id == peer["case"])))
+    return out
+
+
+def _row(c: Case) -> dict:
+    """The keys :func:`~benchmarks.pairing.like_peer` compares, for a case not yet measured."""
+    return {"case": c.id, "impl": c.impl, "device": c.device, "workload": c.workload, "preset": c.preset,
+            "batch": c.batch, "precision": c.precision, "channels_last": c.channels_last,
+            "compile": c.compile or "eager"}
+
+
+class _Zeros(torch.nn.Module):
+    """A network that returns zeros of its input's shape: what remains is the sampler loop's own time."""
+
+    def forward(self, x, t, labels=None):
+        return torch.zeros_like(x)
+
+
+def _workload(case: Case, device: torch.device, zero_network: bool):
+    from .workloads import build
+
+    w = build(case, device)
+    if zero_network:
+        w.net = _Zeros()
+        if hasattr(w, "model_fn"):
+            w.model_fn = w.net
+    return w
+
+
+def time_pair(ours: Case, peer: Case, device: torch.device, rounds: int, zero_network: bool = False) -> dict:
+    """Seconds of ``rounds`` alternating rounds of each side (after one untimed round each)."""
+    torch.manual_seed(0)
+    sides = {"ours": _workload(ours, device, zero_network), "diffusers": _workload(peer, device, zero_network)}
+    for w in sides.values():
+        w()
+        hardware.sync(device)
+    seconds = {k: [] for k in sides}
+    for r in range(rounds):
+        for k in (("ours", "diffusers") if r % 2 == 0 else ("diffusers", "ours")):
+            gc.collect()
+            start = time.perf_counter()
+            sides[k]()
+            hardware.sync(device)
+            seconds[k].append(time.perf_counter() - start)
+    return seconds
+
+
+def summarize(seconds: dict[str, list[float]], calls: int) -> dict:
+    """Speed of ours over diffusers' (> 1: ours faster) from the rounds' seconds: the ratio of the best rounds, the
+    median of the per-round ratios and their range; the best seconds per network call of each side."""
+    per_round = sorted(d / o for o, d in zip(seconds["ours"], seconds["diffusers"]))
+    return {"ratio_best": min(seconds["diffusers"]) / min(seconds["ours"]),
+            "ratio_median": statistics.median(per_round), "ratio_min": per_round[0], "ratio_max": per_round[-1],
+            "ours_per_call_s": min(seconds["ours"]) / calls, "diffusers_per_call_s": min(seconds["diffusers"]) / calls}
+
+
+def measure(device_type: str, quick: bool, rounds: int | None) -> list[dict]:
+    device = torch.device(device_type)
+    rows = []
+    for ours, peer in pairs(device_type, quick):
+        n = rounds or max(ours.rounds, 5)
+        row = {"workload": ours.workload, "preset": ours.preset, "batch": ours.batch, "precision": ours.precision,
+               "compile": ours.compile or "eager", "channels_last": ours.channels_last, "calls": ours.steps,
+               "rounds": n, "ours": ours.id, "peer": peer.id}
+        row["seconds"] = time_pair(ours, peer, device, n)
+        row.update(summarize(row["seconds"], ours.steps))
+        row["overhead_seconds"] = time_pair(ours, peer, device, n, zero_network=True)
+        over = summarize(row["overhead_seconds"], ours.steps)
+        row.update(overhead_ours_per_call_s=over["ours_per_call_s"],
+                   overhead_diffusers_per_call_s=over["diffusers_per_call_s"])
+        rows.append(row)
+        print(_line(row), flush=True)
+    return rows
+
+
+def _line(r: dict) -> str:
+    setting = " ".join([r["precision"], *(["channels_last"] if r["channels_last"] else []), r["compile"]])
+    return (f"| {r['workload']} | {r['preset']} | {r['batch']} | {setting} | {r['calls']} | {r['rounds']} "
+            f"| {1e3 * r['ours_per_call_s']:.2f} | {1e3 * r['diffusers_per_call_s']:.2f} | {r['ratio_best']:.3f}x "
+            f"| {r['ratio_median']:.3f}x ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) "
+            f"| {1e6 * r['overhead_ours_per_call_s']:.0f} | {1e6 * r['overhead_diffusers_per_call_s']:.0f} |")
+
+
+def table(result: dict) -> str:
+    head = ("| Sampler | Preset | Batch | Setting | Network calls | Rounds | Ours ms / call | diffusers ms / call "
+            "| Speed, best rounds | Speed, median round (range) | Ours loop µs / call | diffusers loop µs / call |\n"
+            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    return "\n".join([head, *(_line(r) for r in result["rows"])])
+
+
+def section(result: dict) -> list[str]:
+    """The Benchmarks page's section for one stored result."""
+    slower = [r for r in result["rows"] if r["ratio_best"] < 1]
+    verdict = ("ours is at least as fast on every row (best rounds)" if not slower else
+               f"ours is slower on {len(slower)} of {len(result['rows'])} rows (best rounds): "
+               + ", ".join(f"{r['workload']} {r['preset']} b{r['batch']} {r['ratio_best']:.3f}x" for r in slower))
+    return ["## Sampling against diffusers, interleaved", "",
+            f"Every sampling row with a like-for-like diffusers row (their scheduler loop calling our network), "
+            f"both sides built once and timed in alternating rounds on {result['machine']}, {result['threads']} "
+            f"torch threads (load average {result['loadavg_start'][0]:.2f} at the start, "
+            f"{result['loadavg_end'][0]:.2f} at the end). Command: `python -m benchmarks.interleaved "
+            f"{' '.join(result['argv'])}`. Speed is diffusers' seconds over ours (above 1: ours faster). *Loop µs / "
+            "call*: the same loops around a network that returns zeros, per network call. Result: "
+            f"{verdict}.", "", table(result), ""]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="the matrix's quick rows only")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per side (default: the row's, at least 5)")
+    ns = parser.parse_args(argv)
+    load_start = os.getloadavg()
+    rows = measure(ns.device, ns.quick, ns.rounds)
+    result = {"kind": "interleaved", "rows": rows, "machine": f"{hardware.cpu_model()}, {os.cpu_count()} cores", "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+              "argv": sys.argv[1:] if argv is None else argv}
+    Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(ns.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {ns.out}")
+
+
+if __name__ == "__main__":
+    main()
