@@ -14,6 +14,7 @@ With :math:`\lambda = \log(\alpha^2/\sigma^2)` and :math:`\tilde\sigma = \sigma/
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 
@@ -31,6 +32,34 @@ __all__ = ["sample_ddpm", "sample_ddim", "sample_euler", "sample_heun", "sample_
 LOWER_ORDER_FINAL_BELOW = 15  # diffusers' DPMSolverMultistepScheduler: lower_order_final for fewer than 15 steps
 
 
+# A sampler called again with the same grid (every batch of a sampling run) reuses its tables: looking them up
+# and validating them is most of a one-step call's own time. Per path (weakly held), the last few grids.
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TABLES_PER_PATH = 8
+
+
+def _grid_tables(path, ts: torch.Tensor, device: torch.device, dtype: torch.dtype) -> tuple:
+    """The grid ``ts`` (float64, CPU) checked, and what every step reads from it: float64 and state-dtype
+    :math:`\\alpha, \\sigma`, the times on ``device``, the path's derivatives (continuous paths) and the network's
+    time input, looked up (and validated) once per path and grid, not at every step or call."""
+    key = (tuple(ts.tolist()), str(device), dtype) if ts.ndim == 1 else None
+    cached = _TABLES.setdefault(path, {})
+    if key in cached:
+        return cached[key]
+    if ts.ndim != 1 or ts.numel() < 2 or ts[-1] != 0 or not bool((ts[1:] < ts[:-1]).all()):
+        raise InvalidInput("ts must be a decreasing 1-D grid of at least 2 times ending at 0 (time_grid makes one), "
+                           f"got {ts.tolist()[:8]}{'...' if ts.numel() > 8 else ''}")
+    alpha64, sigma64 = path.alpha(ts), path.sigma(ts)
+    derivatives = None if isinstance(path, DiscreteVP) else tuple(
+        v.to(device=device, dtype=dtype) for v in path.derivatives(ts))
+    tables = (alpha64, sigma64, ts.to(device), alpha64.to(device=device, dtype=dtype),
+              sigma64.to(device=device, dtype=dtype), derivatives, path.network_time(ts).to(device))
+    if len(cached) >= _TABLES_PER_PATH:
+        cached.pop(next(iter(cached)))
+    cached[key] = tables
+    return tables
+
+
 class _Grid:
     """The grid's times and float64 :math:`\\alpha, \\sigma` on the state's device, and the per-step reads."""
 
@@ -39,21 +68,13 @@ class _Grid:
             raise InvalidInputType(f"denoiser must be a Denoiser (or a guided one), got {type(denoiser).__name__}; "
                                    "wrap a network: Denoiser(network, path, target)")
         check_start(x)
-        ts = torch.as_tensor(ts, dtype=torch.float64).detach().cpu()
-        if ts.ndim != 1 or ts.numel() < 2 or ts[-1] != 0 or not bool((ts[1:] < ts[:-1]).all()):
-            raise InvalidInput("ts must be a decreasing 1-D grid of at least 2 times ending at 0 (time_grid makes one), "
-                               f"got {ts.tolist()[:8]}{'...' if ts.numel() > 8 else ''}")
         path = denoiser.path
         if path is None:
             raise InvalidInput("the denoiser has no path: build it with Denoiser(network, path, target)")
+        ts = torch.as_tensor(ts, dtype=torch.float64).detach().cpu()
         self.steps, self.batch, self.ndim = ts.numel() - 1, x.shape[0], x.ndim
-        self.alpha64, self.sigma64 = path.alpha(ts), path.sigma(ts)
-        self.ts = ts.to(x.device)
-        self.alpha, self.sigma = (v.to(device=x.device, dtype=x.dtype) for v in (self.alpha64, self.sigma64))
-        # What the denoiser needs at each grid time, looked up (and validated) here once, not at every step.
-        self.derivatives = (None if isinstance(path, DiscreteVP) else
-                            tuple(v.to(device=x.device, dtype=x.dtype) for v in path.derivatives(ts)))
-        self.network_time = path.network_time(ts).to(x.device)
+        (self.alpha64, self.sigma64, self.ts, self.alpha, self.sigma, self.derivatives,
+         self.network_time) = _grid_tables(path, ts, x.device, x.dtype)
 
     def col(self, table: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """``table[k]`` shaped ``(1, 1, ...)`` to broadcast against the state."""
@@ -190,14 +211,30 @@ def sample_ddpm(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *,
     return run(step, x, g.steps, last=last, noisy=True, generator=generator, desc=f"DDPM-{g.steps}", name="sample_ddpm", **loop)
 
 
-def _edm_sigmas(g: _Grid, x: torch.Tensor, fn: str) -> torch.Tensor:
-    """:math:`\\tilde\\sigma = \\sigma/\\alpha` at the grid, which must start where :math:`\\alpha > 0` (unless the
-    only step is the last, to the data, which needs no :math:`x/\\alpha`)."""
+def _edm_sigmas(g: _Grid, fn: str) -> torch.Tensor:
+    """:math:`\\tilde\\sigma = \\sigma/\\alpha` at the grid in float64, which must start where :math:`\\alpha > 0`
+    (unless the only step is the last, to the data, which needs no :math:`x/\\alpha`)."""
     if g.steps > 1 and not bool(g.alpha64[0] > 0):
         raise InvalidInput(f"{fn} works in EDM's x/alpha, undefined where alpha = 0 (the grid's first time, zero "
                            "terminal SNR or t = 1 on rectified flow): start the grid below it (time_grid(..., "
                            "sigma_max=80)), or use sample_ddim / sample_dpmpp_2m")
-    return g.table(g.sigma64 / g.alpha64, x)
+    return g.sigma64 / g.alpha64
+
+
+def _heun_coefficients(s: torch.Tensor, s_next: torch.Tensor, a_next: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    r"""Per step ``k`` from noise level ``s[k]`` to the grid's next (``s_next[k]``, ``a_next[k]``: its
+    :math:`\tilde\sigma = \sigma/\alpha` and :math:`\alpha`), Algorithm 1's Euler predictor and trapezoidal
+    corrector as sums of the state :math:`\tilde x = x/\alpha` and the two :math:`\hat x_0`, in float64. With
+    :math:`s, s'` the two noise levels, :math:`a'` the next :math:`\alpha` and :math:`h = s' - s`: the Euler point
+    :math:`a'(\tilde x + h d)`, :math:`d = (\tilde x - \hat x_0)/s`, is :math:`c_x\tilde x + c_e\hat x_0`; the
+    corrected state :math:`a'(\tilde x + \tfrac h2(d + d'))`, :math:`d' = (\tilde x_{\text{Euler}} - \hat x_0')/s'`,
+    is :math:`c_x\tilde x + c_0\hat x_0 + c_1\hat x_0'`, with :math:`c_x = a's'/s`, :math:`c_e = -a'h/s`,
+    :math:`c_0 = -a'h(2s' - s)/(2ss')`, :math:`c_1 = -a'h/(2s')` (:math:`c_0 + c_1 = a'(1 - s'/s)`: a constant
+    :math:`\hat x_0` is followed exactly). The last step, Euler to the data, has a zero row, never read."""
+    s, s_next, a_next = s[:-1], s_next[:-1], a_next[:-1]
+    h = s_next - s
+    c = (a_next * s_next / s, -a_next * h / s, -a_next * h * (2 * s_next - s) / (2 * s * s_next), -a_next * h / (2 * s_next))
+    return tuple(torch.cat([v, v.new_zeros(1)]) for v in c)
 
 
 @torch.no_grad()
@@ -218,16 +255,16 @@ def sample_heun(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, la
     """
     g = _Grid(denoiser, x, ts)
     pred = _predictor(denoiser, g, labels, clip, percentile)
-    sig = _edm_sigmas(g, x, "sample_heun")
+    sig = _edm_sigmas(g, "sample_heun")
+    c_xb, c_euler, c_0, c_1 = _heun_coefficients(sig[:-1], sig[1:], g.alpha64[1:])
+    # x/alpha folded into the state's coefficient
+    c_x, c_euler, c_0, c_1 = (g.table(c, x) for c in (c_xb / g.alpha64[:-1], c_euler, c_0, c_1))
 
     def step(x, k, prev, z):
-        a, a_s, s, s_s = g.col(g.alpha, k), g.col(g.alpha, k + 1), g.col(sig, k), g.col(sig, k + 1)
-        xb = x / a
+        u = g.col(c_x, k) * x
         x0 = pred(x, k).x0
-        d_cur = (xb - x0) / s
-        xb_euler = xb + (s_s - s) * d_cur
-        d_next = (xb_euler - pred(a_s * xb_euler, k + 1).x0) / s_s
-        return a_s * (xb + (s_s - s) * (0.5 * d_cur + 0.5 * d_next)), x0
+        x0_next = pred(torch.addcmul(u, g.col(c_euler, k), x0), k + 1).x0  # at the Euler point
+        return torch.addcmul(torch.addcmul(u, g.col(c_0, k), x0), g.col(c_1, k), x0_next), x0
 
     def last(x, k, prev, z):  # Euler to sigma = 0: xb + (0 - s)(xb - D)/s = D, and alpha = 1 there
         x0 = pred(x, k).x0
@@ -327,25 +364,23 @@ def sample_edm(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, s_c
         raise InvalidInput("s_churn > 0 evaluates the network between a DDPM schedule's integer steps; use a "
                            "continuous path, or sample_ddpm / sample_ddim(eta > 0) for stochastic DDPM sampling")
     pred = _predictor(denoiser, g, labels, clip, percentile)
-    sig64 = g.sigma64 / g.alpha64
-    _edm_sigmas(g, x, "sample_edm")
+    sig64 = _edm_sigmas(g, "sample_edm")
     gamma = torch.where((sig64[:-1] >= s_tmin) & (sig64[:-1] <= s_tmax),
                         torch.full_like(sig64[:-1], min(s_churn / g.steps, math.sqrt(2) - 1)), torch.zeros_like(sig64[:-1]))
     gamma[-1] = 0.0
     sig_hat64 = sig64[:-1] * (1 + gamma)
     t_hat64 = torch.where(gamma > 0, denoiser.path.t_of_log_snr(-2 * torch.log(sig_hat64)), g.ts.cpu()[:-1])
-    sig, sig_hat = g.table(sig64, x), g.table(sig_hat64, x)
     a_hat, t_hat = g.table(denoiser.path.alpha(t_hat64), x), t_hat64.to(x.device)
     extra = g.table(s_noise * torch.sqrt(sig_hat64**2 - sig64[:-1] ** 2), x)
 
+    c_xb, c_euler, c_0, c_1 = (g.table(c, x) for c in _heun_coefficients(sig_hat64, sig64[1:], g.alpha64[1:]))
+
     def step(x, k, prev, z):
-        a, a_s, s_h, s_s = g.col(g.alpha, k), g.col(g.alpha, k + 1), g.col(sig_hat, k), g.col(sig, k + 1)
-        xb = x / a if z is None else x / a + g.col(extra, k) * z
+        xb = x / g.col(g.alpha, k) if z is None else x / g.col(g.alpha, k) + g.col(extra, k) * z  # at sigma-hat
+        u = g.col(c_xb, k) * xb
         x0 = pred(g.col(a_hat, k) * xb, t=t_hat.index_select(0, k).expand(g.batch)).x0
-        d_cur = (xb - x0) / s_h
-        xb_euler = xb + (s_s - s_h) * d_cur
-        d_next = (xb_euler - pred(a_s * xb_euler, k + 1).x0) / s_s
-        return a_s * (xb + (s_s - s_h) * (0.5 * d_cur + 0.5 * d_next)), x0
+        x0_next = pred(torch.addcmul(u, g.col(c_euler, k), x0), k + 1).x0  # at the Euler point
+        return torch.addcmul(torch.addcmul(u, g.col(c_0, k), x0), g.col(c_1, k), x0_next), x0
 
     def last(x, k, prev, z):
         x0 = pred(x, k).x0
