@@ -149,6 +149,9 @@ def _add_distill(sub) -> None:
                         "the student is a checkpoint that sample uses with its step count",
                         formatter_class=_HelpFormatter)
     _add_config_options(di, DistillConfig, required=("checkpoint",))
+    di.add_argument("--resume", default=None, help="continue the distillation run of this checkpoint exactly where it "
+                    "stopped (the same options; only optimizer settings and run control may change; its folder is "
+                    "the default --out-dir)")
     di.add_argument("--overwrite", action="store_true", help="replace a run already in --out-dir (refused otherwise)")
     di.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -158,7 +161,7 @@ def _distill(ns: argparse.Namespace) -> None:
 
     try:
         config = DistillConfig(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(DistillConfig)})
-        result = distill(config, overwrite=ns.overwrite, progress=not ns.no_progress)
+        result = distill(config, resume=ns.resume, overwrite=ns.overwrite, progress=not ns.no_progress)
     except (InvalidInput, FileNotFoundError) as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise

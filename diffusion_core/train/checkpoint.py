@@ -11,6 +11,8 @@
   hash covers the tensors only) still load.
 * The header is validated (keys, types, JSON depth) before anything it describes is used.
 * No schedule table is stored: the schedule is rebuilt from the config.
+* A run with its own objective (a distillation) stores what its resume needs under ``objective.`` (a round's teacher
+  weights, reflow's pairs): readers that sample (``load_model``, ``sample``, the exports) never look at them.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,7 @@ class Checkpoint:
     scaler: dict[str, Any] | None
     rng: dict[str, torch.Tensor]
     extra: dict[str, Any]
+    objective: dict[str, torch.Tensor] = field(default_factory=dict)  # a training objective's state (trainer.Objective)
 
 
 def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -98,8 +101,10 @@ def save_checkpoint(
     scaler: dict[str, Any] | None = None,
     rng: dict[str, torch.Tensor] | None = None,
     extra: dict[str, Any] | None = None,
+    objective: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically to ``path`` and return it."""
+    """Write a checkpoint atomically to ``path`` and return it. ``objective``: the tensors a run's own objective
+    needs to resume (stored under ``objective.``)."""
     check_int("step", step, minimum=0)
     for name, value in (("train_config", train_config), ("model_config", model_config), ("model", model)):
         check_dict(name, value)
@@ -109,6 +114,7 @@ def save_checkpoint(
     tensors.update({f"model.{k}": v for k, v in model.items()})
     tensors.update({f"ema.{k}": v for k, v in (ema or {}).items()})
     tensors.update({f"rng.{k}": v for k, v in (rng or {}).items()})
+    tensors.update({f"objective.{k}": v for k, v in (objective or {}).items()})
     plain_optim = None
     if optimizer is not None:
         optim_tensors, plain_optim = _split_optimizer(optimizer)
@@ -252,4 +258,5 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         scaler=header["scaler"],
         rng=part("rng."),
         extra=header["extra"],
+        objective=part("objective."),
     )

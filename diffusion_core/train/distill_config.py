@@ -80,8 +80,9 @@ class DistillConfig:
     ema_decay: float = option(0.995, "decay of the student's weights' moving average (the next round's teacher)",
                               partial(check_number, low=0, high=1, high_open=True))
     seed: int = option(0, "random seed of data order, times and noise", check_seed)
-    out_dir: str = option("runs/distill", "folder for checkpoint.safetensors, config.json, metrics.jsonl and PNGs",
-                          check_path)
+    out_dir: str | None = option(None, "folder for checkpoint.safetensors, config.json, metrics.jsonl and PNGs "
+                                 "(default: runs/distill, or the --resume checkpoint's folder)",
+                                 partial(check_path, optional=True))
     log_every: int = option(50, "log to metrics.jsonl (and check the loss for NaN/Inf) every this many steps", _INT)
     checkpoint_every: int = option(500, "write the checkpoint every this many steps (also at the end and on Ctrl-C)",
                                    _INT)

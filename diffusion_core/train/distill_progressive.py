@@ -27,7 +27,7 @@ class ProgressiveDistillation:
     student of ``steps_from / 2**(r+1)`` steps against the teacher of twice as many."""
 
     def __init__(self, config: DistillConfig, train_config: TrainConfig, teacher: nn.Module, device: torch.device,
-                 distilled: dict[str, Any] | None = None):
+                 distilled: dict[str, Any] | None = None, identity: dict[str, Any] | None = None):
         if not 1 <= config.steps_from <= getattr(train_config.gaussian_path(), "T", config.steps_from):
             raise InvalidInput(f"steps_from must be at most the teacher's {train_config.num_timesteps} timesteps, "
                                f"got {config.steps_from}")
@@ -38,6 +38,8 @@ class ProgressiveDistillation:
             distilled_grid(distilled, config.checkpoint, config.steps_from)
         self.teacher = self._denoiser(teacher.to(device).eval().requires_grad_(False))
         self.round = 0
+        # what the record says of the run: its teacher file and own settings (distill_resume.start_identity)
+        self.identity = identity or {"teacher": config.checkpoint}
 
     def _denoiser(self, network: nn.Module) -> Denoiser:
         c = self.train_config
@@ -75,9 +77,35 @@ class ProgressiveDistillation:
     def preview_grid(self) -> torch.Tensor:
         return halve_grid(self.grid)
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """The round's teacher grid and teacher weights (from round 2 on, a student EMA no other file holds)."""
+        weights = self.teacher.network.state_dict()
+        return {"grid": self.grid, **{f"teacher.{k}": v for k, v in weights.items()}}
+
+    def restore(self, step: int, state: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
+        """The round, its grid and its teacher as they were after ``step`` steps. At a round's last step the
+        checkpoint holds that round's; :meth:`begin_step` then starts the next one, as the unbroken run does."""
+        record = extra.get("distillation") if isinstance(extra.get("distillation"), dict) else {}
+        round_, grid = record.get("round", 0) - 1, state.get("grid")
+        expected = 0 if step == 0 else (step - 1) // self.config.iters_per_round
+        if round_ != expected or grid is None or grid.shape != (self.config.steps_from // 2 ** round_ + 1,):
+            raise InvalidInput(f"cannot resume: the checkpoint's distillation state (round {round_ + 1}, its grid) "
+                               f"does not fit step {step} of this run")
+        self.round, self.grid = round_, grid.to(self.grid.dtype)
+        self._load_teacher({k[len("teacher."):]: v for k, v in state.items() if k.startswith("teacher.")})
+        log.info("resuming round %d of %d at step %d: a %d-step student from the %d-step teacher", self.round + 1,
+                 self.config.rounds, step, self.student_steps, self.grid.numel() - 1)
+
+    def _load_teacher(self, weights: dict[str, torch.Tensor]) -> None:
+        try:
+            self.teacher.network.load_state_dict(weights)
+        except RuntimeError as e:
+            raise InvalidInput(f"cannot resume: the checkpoint's round teacher does not fit the network "
+                               f"({str(e).splitlines()[0][:120]})") from None
+
     def record(self) -> dict[str, Any]:
         c = self.config
-        return {"distillation": {"method": c.method.value, "teacher": c.checkpoint, "steps_from": c.steps_from,
+        return {"distillation": {"method": c.method.value, **self.identity, "steps_from": c.steps_from,
                                  "steps": self.student_steps, "grid": halve_grid(self.grid).tolist(),
                                  "iters_per_round": c.iters_per_round, "round": self.round + 1,
                                  "rounds": c.rounds}}

@@ -30,7 +30,8 @@ class Reflow:
     ``(t, pair index)``, and the loss is :func:`~diffusion_core.reflow.reflow_loss` on those pairs."""
 
     def __init__(self, config: DistillConfig, train_config: TrainConfig, teacher: nn.Module, device: torch.device,
-                 shape: tuple[int, ...], distilled: dict[str, Any] | None = None):
+                 shape: tuple[int, ...], distilled: dict[str, Any] | None = None,
+                 identity: dict[str, Any] | None = None):
         if train_config.path is not TrainPath.RECTIFIED_FLOW:
             raise InvalidInput(f"checkpoint {config.checkpoint!r} is on path {train_config.path.value!r}: reflow needs "
                                "a rectified-flow checkpoint (train --path rectified-flow)")
@@ -47,6 +48,7 @@ class Reflow:
         self.teacher = Denoiser(teacher.to(device).eval().requires_grad_(False), self.path,
                                 train_config.parameterization, sigma_data=train_config.sigma_data)
         self.pairs: Coupling | None = None
+        self.identity = identity or {"teacher": config.checkpoint}  # distill_resume.start_identity
 
     def begin_step(self, step: int, step_fn: TrainStep) -> None:
         """At the first step: the pairs, from the run's seed on a generator of their own."""
@@ -74,8 +76,24 @@ class Reflow:
     def preview_grid(self) -> torch.Tensor:
         return time_grid(self.path, self.config.steps_to)
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """The pairs: stored, not generated again on resume (no teacher calls, and exactly the same values)."""
+        return {} if self.pairs is None else {"z_1": self.pairs.z_1, "z_0": self.pairs.z_0}
+
+    def restore(self, step: int, state: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
+        """The pairs the run was generating its batches from."""
+        want = (self.config.pairs, *self.shape)
+        if sorted(state) != ["z_0", "z_1"] or any(tuple(state[k].shape) != want for k in state):
+            raise InvalidInput(f"cannot resume: the checkpoint does not hold the run's {self.config.pairs} reflow "
+                               "pairs")
+        self._load_pairs(state)
+        log.info("resuming reflow at step %d on the checkpoint's %d pairs", step, self.config.pairs)
+
+    def _load_pairs(self, state: dict[str, torch.Tensor]) -> None:
+        self.pairs = Coupling(z_1=state["z_1"].to(self.device), z_0=state["z_0"].to(self.device))
+
     def record(self) -> dict[str, Any]:
         c = self.config
-        return {"distillation": {"method": c.method.value, "teacher": c.checkpoint, "steps_from": c.steps_from,
+        return {"distillation": {"method": c.method.value, **self.identity, "steps_from": c.steps_from,
                                  "teacher_sampler": c.teacher_sampler.value, "pairs": c.pairs, "steps": c.steps_to,
                                  "grid": self.preview_grid().tolist(), "iters_per_round": c.iters_per_round}}

@@ -50,8 +50,8 @@ Evaluator = Callable[..., EvalRecord]
 
 class Objective(Protocol):
     """What a run trains instead of the denoising loss (``train/distill_progressive.py``,
-    ``train/distill_reflow.py``): the loop, its batches, optimizer, EMA, log, checkpoints and safety stay the
-    same."""
+    ``train/distill_reflow.py``): the loop, its batches, optimizer, EMA, log, checkpoints, resume and safety stay
+    the same."""
 
     def loss(self, network: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
              labels: torch.Tensor | None) -> torch.Tensor:
@@ -68,6 +68,14 @@ class Objective(Protocol):
 
     def preview_grid(self) -> torch.Tensor:
         """The time grid the previews sample on (DDIM)."""
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The tensors a resume needs that the weights, EMA, optimizer and RNG states do not hold (each checkpoint
+        stores them under ``objective.``)."""
+
+    def restore(self, step: int, state: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
+        """Continue from a checkpoint of ``step``: its :meth:`state` and its ``extra`` (where :meth:`record` went);
+        called before anything is written, after the weights, EMA and optimizer are restored."""
 
 
 class NonFiniteLossError(NonFiniteError):
@@ -92,7 +100,8 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: b
     :mod:`~diffusion_core.train.init_from`), a new run in every other respect. ``evaluator``: what measures the
     samples of ``config.eval_every``, :func:`diffusion_core.evaluation.training_evaluator` (the command line
     passes it; train sits below the evaluation package and does not import it). ``objective``: train that
-    instead of the denoising loss (:class:`Objective`; a new run only, no ``resume``).
+    instead of the denoising loss (:class:`Objective`); with ``resume``, the objective the checkpoint was trained
+    with, whose state it restores (a checkpoint holding an objective's state is not resumed without one).
 
     Raises:
         InvalidInput: a bad setting, data, checkpoint or out_dir, before anything is written.
@@ -102,8 +111,6 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, overwrite: b
     if init_from is not None and resume is not None:
         raise InvalidInput("resume and init_from (--resume, --init-from) exclude each other: resume continues a "
                            "run, init_from starts a new one from another model's weights")
-    if objective is not None and resume is not None:
-        raise InvalidInput("resuming a distillation run is not supported yet: start it again")
     if config.eval_every and evaluator is None:
         raise InvalidInput("eval_every needs evaluator=diffusion_core.evaluation.training_evaluator (the "
                            "measurement lives in the evaluation package, above train; the command line passes it)")
@@ -150,11 +157,21 @@ class _Run:
         if self.ckpt is not None:
             self.start = restore(self.ckpt, resume, self.model, self.step_fn, self.config, self.gen, self.device,
                                  self.info)
+            self._restore_objective()
             if self.info.is_main:
                 for line in notices:
                     log.warning("resuming with a changed optimizer setting, %s", line)
 
     # ------------------------------------------------------------------ before the run: checks and set-up
+    def _restore_objective(self) -> None:
+        """The objective's state back from the checkpoint; a checkpoint that holds one is not resumed without it
+        (it would go on with another loss)."""
+        if self.objective is not None:
+            self.objective.restore(self.start, self.ckpt.objective, self.ckpt.extra)
+        elif self.ckpt.objective:
+            raise InvalidInput(f"cannot resume: checkpoint {str(self.resume)!r} was trained with an objective of its "
+                               "own (a distillation); resume it with the command that started it (distill --resume)")
+
     def _join_processes(self) -> None:
         """Join torchrun's process group (each process on its own GPU) and turn on the CUDA backend switches."""
         self.info = info = setup_distributed(self.device)
@@ -338,7 +355,8 @@ class _Run:
                 optimizer=s.optimizer.state_dict(), scaler=s.scaler.state_dict() if s.scaler.is_enabled() else None,
                 rng=rng, extra={"class_names": source.class_names,
                                 **({"data": source.data_record} if source.data_record else {}),
-                                **self._objective_record()})
+                                **self._objective_record()},
+                objective=None if self.objective is None else self.objective.state())
         except NonFiniteError as e:
             raise NonFiniteLossError(f"the weights became NaN or Inf by step {step} ({e}){self._last_good()}") from None
 
