@@ -116,7 +116,8 @@ def _draw(n: int, g: torch.Generator, p_uncond: float = 0.2):
     return x.float(), torch.where(dropped, torch.full_like(labels, K), labels)
 
 
-def _distill_guided(path, grid: torch.Tensor, iters: int, g: torch.Generator) -> dict[int, tuple[Denoiser, torch.Tensor]]:
+def _distill_guided(path, grid: torch.Tensor, iters: int, g: torch.Generator) -> dict[int, tuple[Denoiser,
+                                                                                               torch.Tensor]]:
     """Guided progressive distillation from the exact conditional teacher: round 1 against the guided teacher, later
     rounds against the previous student; each student (frozen) with its grid, by step count."""
     with torch.random.fork_rng():  # the correction's initial weights (zero output, random hidden layers), seeded
