@@ -11,7 +11,8 @@ checkpoint's config says; metrics: the library's evaluation tool (``diffusion_co
 the ``digits-mlp`` features at N = 898 against half of the real digits, each next to its floor (the other half
 against the same one at the same N); and the share of samples that a logistic regression fitted on the real digits
 (``diffusion_core.metrics.DigitsClassifier``) classifies as the label they were asked for, which the evaluation
-tool does not measure. NFE counts network evaluations (a guided evaluation is one batched call on twice the batch).
+tool does not measure (:func:`label_scores`, with the classifier's mean confidence and smallest class share). NFE
+counts network evaluations (a guided evaluation is one batched call on twice the batch).
 """
 from __future__ import annotations
 
@@ -41,6 +42,17 @@ def steps_for(sampler: str, nfe: int) -> int:
     return (nfe + 1) // 2 if sampler == "heun" else nfe
 
 
+def label_scores(classifier: DigitsClassifier, x: torch.Tensor, labels: torch.Tensor) -> dict:
+    """The classifier's measures of class-conditional digits ``x`` (N, 1, 8, 8) in [-1, 1] asked for ``labels``:
+    ``label_accuracy``, the share classified as the label asked for; ``mean_confidence``, the mean top-class
+    probability, and ``min_class_share``, the smallest share of samples given one label (both
+    :meth:`~diffusion_core.metrics.DigitsClassifier.score`)."""
+    predicted = classifier.model.predict(x.reshape(len(x), -1).double().numpy())
+    score = classifier.score(x)
+    return {"label_accuracy": float((predicted == labels.cpu().numpy()).mean()),
+            "mean_confidence": score.mean_confidence, "min_class_share": float(score.class_fractions.min())}
+
+
 def evaluate(checkpoint: str, n_per_class: int = 100) -> dict:
     ckpt = load_checkpoint(checkpoint)
     config = TrainConfig.from_dict(ckpt.train_config)
@@ -59,11 +71,10 @@ def evaluate(checkpoint: str, n_per_class: int = 100) -> dict:
                 denoiser = model if scale == 1.0 else ClassifierFreeGuidance(model, scale)
                 x = sample(denoiser, diffusion, x_T, steps=steps, spacing=spacing, labels=labels,
                            progress=False, **({"sigma_max": sigma_max} if name == "heun" else {})).sample.clamp(-1, 1)
-                predicted = classifier.model.predict(x.reshape(len(x), -1).double().numpy())
                 rows.append({
                     "sampler": name, "spacing": spacing, "sigma_max": sigma_max, "steps": steps,
                     "nfe": 2 * steps - 1 if name == "heun" else steps, "guidance": scale,
-                    "label_accuracy": float((predicted == labels.numpy()).mean()), **scorer(x),
+                    **label_scores(classifier, x, labels), **scorer(x),
                 })
                 print(_row(rows[-1]), flush=True)
     return {"checkpoint": str(checkpoint), "train_config": ckpt.train_config, "classes": classes,

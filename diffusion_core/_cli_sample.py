@@ -100,7 +100,7 @@ def _sample_shape(mc: dict, num: int) -> tuple[int, ...]:
 def _load(ns: argparse.Namespace, device):
     """The network, the run's config (None for a diffusers folder), the DDPM it samples (None on a continuous path),
     its model config, its class names and what it was distilled for (``None`` unless ``diffusion-core distill``
-    wrote it), from our checkpoint or a diffusers folder."""
+    wrote it: its grid, method and the guidance scale baked in), from our checkpoint or a diffusers folder."""
     from .train import TrainConfig, load_checkpoint, load_model
     from .train.config import TrainPath
     from .train.diffusers_format import is_diffusers_folder, load_diffusers
@@ -119,12 +119,12 @@ def _load(ns: argparse.Namespace, device):
     record = ckpt.extra.get("distillation")
     grid = distilled_grid(record, ns.checkpoint)
     return (model, config, diffusion, ckpt.model_config, ckpt.extra.get("class_names", []),
-            None if grid is None else (grid.tolist(), record.get("method")))
+            None if grid is None else (grid.tolist(), record.get("method"), record.get("guidance", 1.0)))
 
 
 def _sampling_plan(ns: argparse.Namespace, distilled) -> list[float] | None:
     """The distilled grid to sample on, or ``None`` for the usual sampler with ``ns.steps`` (set here to 50 when not
-    given). ``distilled``: ``(grid, method)`` of a distilled checkpoint, else ``None``. A progressive student asked
+    given). ``distilled``: ``(grid, method, guidance)`` of a distilled checkpoint, else ``None``. A progressive student asked
     for another step count or sampler gets a warning: it was trained for DDIM on its own grid. A reflow student is
     a rectified flow like any other, its step count only the default: asked for others, it samples without one."""
     import logging
@@ -132,7 +132,7 @@ def _sampling_plan(ns: argparse.Namespace, distilled) -> list[float] | None:
     if distilled is None:
         ns.steps = 50 if ns.steps is None else ns.steps
         return None
-    grid, method = distilled
+    grid, method, _ = distilled
     steps = len(grid) - 1
     other = [f"--steps {ns.steps}"] if ns.steps not in (None, steps) else []
     other += [f"--{k.replace('_', '-')} {v}" for k, v in (("sampler", ns.sampler), ("spacing", ns.spacing),
@@ -149,6 +149,19 @@ def _sampling_plan(ns: argparse.Namespace, distilled) -> list[float] | None:
         "to sample as distilled)", steps, ", ".join(other))
     ns.steps = steps if ns.steps is None else ns.steps
     return None
+
+
+def _warn_guided(ns: argparse.Namespace, distilled) -> None:
+    """A student distilled from a guided teacher (``distill --guidance S``) already samples the guided model; asked
+    for ``--guidance`` other than 1, it gets a warning and that guidance on top of its own (its unconditional mode,
+    the null label, was distilled too, so guiding it again is defined, but it is guidance compounded, not S)."""
+    import logging
+
+    baked = 1.0 if distilled is None else distilled[2]
+    if baked != 1.0 and ns.guidance != 1.0:
+        logging.getLogger("diffusion_core").warning(
+            "this student already includes guidance %g (distilled from a guided teacher); applying --guidance %g on "
+            "top of it as asked (leave --guidance out to sample it as distilled)", baked, ns.guidance)
 
 
 def sample(ns: argparse.Namespace) -> None:
@@ -170,6 +183,7 @@ def sample(ns: argparse.Namespace) -> None:
     model, config, diffusion, model_config, class_names, distilled = _load(ns, device)
     shape = _sample_shape(model_config, ns.num)
     labels = _labels(ns, class_names, ns.num, device)
+    _warn_guided(ns, distilled)
     grid = _sampling_plan(ns, distilled)
     if grid is not None:
         _sample_distilled(ns, config, model, grid, shape, labels, class_names, out, device)

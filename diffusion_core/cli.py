@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--label", default=None, help="class to sample, by index or name (class-conditional models; "
                     "default: every class in turn, one per grid column)")
     sa.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale s as in diffusers "
-                    "(1: none; Ho & Salimans' w = s - 1)")
+                    "(1: none; Ho & Salimans' w = s - 1); a student distilled with --guidance already includes its "
+                    "own, and another s is applied on top of it, with a warning")
     sa.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (--sampler ddim only)")
     sa.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
     sa.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")

@@ -27,6 +27,17 @@ the :math:`\epsilon` error (:math:`\lVert\epsilon - \hat\epsilon\rVert^2 = \math
 where the noise does, so that the weight never vanishes at the pure-noise end where the one-step student does
 its most important work.
 
+**With classifier-free guidance** (Meng et al. 2023, "On distillation of guided diffusion models", CVPR): the
+teacher of the first round is the guided denoiser :func:`guided_teacher` (:class:`~diffusion_core.guidance.
+ClassifierFreeGuidance` at scale :math:`s`, diffusers' ``guidance_scale``; Ho & Salimans' :math:`w = s - 1`), whose
+:math:`\hat x = \hat x_c + w(\hat x_c - \hat x_\varnothing)` enters the two DDIM steps above unchanged, so the target
+is the same formula and one student step lands on the GUIDED teacher's two. Meng et al. condition their student on
+:math:`w` to serve a range of guidance strengths; here :math:`w` is fixed for the run (the student is a normal
+class-conditional network of the teacher's architecture, and samples its one baked-in guidance with one call per
+step instead of the guided teacher's two). Rows with the null label :math:`\varnothing` (a trainer's label dropout)
+get the unconditional teacher itself, for which guidance changes nothing, so the student keeps an unconditional
+mode. Later rounds' teachers are the previous student, already guided: guidance is applied once, in the first.
+
 Notation (code → symbol): ``t, t_mid, t_end`` are :math:`t, t', t''`; ``z_t`` is :math:`z_t`; ``x_tilde``
 :math:`\tilde x`. The grids are :func:`~diffusion_core.grids.time_grid`'s (decreasing, ending at 0); a student's
 grid is every other time of its teacher's (:func:`halve_grid`), so that on a DDPM path every time is one of the
@@ -39,10 +50,11 @@ import torch
 from ._validation import check_choice
 from .denoiser import BaseDenoiser, Denoiser
 from .errors import InvalidInput, InvalidInputType
+from .guidance import ClassifierFreeGuidance
 from .reverse import Clip, clip_prediction
 
 __all__ = ["ddim_step", "ddim_prediction_between", "teacher_two_ddim_steps", "progressive_distillation_target",
-           "truncated_snr_weight", "progressive_distillation_loss", "halve_grid", "draw_step_times"]
+           "truncated_snr_weight", "progressive_distillation_loss", "halve_grid", "draw_step_times", "guided_teacher"]
 
 
 def ddim_step(z_t: torch.Tensor, x_hat: torch.Tensor, alpha_t, sigma_t, alpha_s, sigma_s) -> torch.Tensor:
@@ -55,6 +67,16 @@ def ddim_prediction_between(z_t: torch.Tensor, z_s: torch.Tensor, alpha_t, sigma
     :func:`ddim_step` in :math:`\\hat x`): :math:`(z_s - (\\sigma_s/\\sigma_t)z_t)/(\\alpha_s - (\\sigma_s/\\sigma_t)\\alpha_t)`."""
     ratio = sigma_s / sigma_t
     return (z_s - ratio * z_t) / (alpha_s - ratio * alpha_t)
+
+
+def guided_teacher(teacher: Denoiser, scale: float) -> BaseDenoiser:
+    """The teacher of guided progressive distillation (Meng et al. 2023, with :math:`w = s - 1` fixed): ``teacher``
+    itself at ``scale`` 1 (no guidance), else :class:`~diffusion_core.guidance.ClassifierFreeGuidance` at ``scale``
+    (diffusers' convention) that also takes the null label, giving it the unconditional prediction (a trainer's
+    label dropout: the student keeps an unconditional mode)."""
+    if scale == 1.0:
+        return teacher
+    return ClassifierFreeGuidance(teacher, scale, allow_null=True)
 
 
 def _check_times(t: torch.Tensor, t_mid: torch.Tensor, t_end: torch.Tensor) -> None:

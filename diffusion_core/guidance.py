@@ -75,14 +75,23 @@ class ClassifierFreeGuidance(BaseDenoiser):
             to an :math:`\epsilon` network) would change nothing at the very step where over-exposure is decided,
             while :math:`v = -\hat x_0` there. The rescaled :math:`v` is turned back into :math:`\hat\epsilon` and
             :math:`\hat x_0` exactly, without division. 0 (the default) skips it.
+        allow_null: when true, a row may carry the null label :math:`\varnothing`; it gets the unconditional
+            prediction :math:`\hat\epsilon_u` (eq. 6 with :math:`c = \varnothing` is :math:`\hat\epsilon_u` for every
+            :math:`s`; returned as is, not recomputed). For a teacher whose batches carry label dropout
+            (:mod:`diffusion_core.distillation`'s guided progressive distillation). Default false: sampling with
+            the null label through guidance is refused, as it is almost always a mistake.
 
     Raises (at construction): :class:`~diffusion_core.errors.InvalidInput` when the network is unconditional
     (``num_classes = 0``) or ``null_label`` is not its null label; at a call, when ``labels`` is missing or
-    (on the CPU) outside :math:`[0, K)`.
+    (on the CPU) outside :math:`[0, K)` (:math:`[0, K]` with ``allow_null``).
     """
 
-    def __init__(self, denoiser: Any, scale: float, null_label: int | None = None, rescale: float = 0.0) -> None:
+    def __init__(self, denoiser: Any, scale: float, null_label: int | None = None, rescale: float = 0.0, *,
+                 allow_null: bool = False) -> None:
         self.denoiser = as_denoiser(denoiser)
+        if not isinstance(allow_null, bool):
+            raise InvalidInputType(f"allow_null must be a bool, got {type(allow_null).__name__}")
+        self.allow_null = allow_null
         if isinstance(scale, bool) or not isinstance(scale, (int, float)):
             raise InvalidInputType(f"scale must be a number (the guidance scale s), got {type(scale).__name__}")
         if not math.isfinite(scale) or scale < 0:
@@ -112,7 +121,8 @@ class ClassifierFreeGuidance(BaseDenoiser):
         return self.denoiser.path
 
     def bind(self, diffusion) -> ClassifierFreeGuidance:
-        return ClassifierFreeGuidance(self.denoiser.bind(diffusion), self.scale, self.null_label, self.rescale)
+        return ClassifierFreeGuidance(self.denoiser.bind(diffusion), self.scale, self.null_label, self.rescale,
+                                      allow_null=self.allow_null)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, *, labels: torch.Tensor | None = None,
                  **cond: Any) -> Prediction:
@@ -130,7 +140,7 @@ class ClassifierFreeGuidance(BaseDenoiser):
             raise InvalidInput("labels is required: classifier-free guidance steers towards the given classes "
                                "(for unconditional samples use the plain denoiser with the null label)")
         B = x_t.shape[0]
-        check_labels(labels, B, self.null_label, allow_null=False)
+        check_labels(labels, B, self.null_label, allow_null=self.allow_null)
         null = torch.full_like(labels, self.null_label)
         if self.scale in (0.0, 1.0):  # w = -1 / w = 0: the unconditional / conditional prediction, one call at B
             return call(x_t, null if self.scale == 0 else labels, cond, lambda v: v)
@@ -145,6 +155,9 @@ class ClassifierFreeGuidance(BaseDenoiser):
         var = None if both.var_output is None else both.var_output[:B]
         if self.rescale > 0:
             x0, eps = self._rescaled(x0, eps, x0_c, eps_c, x_t, c)
+        if self.allow_null:  # null rows: the unconditional prediction itself (eq. 6 gives it up to rounding)
+            rows = (labels == self.null_label).reshape(-1, *([1] * (x_t.ndim - 1)))
+            x0, eps = torch.where(rows, x0_u, x0), torch.where(rows, eps_u, eps)
         return Prediction(x0, eps, c, var)
 
     def _rescaled(self, x0, eps, x0_c, eps_c, x_t, c) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,7 +172,7 @@ class ClassifierFreeGuidance(BaseDenoiser):
 
     def __repr__(self) -> str:
         return (f"ClassifierFreeGuidance({self.denoiser!r}, scale={self.scale}, null_label={self.null_label}, "
-                f"rescale={self.rescale})")
+                f"rescale={self.rescale}{', allow_null=True' if self.allow_null else ''})")
 
 
 def drop_labels(labels: torch.Tensor, p_uncond: float, null_label: int,

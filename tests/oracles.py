@@ -277,16 +277,22 @@ BIMODAL_WIDE = Mixture([0.4, 0.6], [-1.0, 1.5], [0.5, 0.6])
 
 class CorrectedNetwork(torch.nn.Module):
     """A student for the distillation tests: ``data``'s exact network for ``target`` on ``path`` plus a small MLP's
-    correction that is zero at the start, so the student begins as the teacher and learns only the difference."""
+    correction that is zero at the start, so the student begins as the teacher and learns only the difference.
+    For a :class:`ConditionalMixture` both take labels (the null label too) and ``config.num_classes`` is K."""
 
-    def __init__(self, data: Mixture, path, target: str) -> None:
+    def __init__(self, data: Mixture | ConditionalMixture, path, target: str) -> None:
         from diffusion_core.nn import MLPDenoiser
 
         super().__init__()
         self.exact = data.network(path, target)
-        self.correction = MLPDenoiser(dim=2, hidden=64, depth=2, time_embed_dim=32)
+        classes = data.num_classes if isinstance(data, ConditionalMixture) else 0
+        self.correction = MLPDenoiser(dim=2, hidden=64, depth=2, time_embed_dim=32, num_classes=classes)
+        if classes:
+            self.config = SimpleNamespace(num_classes=classes)
         torch.nn.init.zeros_(self.correction.out.weight)
         torch.nn.init.zeros_(self.correction.out.bias)
 
-    def forward(self, x, t):
-        return self.exact(x, t) + self.correction(x, t)
+    def forward(self, x, t, labels=None):
+        if labels is None:
+            return self.exact(x, t) + self.correction(x, t)
+        return self.exact(x, t, labels) + self.correction(x, t, labels)

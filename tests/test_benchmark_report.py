@@ -288,16 +288,66 @@ def test_distillation_rows_are_the_stored_results():
         pytest.skip("no distillation results stored")
     page = report.PAGE.read_text()
     for q in results:
-        assert distill_quality.table(q) in page
+        table = distill_quality.table(q)
+        assert table in page
         teacher_50 = [r["fd"] for r in q["rows"] if r["model"] == "teacher" and r["steps"] == 50]
         assert len(teacher_50) == 1
-        lines = [line for line in page.splitlines() if line.startswith(("| teacher | ", "| student | "))]
+        lines = [line for line in table.splitlines() if line.startswith(("| teacher | ", "| student | "))]
         assert len(lines) == len(q["rows"])
         for r, line in zip(q["rows"], lines):
             cells = [c.strip() for c in line.split("|")[1:-1]]
             assert cells[2:6] == [str(r["steps"]), f"{r['fd']:.2f}", f"{r['fd_ratio']:.2f}",
                                   f"{r['fd'] / teacher_50[0]:.2f}"], line
             assert cells[9] == f"{r['images_per_s']:.0f}", line
+
+
+def test_a_guided_distillation_table_adds_the_classifiers_measures():
+    """A class-conditional teacher's result (``distill_quality --guidance S``): the same eleven columns, then the
+    requested-label share, the mean confidence and the smallest class share of each row; the section names the
+    guidance; a result without them keeps eleven columns."""
+    import copy
+
+    from benchmarks import distill_quality
+
+    stored = [q for q in _stored_quality() if q.get("kind") == "distillation"]
+    if not stored:
+        pytest.skip("no distillation results stored")
+    q = copy.deepcopy(stored[0])
+    for i, r in enumerate(q["rows"]):
+        r.update(label_accuracy=0.9 + i / 100, mean_confidence=0.8 + i / 1000, min_class_share=0.05 + i / 1000)
+    q["guidance"] = 2.0
+    lines = distill_quality.table(q).splitlines()
+    assert lines[0].endswith("| Distillation wall s | Requested label | Confidence | Smallest class share |")
+    for r, line in zip(q["rows"], lines[2:]):
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        assert len(cells) == 14 and cells[9] == f"{r['images_per_s']:.0f}", line
+        assert cells[11:] == [f"{r['label_accuracy']:.3f}", f"{r['mean_confidence']:.3f}",
+                              f"{r['min_class_share']:.3f}"], line
+    text = "\n".join(distill_quality.section(q))
+    assert "guided at s = 2" in text and "guidance s = 2" in text and "w = 1" in text and "--guidance 2" in text
+    assert all(len(line.split("|")) == 13 for line in distill_quality.table(stored[0]).splitlines())
+
+
+def test_label_scores_on_the_real_digits():
+    """benchmarks.conditional_quality.label_scores (the conditional benchmarks' one implementation): on the real
+    digits asked for their own labels, the requested-label share is the classifier's training accuracy (above 0.95),
+    the smallest class share within 0.01 of the rarest digit's share in the data, and the
+    confidence DigitsClassifier.score's; asked for shifted labels, the share falls below 0.05."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from benchmarks.conditional_quality import label_scores
+    from diffusion_core.metrics import DigitsClassifier
+
+    d, classifier = load_digits(), DigitsClassifier()
+    x, labels = torch.tensor(d.data / 8.0 - 1.0).reshape(-1, 1, 8, 8), torch.tensor(d.target)
+    scores = label_scores(classifier, x, labels)
+    assert scores["label_accuracy"] > 0.95
+    assert scores["mean_confidence"] == classifier.score(x).mean_confidence
+    predicted = classifier.model.predict(x.reshape(len(x), -1).numpy())
+    assert scores["min_class_share"] == np.bincount(predicted, minlength=10).min() / len(x)
+    assert abs(scores["min_class_share"] - np.bincount(d.target).min() / len(x)) < 0.01
+    assert label_scores(classifier, x, (labels + 1) % 10)["label_accuracy"] < 0.05
 
 
 def _quality_sets() -> list[tuple[dict, list[dict]]]:

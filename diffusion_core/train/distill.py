@@ -17,6 +17,14 @@ where it stopped, as ``train --resume`` does: each checkpoint also holds the cur
 round 2 on, the previous round's student EMA, which no other file holds) and grid under ``objective.``, so the
 teacher's file is not needed again (:mod:`.distill_resume`).
 
+``--guidance S`` (progressive, class-conditional teachers; default 1, no guidance): the first round's teacher is the
+teacher under classifier-free guidance at scale :math:`S`, in diffusers' convention (``guidance_scale``; Ho &
+Salimans' :math:`w = S - 1`), so the student samples the guided model in its few steps, one network call each (the
+guided teacher makes two). This is Meng et al. 2023 ("On distillation of guided diffusion models", CVPR) with the
+guidance weight fixed for the run instead of an input of the student; the record's ``guidance`` is the :math:`S`
+baked in, kept when distilling on (which refuses another :math:`S`), and ``sample`` warns when asked to guide such a
+student again (:mod:`.distill_progressive`).
+
 Reflow (Liu, Gong & Liu 2022; the coupling and the loss are :mod:`diffusion_core.reflow`), rectified-flow checkpoints
 only: ``pairs`` noises :math:`z_1` and the teacher's ODE solutions :math:`z_0` from them (its ``teacher_sampler``
 with ``steps_from`` steps on its uniform grid, :math:`\\hat x_0` clipped as its sampler does) are generated once, when

@@ -52,6 +52,10 @@ def _device(name: str, value: Any) -> str:
 _INT = partial(check_int, minimum=1)
 
 
+def _scale(name: str, value: Any) -> float:
+    return float(check_number(name, value, low=0))
+
+
 @_declared
 @dataclass(frozen=True)
 class DistillConfig:
@@ -72,6 +76,9 @@ class DistillConfig:
     teacher_sampler: TeacherSampler | None = option(None, "reflow: the teacher's ODE solver for the pairs, euler or "
                                                     "dpmpp-2m (default: euler)",
                                                     partial(_choice, TeacherSampler, optional=True))
+    guidance: float = option(1.0, "progressive: classifier-free guidance scale s of the first round's teacher, as "
+                             "in diffusers (1: none; Ho & Salimans' w = s - 1), baked into the student (Meng et al. "
+                             "2023 at a fixed w); class-conditional checkpoints", _scale)
     batch_size: int = option(128, "batch size", _INT)
     lr: float = option(2e-4, "learning rate of AdamW (constant after the first round's warmup)",
                        partial(check_number, low=0, high=1, low_open=True))
@@ -94,6 +101,8 @@ class DistillConfig:
         if self.checkpoint is None:
             raise InvalidInput("checkpoint is required: the teacher's checkpoint.safetensors")
         if self.method is DistillMethod.REFLOW:
+            if self.guidance != 1.0:
+                raise InvalidInput(f"guidance is an option of method progressive, not of reflow, got {self.guidance}")
             object.__setattr__(self, "pairs", REFLOW_PAIRS if self.pairs is None else self.pairs)
             object.__setattr__(self, "teacher_sampler", self.teacher_sampler or TeacherSampler.EULER)
             return

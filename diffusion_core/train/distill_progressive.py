@@ -1,6 +1,15 @@
 """Progressive distillation as a training run (Salimans & Ho 2022, Algorithm 2; the target and the loss are
 :mod:`diffusion_core.distillation`): the trainer's :class:`~.trainer.Objective` that ``diffusion-core distill
---method progressive`` hands it (:mod:`.distill`)."""
+--method progressive`` hands it (:mod:`.distill`).
+
+With ``--guidance S`` (diffusers' ``guidance_scale``; Ho & Salimans' :math:`w = S - 1`) the first round's teacher is
+the class-conditional teacher under classifier-free guidance at :math:`S`
+(:func:`~diffusion_core.distillation.guided_teacher`), the fixed-:math:`w` variant of Meng et al. 2023 ("On
+distillation of guided diffusion models", CVPR): the student is not conditioned on :math:`w`, it learns the guided
+teacher at this one scale. It sees the labels the trainer draws, label dropout included: for the null label the
+guided teacher is the unconditional one, so the student keeps an unconditional mode. Later rounds' teachers are the
+previous student, already guided, and get no guidance again. The record stores the :math:`S` baked in
+(``guidance``); a distilled teacher keeps its own and refuses another."""
 from __future__ import annotations
 
 import copy
@@ -11,7 +20,7 @@ import torch
 from torch import nn
 
 from ..denoiser import Denoiser
-from ..distillation import draw_step_times, halve_grid, progressive_distillation_loss
+from ..distillation import draw_step_times, guided_teacher, halve_grid, progressive_distillation_loss
 from ..errors import InvalidInput
 from .config import TrainConfig
 from .distill_config import DistillConfig, distilled_grid, teacher_grid
@@ -36,7 +45,10 @@ class ProgressiveDistillation:
         # the current round's teacher grid: a distilled teacher's own (distilling on), else its sampler's
         self.grid = teacher_grid(train_config, config.steps_from) if distilled is None else \
             distilled_grid(distilled, config.checkpoint, config.steps_from)
-        self.teacher = self._denoiser(teacher.to(device).eval().requires_grad_(False))
+        self.guidance = _baked_guidance(config, train_config, distilled)
+        # the first round's teacher, guided at config.guidance (1 when distilling on: the guidance is in it)
+        self.teacher = guided_teacher(self._denoiser(teacher.to(device).eval().requires_grad_(False)),
+                                      config.guidance)
         self.round = 0
         # what the record says of the run: its teacher file and own settings (distill_resume.start_identity)
         self.identity = identity or {"teacher": config.checkpoint}
@@ -57,8 +69,9 @@ class ProgressiveDistillation:
         """At a round's first step after the first: the student's EMA becomes the teacher and the student, with
         fresh optimizer moments; the grid is halved."""
         if step == 0:
-            log.info("round 1 of %d: a %d-step student from the %d-step teacher", self.config.rounds,
-                     self.student_steps, self.grid.numel() - 1)
+            log.info("round 1 of %d: a %d-step student from the %d-step teacher%s", self.config.rounds,
+                     self.student_steps, self.grid.numel() - 1,
+                     f" guided at {self.config.guidance:g}" if self.config.guidance != 1.0 else "")
         if step == 0 or step % self.config.iters_per_round:
             return
         ema = step_fn.ema.model
@@ -108,4 +121,23 @@ class ProgressiveDistillation:
         return {"distillation": {"method": c.method.value, **self.identity, "steps_from": c.steps_from,
                                  "steps": self.student_steps, "grid": halve_grid(self.grid).tolist(),
                                  "iters_per_round": c.iters_per_round, "round": self.round + 1,
-                                 "rounds": c.rounds}}
+                                 "rounds": c.rounds, "guidance": self.guidance}}
+
+
+def _baked_guidance(config: DistillConfig, train_config: TrainConfig, distilled: dict[str, Any] | None) -> float:
+    """The guidance scale the student will include: ``config.guidance`` from a trained teacher, a distilled teacher's
+    own when distilling on (which refuses another). Refused for an unconditional teacher unless 1."""
+    if distilled is not None:
+        baked = distilled.get("guidance", 1.0)
+        if not isinstance(baked, (int, float)) or isinstance(baked, bool) or not baked >= 0:
+            raise InvalidInput(f"checkpoint {config.checkpoint!r} has a malformed distillation record (its guidance: "
+                               f"{str(baked)[:40]})")
+        if config.guidance != 1.0:
+            raise InvalidInput(f"guidance must be 1 when distilling on: the teacher {config.checkpoint!r} already "
+                               f"includes guidance {baked:g} (applied in its first distillation), got "
+                               f"{config.guidance:g}")
+        return float(baked)
+    if config.guidance != 1.0 and not train_config.class_cond:
+        raise InvalidInput(f"guidance needs a class-conditional teacher, and "
+                           f"{config.checkpoint!r} is unconditional; got {config.guidance:g}")
+    return config.guidance
