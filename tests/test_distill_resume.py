@@ -206,3 +206,33 @@ def test_a_resume_that_changes_the_distillation_is_refused_in_one_line(tmp_path,
     with pytest.raises(ValueError, match=r"cannot resume: .* was trained with an objective of its own .*distill "
                        "--resume"):
         train(same, resume=cut, progress=False)
+
+
+@pytest.mark.parametrize("done", [2, 6], ids=["round-1-guided", "round-2-unguided"])
+def test_guided_progressive_resumed_is_the_unbroken_run(tmp_path, monkeypatch, done):
+    """With --guidance, the first round's teacher is the guided one and the second round's the plain student EMA: a
+    resume in either round rebuilds the teacher that round had (guidance again in round 2 would change the run)."""
+    config = TrainConfig(dataset="8-gaussians", model="mlp", num_timesteps=100, steps=3, batch_size=16,
+                         precision="fp32", class_cond=True, p_uncond=0.3, out_dir=str(tmp_path / "teacher"))
+    teacher = train(config, progress=False).checkpoint
+
+    def guided(out):
+        return dataclasses.replace(_progressive(teacher, out), guidance=2.0)
+
+    whole = distill(guided(tmp_path / "whole"), progress=False)
+    cut = _interrupted(monkeypatch, guided(tmp_path / "cut"), done)
+    rest = _resumed(guided(tmp_path / "cut"), cut)
+    assert torch.equal(rest.losses, whole.losses[done:])
+    _same_run(tmp_path / "whole", tmp_path / "cut")
+    assert load_checkpoint(tmp_path / "cut" / CK).extra["distillation"]["guidance"] == 2.0
+    # control: a teacher guided in every round gives another run
+    real = ProgressiveDistillation._set_teacher
+
+    def always_guided(self, network):
+        round_, self.round = self.round, 0
+        real(self, network)
+        self.round = round_
+
+    monkeypatch.setattr(ProgressiveDistillation, "_set_teacher", always_guided)
+    again = distill(guided(tmp_path / "again"), progress=False)
+    assert not torch.equal(again.losses[4:], whole.losses[4:]) and torch.equal(again.losses[:4], whole.losses[:4])

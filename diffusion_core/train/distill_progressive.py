@@ -46,16 +46,21 @@ class ProgressiveDistillation:
         self.grid = teacher_grid(train_config, config.steps_from) if distilled is None else \
             distilled_grid(distilled, config.checkpoint, config.steps_from)
         self.guidance = _baked_guidance(config, train_config, distilled)
-        # the first round's teacher, guided at config.guidance (1 when distilling on: the guidance is in it)
-        self.teacher = guided_teacher(self._denoiser(teacher.to(device).eval().requires_grad_(False)),
-                                      config.guidance)
         self.round = 0
+        self._set_teacher(teacher.to(device).eval().requires_grad_(False))
         # what the record says of the run: its teacher file and own settings (distill_resume.start_identity)
         self.identity = identity or {"teacher": config.checkpoint}
 
     def _denoiser(self, network: nn.Module) -> Denoiser:
         c = self.train_config
         return Denoiser(network, self.path, c.parameterization, sigma_data=c.sigma_data)
+
+    def _set_teacher(self, network: nn.Module) -> None:
+        """This round's teacher on ``network``: guided at ``config.guidance`` in the first round (1 when distilling
+        on: the guidance is in it already), the previous student as it is in later rounds."""
+        self.teacher_network = network
+        denoiser = self._denoiser(network)
+        self.teacher = guided_teacher(denoiser, self.config.guidance) if self.round == 0 else denoiser
 
     def loss(self, network, x0, t, noise, labels):
         student = self._denoiser(network)
@@ -75,11 +80,11 @@ class ProgressiveDistillation:
         if step == 0 or step % self.config.iters_per_round:
             return
         ema = step_fn.ema.model
-        self.teacher = self._denoiser(copy.deepcopy(ema).eval().requires_grad_(False))
+        self.round += 1
+        self._set_teacher(copy.deepcopy(ema).eval().requires_grad_(False))
         step_fn.model.load_state_dict(ema.state_dict())
         step_fn.optimizer.state.clear()
         self.grid = halve_grid(self.grid)
-        self.round += 1
         log.info("round %d of %d: a %d-step student from the %d-step teacher", self.round + 1, self.config.rounds,
                  self.student_steps, self.grid.numel() - 1)
 
@@ -92,7 +97,7 @@ class ProgressiveDistillation:
 
     def state(self) -> dict[str, torch.Tensor]:
         """The round's teacher grid and teacher weights (from round 2 on, a student EMA no other file holds)."""
-        weights = self.teacher.network.state_dict()
+        weights = self.teacher_network.state_dict()
         return {"grid": self.grid, **{f"teacher.{k}": v for k, v in weights.items()}}
 
     def restore(self, step: int, state: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
@@ -106,12 +111,13 @@ class ProgressiveDistillation:
                                f"does not fit step {step} of this run")
         self.round, self.grid = round_, grid.to(self.grid.dtype)
         self._load_teacher({k[len("teacher."):]: v for k, v in state.items() if k.startswith("teacher.")})
+        self._set_teacher(self.teacher_network)  # guided in the first round only
         log.info("resuming round %d of %d at step %d: a %d-step student from the %d-step teacher", self.round + 1,
                  self.config.rounds, step, self.student_steps, self.grid.numel() - 1)
 
     def _load_teacher(self, weights: dict[str, torch.Tensor]) -> None:
         try:
-            self.teacher.network.load_state_dict(weights)
+            self.teacher_network.load_state_dict(weights)
         except RuntimeError as e:
             raise InvalidInput(f"cannot resume: the checkpoint's round teacher does not fit the network "
                                f"({str(e).splitlines()[0][:120]})") from None
