@@ -236,3 +236,27 @@ def test_guided_progressive_resumed_is_the_unbroken_run(tmp_path, monkeypatch, d
     monkeypatch.setattr(ProgressiveDistillation, "_set_teacher", always_guided)
     again = distill(guided(tmp_path / "again"), progress=False)
     assert not torch.equal(again.losses[4:], whole.losses[4:]) and torch.equal(again.losses[:4], whole.losses[:4])
+
+
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_distillation_runs_in_the_precision_the_probe_says(tmp_path, monkeypatch, native_bf16):
+    """A teacher trained with precision auto is distilled in what auto means on this machine: bf16 autocast where
+    the CPU has native bf16, fp32 elsewhere; both branches on any CPU (the probe is faked). The teacher's two
+    steps and the student's prediction all run inside the step's autocast."""
+    import diffusion_core.train.distill_progressive as progressive
+    import diffusion_core.train.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    config = TrainConfig(dataset="swiss-roll", model="mlp", num_timesteps=100, steps=2, batch_size=16,
+                         precision="auto", out_dir=str(tmp_path / "teacher"))
+    teacher = train(config, progress=False).checkpoint
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_bf16)
+    seen, real = [], progressive.progressive_distillation_loss
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(progressive, "progressive_distillation_loss", spy)
+    result = distill(_progressive(teacher, tmp_path / "student"), progress=False)
+    assert seen == [torch.bfloat16 if native_bf16 else None] * 8 and torch.isfinite(result.losses).all()
