@@ -53,7 +53,8 @@ from .eval_scores import Scorer
 # default "linspace" grid of 1 step is step 1 alone, numpy's and diffusers' linspace(0, 999, 1) = [0]).
 TEACHER_ROWS = [("ddim", 1, "trailing"), ("ddim", 2, "trailing"), ("ddim", 4, "trailing"), ("dpmpp-2m", 10, "linspace"),
                 ("ddim", 50, "linspace")]
-ROUNDS = [(64, 4, "dg4"), (4, 2, "dg2"), (2, 1, "dg1")]
+ROUNDS = [(4, "dg4"), (2, "dg2"), (1, "dg1")]  # the students: each distilled from the one before (the first from
+# the teacher at --steps-from steps)
 
 
 def _round_of(run: Path) -> dict:
@@ -68,11 +69,12 @@ def _round_of(run: Path) -> dict:
             "rounds": f"{record.get('steps_from', '?')} -> {len(grid) - 1}"}
 
 
-def distill_students(teacher: str, runs: Path, extra: list[str], guidance: float = 1.0) -> list[dict]:
-    """Progressive rounds 64 -> 4 -> 2 -> 1 with ``diffusion-core distill`` (the first at ``guidance``, the others
-    distilling its guided student on); returns each student and its wall time."""
+def distill_students(teacher: str, runs: Path, extra: list[str], guidance: float = 1.0,
+                     steps_from: int = 64) -> list[dict]:
+    """Progressive rounds ``steps_from`` -> 4 -> 2 -> 1 with ``diffusion-core distill`` (the first at ``guidance``,
+    the others distilling its guided student on); returns each student and its wall time."""
     students, source = [], teacher
-    for steps_from, steps_to, name in ROUNDS:
+    for steps_to, name in ROUNDS:
         out = runs / name
         guided = ["--guidance", str(guidance)] if source == teacher and guidance != 1.0 else []
         cli(["distill", "--checkpoint", source, "--method", "progressive", "--steps-from", str(steps_from),
@@ -80,6 +82,7 @@ def distill_students(teacher: str, runs: Path, extra: list[str], guidance: float
         source = str(out / "checkpoint.safetensors")
         students.append({"checkpoint": source, "rounds": f"{steps_from} -> {steps_to}",
                          "wall_s": _round_of(out)["wall_s"]})
+        steps_from = steps_to
     return students
 
 
@@ -136,6 +139,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale S of a "
                         "class-conditional teacher (diffusers' convention, 1: none): its rows' and its students' "
                         "first distillation round's")
+    parser.add_argument("--steps-from", type=int, default=64, help="the teacher's DDIM steps the first student is "
+                        "distilled from (then 4 -> 2 -> 1)")
     parser.add_argument("--num", type=int, default=1000)
     parser.add_argument("--timing-batch", type=int, default=100)
     parser.add_argument("--out", required=True)
@@ -145,7 +150,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     ns = _parse(argv)
     load_start = os.getloadavg()
-    students = (distill_students(ns.teacher, Path(ns.runs), ns.distill_args.split(), ns.guidance) if ns.runs
+    students = (distill_students(ns.teacher, Path(ns.runs), ns.distill_args.split(), ns.guidance, ns.steps_from) if ns.runs
                 else [{"checkpoint": c, **_round_of(Path(c).parent)} for c in ns.students])
     scorer, shape = Scorer("digits", ns.num), (1, 8, 8)
     _, classes, teacher = sampler_of(ns.teacher, ns.guidance)

@@ -296,3 +296,30 @@ class CorrectedNetwork(torch.nn.Module):
         if labels is None:
             return self.exact(x, t) + self.correction(x, t)
         return self.exact(x, t, labels) + self.correction(x, t, labels)
+
+
+def progressive_rounds(net: torch.nn.Module, teacher, path, target: str, grid: torch.Tensor, iters: int,
+                       draw, g: torch.Generator) -> dict:
+    """Progressive distillation (Salimans & Ho 2022, Algorithm 2) of ``net`` from ``teacher`` (a denoiser) on
+    ``grid``, halving to one step, ``iters`` Adam steps (lr 2e-3, batch 256) a round; ``draw(n, g)`` gives a batch
+    ``(x, labels or None)``. Each round's student, frozen, with its grid, by step count; the next round's teacher
+    and starting point are the last student."""
+    import copy
+
+    from diffusion_core.denoiser import Denoiser
+    from diffusion_core.distillation import draw_step_times, halve_grid, progressive_distillation_loss
+
+    students = {}
+    while grid.numel() > 2:
+        student, optimizer = Denoiser(net, path, target), torch.optim.Adam(net.parameters(), lr=2e-3)
+        for _ in range(iters):
+            (x, labels), noise = draw(256, g), torch.randn(256, 2, generator=g)
+            loss = progressive_distillation_loss(student, teacher, x, *draw_step_times(grid, 256, generator=g), noise,
+                                                 labels=labels)
+            optimizer.zero_grad()
+            loss.mean().backward()
+            optimizer.step()
+        grid = halve_grid(grid)
+        teacher = Denoiser(copy.deepcopy(net).requires_grad_(False), path, target)
+        students[grid.numel() - 1] = (teacher, grid)
+    return students

@@ -3,7 +3,6 @@ Gaussian mixture (tests/oracles.py), whose DDIM steps are known exactly, on DDPM
 rectified flow."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ from diffusion_core.grids import time_grid
 from diffusion_core.metrics import sliced_wasserstein
 from diffusion_core.paths import ContinuousVP, DiscreteVP, RectifiedFlow
 from diffusion_core.samplers import sample_ddim
-from oracles import BIMODAL, CorrectedNetwork, Mixture
+from oracles import BIMODAL, CorrectedNetwork, Mixture, progressive_rounds
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 F64 = torch.float64
@@ -132,21 +131,9 @@ DATA = Mixture([0.4, 0.6], [-1.0, 1.0], [0.3, 0.3])  # each coordinate; 4 modes 
 
 
 def _distill(path, grid: torch.Tensor, iters: int, g: torch.Generator) -> dict[int, tuple[Denoiser, torch.Tensor]]:
-    """Progressive distillation from the exact teacher on ``grid``, halving to one step; each round's student (its
-    weights frozen) by step count, with its grid. The next round's teacher and starting point are the last student."""
-    net, teacher, students = CorrectedNetwork(DATA, path, "x0"), Denoiser(DATA.network(path, "x0"), path, "x0"), {}
-    while grid.numel() > 2:
-        student, optimizer = Denoiser(net, path, "x0"), torch.optim.Adam(net.parameters(), lr=2e-3)
-        for _ in range(iters):
-            x, noise = DATA.sample((256, 2), generator=g).float(), torch.randn(256, 2, generator=g)
-            loss = progressive_distillation_loss(student, teacher, x, *draw_step_times(grid, 256, generator=g), noise)
-            optimizer.zero_grad()
-            loss.mean().backward()
-            optimizer.step()
-        grid = halve_grid(grid)
-        teacher = Denoiser(copy.deepcopy(net).requires_grad_(False), path, "x0")
-        students[grid.numel() - 1] = (teacher, grid)
-    return students
+    """Progressive distillation from the exact teacher on ``grid``, halving to one step (oracles.progressive_rounds)."""
+    return progressive_rounds(CorrectedNetwork(DATA, path, "x0"), Denoiser(DATA.network(path, "x0"), path, "x0"), path,
+                              "x0", grid, iters, lambda n, g: (DATA.sample((n, 2), generator=g).float(), None), g)
 
 
 def test_a_student_distilled_from_the_exact_teacher_samples_in_one_and_two_steps():

@@ -3,7 +3,6 @@ fixed guidance scale; diffusion_core.distillation.guided_teacher, ``diffusion-co
 the exact class-conditional mixture teacher of tests/oracles.py, and through the command line."""
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest
@@ -11,14 +10,13 @@ import torch
 
 from diffusion_core import NoiseSchedule
 from diffusion_core.denoiser import Denoiser
-from diffusion_core.distillation import (draw_step_times, guided_teacher, halve_grid, progressive_distillation_loss,
-                                         progressive_distillation_target)
+from diffusion_core.distillation import (guided_teacher, progressive_distillation_target)
 from diffusion_core.grids import time_grid
 from diffusion_core.guidance import ClassifierFreeGuidance
 from diffusion_core.metrics import sliced_wasserstein
 from diffusion_core.paths import ContinuousVP, DiscreteVP, RectifiedFlow
 from diffusion_core.samplers import sample_ddim
-from oracles import ConditionalMixture, CorrectedNetwork, Mixture
+from oracles import ConditionalMixture, CorrectedNetwork, Mixture, progressive_rounds
 from support import run_cli as cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -123,20 +121,8 @@ def _distill_guided(path, grid: torch.Tensor, iters: int, g: torch.Generator) ->
     with torch.random.fork_rng():  # the correction's initial weights (zero output, random hidden layers), seeded
         torch.manual_seed(g.initial_seed())
         net = CorrectedNetwork(DATA, path, "x0")  # starts as the unguided conditional teacher
-    teacher, students = guided_teacher(Denoiser(DATA.network(path, "x0"), path, "x0"), S), {}
-    while grid.numel() > 2:
-        student, optimizer = Denoiser(net, path, "x0"), torch.optim.Adam(net.parameters(), lr=2e-3)
-        for _ in range(iters):
-            (x, labels), noise = _draw(256, g), torch.randn(256, 2, generator=g)
-            loss = progressive_distillation_loss(student, teacher, x, *draw_step_times(grid, 256, generator=g), noise,
-                                                 labels=labels)
-            optimizer.zero_grad()
-            loss.mean().backward()
-            optimizer.step()
-        grid = halve_grid(grid)
-        teacher = Denoiser(copy.deepcopy(net).requires_grad_(False), path, "x0")
-        students[grid.numel() - 1] = (teacher, grid)
-    return students
+    teacher = guided_teacher(Denoiser(DATA.network(path, "x0"), path, "x0"), S)
+    return progressive_rounds(net, teacher, path, "x0", grid, iters, _draw, g)
 
 
 def test_a_guided_student_samples_the_guided_model_in_one_and_two_steps():
