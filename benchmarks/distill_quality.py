@@ -70,15 +70,17 @@ def _round_of(run: Path) -> dict:
 
 
 def distill_students(teacher: str, runs: Path, extra: list[str], guidance: float = 1.0,
-                     steps_from: int = 64) -> list[dict]:
+                     steps_from: int = 64, iters: list[int] | None = None) -> list[dict]:
     """Progressive rounds ``steps_from`` -> 4 -> 2 -> 1 with ``diffusion-core distill`` (the first at ``guidance``,
-    the others distilling its guided student on); returns each student and its wall time."""
+    the others distilling its guided student on; ``iters``: each run's ``--iters-per-round``, else distill's default
+    or ``extra``'s); returns each student and its wall time."""
     students, source = [], teacher
-    for steps_to, name in ROUNDS:
+    for (steps_to, name), n in zip(ROUNDS, iters or [None] * len(ROUNDS)):
         out = runs / name
         guided = ["--guidance", str(guidance)] if source == teacher and guidance != 1.0 else []
+        per_run = [] if n is None else ["--iters-per-round", str(n)]
         cli(["distill", "--checkpoint", source, "--method", "progressive", "--steps-from", str(steps_from),
-             "--steps-to", str(steps_to), "--out-dir", str(out), "--no-progress", *guided, *extra])
+             "--steps-to", str(steps_to), "--out-dir", str(out), "--no-progress", *guided, *extra, *per_run])
         source = str(out / "checkpoint.safetensors")
         students.append({"checkpoint": source, "rounds": f"{steps_from} -> {steps_to}",
                          "wall_s": _round_of(out)["wall_s"]})
@@ -141,6 +143,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         "first distillation round's")
     parser.add_argument("--steps-from", type=int, default=64, help="the teacher's DDIM steps the first student is "
                         "distilled from (then 4 -> 2 -> 1)")
+    parser.add_argument("--iters-per-round", type=lambda v: [int(n) for n in v.split(",")], default=None,
+                        help="three comma-separated counts: --iters-per-round of the runs to 4, to 2 and to 1 steps")
     parser.add_argument("--num", type=int, default=1000)
     parser.add_argument("--timing-batch", type=int, default=100)
     parser.add_argument("--out", required=True)
@@ -150,7 +154,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     ns = _parse(argv)
     load_start = os.getloadavg()
-    students = (distill_students(ns.teacher, Path(ns.runs), ns.distill_args.split(), ns.guidance, ns.steps_from) if ns.runs
+    students = (distill_students(ns.teacher, Path(ns.runs), ns.distill_args.split(), ns.guidance, ns.steps_from,
+                                 ns.iters_per_round) if ns.runs
                 else [{"checkpoint": c, **_round_of(Path(c).parent)} for c in ns.students])
     scorer, shape = Scorer("digits", ns.num), (1, 8, 8)
     _, classes, teacher = sampler_of(ns.teacher, ns.guidance)
