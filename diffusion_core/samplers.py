@@ -233,7 +233,8 @@ def _heun_coefficients(s: torch.Tensor, s_next: torch.Tensor, a_next: torch.Tens
     :math:`\hat x_0` is followed exactly). The last step, Euler to the data, has a zero row, never read."""
     s, s_next, a_next = s[:-1], s_next[:-1], a_next[:-1]
     h = s_next - s
-    c = (a_next * s_next / s, -a_next * h / s, -a_next * h * (2 * s_next - s) / (2 * s * s_next), -a_next * h / (2 * s_next))
+    c = (a_next * s_next / s, -a_next * h / s, -a_next * h * (2 * s_next - s) / (2 * s * s_next),
+         -a_next * h / (2 * s_next))
     return tuple(torch.cat([v, v.new_zeros(1)]) for v in c)
 
 
