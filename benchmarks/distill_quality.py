@@ -79,11 +79,12 @@ def distill_students(teacher: str, runs: Path, extra: list[str], guidance: float
         out = runs / name
         guided = ["--guidance", str(guidance)] if source == teacher and guidance != 1.0 else []
         per_run = [] if n is None else ["--iters-per-round", str(n)]
+        start = time.perf_counter()
         cli(["distill", "--checkpoint", source, "--method", "progressive", "--steps-from", str(steps_from),
              "--steps-to", str(steps_to), "--out-dir", str(out), "--no-progress", *guided, *extra, *per_run])
         source = str(out / "checkpoint.safetensors")
         students.append({"checkpoint": source, "rounds": f"{steps_from} -> {steps_to}",
-                         "wall_s": _round_of(out)["wall_s"]})
+                         "wall_s": _round_of(out)["wall_s"], "command_s": time.perf_counter() - start})
         steps_from = steps_to
     return students
 
@@ -236,7 +237,18 @@ def section(q: dict) -> list[str]:
             f"per second: the best of three samplings of {q['timing_batch']} images after one untimed run, on "
             f"{q['machine']}, {q['threads']} torch threads (load average {q['loadavg_start'][0]:.2f} at the start, "
             f"{q['loadavg_end'][0]:.2f} at the end). Distillation wall s: each round's `wall_s` in its "
-            "`metrics.jsonl`, on the same machine.", "", table(q), ""]
+            f"`metrics.jsonl`, on the same machine.{_total(q)}", "", table(q), ""]
+
+
+def _total(q: dict) -> str:
+    """The whole distillation's time, where the result has each command's (set-up, final preview and checkpoint
+    included): empty for results stored before it was recorded."""
+    runs = [r for r in q["rows"] if r.get("command_s") is not None]
+    if not runs:
+        return ""
+    return (f" In all, {sum(r['wall_s'] for r in runs):.0f} s of training loops and "
+            f"{sum(r['command_s'] for r in runs):.0f} s for the {len(runs)} `diffusion-core distill` commands, "
+            "start to end.")
 
 
 def _guided_teacher(q: dict) -> str:
