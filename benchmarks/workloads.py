@@ -323,8 +323,12 @@ class Sampler:
                 if self.labels is not None:
                     kw["labels"] = self.labels
                 return self.sample(self.model_fn, self.diffusion, self.x_T, generator=g, progress=False, **kw).sample
-            if wl in SOLVER_STEPS:  # their schedulers keep state (step index, past outputs): reset, as a pipeline does
+            # Per call, as their pipelines do (and ours does inside its sampler): the solvers' state (step index, past
+            # outputs) reset, DDIM's and DDPM's timesteps set.
+            if wl in SOLVER_STEPS:
                 self.sched.set_timesteps(timesteps=self.visited, device=self.device)
+            else:
+                self.sched.set_timesteps(self.steps)
             x = self.x_start
             heun = wl == "heun"
             for t, t_dev in self.timesteps:

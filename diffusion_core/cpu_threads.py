@@ -38,6 +38,8 @@ PROC_STAT = Path("/proc/stat")
 # Fields of a /proc/stat cpu line: user nice system idle iowait irq softirq steal (guest time is inside user).
 _IDLE_FIELDS = (3, 4)
 _COUNTED_FIELDS = 8
+# The last counters sample taken (of which /proc/stat, over which CPUs, the sample), shared by every AdaptiveThreads.
+_LAST: tuple[object, frozenset[int], tuple[float, float, float] | None] = (None, frozenset(), None)
 
 
 def busy_cpu_seconds(cpus: set[int], stat_text: str, ticks_per_second: float) -> float:
@@ -82,17 +84,30 @@ class AdaptiveThreads:
 
     def __enter__(self) -> AdaptiveThreads:
         if self.enabled:
-            self._mark = self._sample()
+            self._mark = self._recent() or self._sample()
         return self
+
+    def _recent(self) -> tuple[float, float, float] | None:
+        """The last sample any instance took of this machine's counters, if it is less than ``interval`` old: a
+        baseline as good as a new one, without reading ``/proc/stat`` again (a sampler called once per batch
+        enters here each call)."""
+        source, cpus, mark = _LAST
+        if source is PROC_STAT and cpus == self.cpus and mark is not None and \
+                0 <= time.monotonic() - mark[0] < self.interval:
+            return mark
+        return None
 
     def __exit__(self, *exc) -> None:
         if self.enabled and torch.get_num_threads() != self.ceiling:
             torch.set_num_threads(self.ceiling)
 
     def _sample(self) -> tuple[float, float, float]:
-        """(wall clock, busy CPU seconds of the allowed CPUs, this process's CPU seconds)."""
-        return (time.monotonic(), busy_cpu_seconds(self.cpus, PROC_STAT.read_text(), self.ticks),
-                time.process_time())
+        """(wall clock, busy CPU seconds of the allowed CPUs, this process's CPU seconds), kept for
+        :meth:`_recent`."""
+        global _LAST
+        mark = (time.monotonic(), busy_cpu_seconds(self.cpus, PROC_STAT.read_text(), self.ticks), time.process_time())
+        _LAST = (PROC_STAT, frozenset(self.cpus), mark)
+        return mark
 
     def update(self) -> int:
         """Re-decide the thread count if ``interval`` seconds passed since the last decision; returns it."""

@@ -132,9 +132,10 @@ def sample_ddim(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, et
         raise InvalidInput(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM's variance), got {eta}")
     g = _Grid(denoiser, x, ts)
     pred = _predictor(denoiser, g, labels, clip, percentile)
-    lam = torch.log(g.alpha64) * 2 - torch.log(g.sigma64) * 2
-    post_sd = g.sigma64[1:] * torch.sqrt((-torch.expm1(lam[:-1] - lam[1:])).clamp(min=0))
-    c_noise = g.table(eta * post_sd, x)  # 0 at the step to the data
+    if eta > 0:
+        lam = torch.log(g.alpha64) * 2 - torch.log(g.sigma64) * 2
+        post_sd = g.sigma64[1:] * torch.sqrt((-torch.expm1(lam[:-1] - lam[1:])).clamp(min=0))
+        c_noise = g.table(eta * post_sd, x)  # 0 at the step to the data
 
     def step(x, k, prev, z):
         p = pred(x, k)

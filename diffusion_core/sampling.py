@@ -63,7 +63,9 @@ def _check_result(x: torch.Tensor, x_T: torch.Tensor, fn: str) -> None:
     ``host_sync_point``), none in it. A NaN in ``x_T`` or in the network's output reaches every later state, so
     checking the result catches both."""
     with host_sync_point("non-finite check"):
-        bad = int((~torch.isfinite(x.reshape(len(x), -1))).any(1).sum()) if x.numel() else 0
+        if bool(torch.isfinite(x).all()):
+            return
+        bad = int((~torch.isfinite(x.reshape(len(x), -1))).any(1).sum())
         if bad:
             cause = ("x_T holds NaN or Inf" if not bool(torch.isfinite(x_T).all())
                      else "the network's predictions became NaN or Inf")

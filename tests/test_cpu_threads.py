@@ -125,3 +125,22 @@ def test_a_real_busy_process_on_one_of_two_cpus_leaves_one_thread(two_threads):
         hog.kill()
         hog.wait()
         os.sched_setaffinity(0, mine)
+
+
+def test_a_recent_sample_is_the_next_baseline(monkeypatch, two_threads):
+    """A second AdaptiveThreads entered within the interval of the first's sample starts from that sample (no new
+    read of /proc/stat) and still decides from the load since then; one entered later reads again."""
+    machine = FakeMachine(monkeypatch)
+    reads = []
+    real = machine.read_text
+    monkeypatch.setattr(machine, "read_text", lambda: reads.append(1) or real())
+    with AdaptiveThreads(interval=0.5):
+        pass
+    machine.run(0.3, ours=1.0, others=0.0)
+    with AdaptiveThreads(interval=0.5) as threads:
+        assert len(reads) == 1  # the first one's sample, 0.3 s old
+        machine.run(0.5, ours=1.0, others=1.0)
+        assert threads.update() == 1 and len(reads) == 2  # others kept a core busy over 0.8 s since that sample
+    machine.run(0.6, ours=0.0, others=0.0)
+    with AdaptiveThreads(interval=0.5):
+        assert len(reads) == 3  # 0.6 s after the last sample: read again
