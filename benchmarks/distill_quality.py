@@ -2,10 +2,14 @@
 for a teacher's samplers and its distilled students, on one data set; writes a JSON file and prints a table.
 
     python -m benchmarks.distill_quality --teacher docs/examples/checkpoints/digits/checkpoint.safetensors \\
-        --runs runs/distill --out benchmarks/results/quality/distill-DATE.json
+        --runs runs/distill --iters-per-round 200,450,450 --distill-args "--lr 5e-4" \\
+        --out benchmarks/results/quality/distill-DATE.json
 
 With ``--runs`` the students are distilled first, with ``diffusion-core distill`` (its defaults unless given):
-progressive 64 -> 4 steps, then 4 -> 2 and 2 -> 1, each run's wall time recorded from its ``metrics.jsonl``.
+progressive ``--steps-from`` (64) -> 4 steps, then 4 -> 2 and 2 -> 1, each run's wall time recorded from its
+``metrics.jsonl`` and its command's, start to end. ``--iters-per-round A,B,C`` gives the three runs their own
+counts: the rounds down to 4 steps are the easy ones (each student starts from a teacher one halving away), the
+last two the hard ones.
 With ``--students`` already distilled checkpoints are measured instead. Every sample set: 1,000 samples from the
 same seed, scored by ``benchmarks/eval_scores.py`` (FD, KID, precision, recall in the ``digits-mlp`` features at
 N = 898 with their floors). Images per second: the best of three timed samplings of ``--timing-batch`` images,
