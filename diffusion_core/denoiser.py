@@ -19,8 +19,6 @@ Notation (code name → symbol):
 """
 from __future__ import annotations
 
-import contextlib
-
 from typing import Any, Callable
 
 import torch
@@ -153,15 +151,12 @@ class Denoiser(BaseDenoiser):
                 raise InvalidInput(f"labels is required: the network is class-conditional (num_classes="
                                    f"{self.num_classes}); pass class indices, or {self.num_classes} (the null label) "
                                    "for unconditional predictions")
+            out = self.network(x_in, t_in, **cond)
         else:
             check_labels(labels, x_t.shape[0])  # the network checks the range: it knows its classes
-        inference = _inference_forward(x_in)
-        with torch.inference_mode() if inference else contextlib.nullcontext():
-            out = self.network(x_in, t_in, **cond) if labels is None else self.network(x_in, t_in, labels, **cond)
+            out = self.network(x_in, t_in, labels, **cond)
         if not isinstance(out, torch.Tensor):
             raise InvalidInputType(f"model must return a torch.Tensor, got {type(out).__name__}")
-        if inference and out.is_inference():  # a plain tensor from here on: callers may edit it in place
-            out = out.clone()
         channels = 2 * x_t.shape[1] if self.learned_variance else x_t.shape[1]
         want = (x_t.shape[0], channels, *x_t.shape[2:])
         if tuple(out.shape) != want:
@@ -199,14 +194,6 @@ class Denoiser(BaseDenoiser):
 
     def __repr__(self) -> str:
         return f"Denoiser({type(self.network).__name__}, {self.path!r}, target={self.target.value})"
-
-
-def _inference_forward(x: torch.Tensor) -> bool:
-    """Whether the network's forward runs under :func:`torch.inference_mode`: where no gradient is being recorded
-    (sampling, a teacher's targets) on the CPU, autograd's per-operation bookkeeping is skipped, which small batches
-    notice. Not where gradients are on (training), inside :func:`torch.compile`, or on a GPU (where a network may be
-    compiled with CUDA graphs, whose interplay with inference mode is not tested here)."""
-    return not (torch.is_grad_enabled() or torch.compiler.is_compiling() or x.device.type != "cpu")
 
 
 def as_denoiser(model: Any, diffusion: Diffusion | None = None) -> BaseDenoiser:
