@@ -378,7 +378,9 @@ def sample_edm(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, s_c
     c_xb, c_euler, c_0, c_1 = (g.table(c, x) for c in _heun_coefficients(sig_hat64, sig64[1:], g.alpha64[1:]))
 
     def step(x, k, prev, z):
-        xb = x / g.col(g.alpha, k) if z is None else x / g.col(g.alpha, k) + g.col(extra, k) * z  # at sigma-hat
+        xb = x / g.col(g.alpha, k)
+        if z is not None:  # raised to sigma-hat
+            xb = xb + g.col(extra, k) * z
         u = g.col(c_xb, k) * xb
         x0 = pred(g.col(a_hat, k) * xb, t=t_hat.index_select(0, k).expand(g.batch)).x0
         x0_next = pred(torch.addcmul(u, g.col(c_euler, k), x0), k + 1).x0  # at the Euler point

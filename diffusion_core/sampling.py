@@ -66,10 +66,9 @@ def _check_result(x: torch.Tensor, x_T: torch.Tensor, fn: str) -> None:
         if bool(torch.isfinite(x).all()):
             return
         bad = int((~torch.isfinite(x.reshape(len(x), -1))).any(1).sum())
-        if bad:
-            cause = ("x_T holds NaN or Inf" if not bool(torch.isfinite(x_T).all())
-                     else "the network's predictions became NaN or Inf")
-            raise NonFiniteError(f"{fn}: {cause}: {bad} of {len(x)} samples hold NaN or Inf")
+        cause = ("x_T holds NaN or Inf" if not bool(torch.isfinite(x_T).all())
+                 else "the network's predictions became NaN or Inf")
+        raise NonFiniteError(f"{fn}: {cause}: {bad} of {len(x)} samples hold NaN or Inf")
 
 
 def run(step: Step, x_T: torch.Tensor, steps: int, *, last: Step | None = None, noisy: bool = False,
