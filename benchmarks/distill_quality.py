@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -50,6 +49,7 @@ from diffusion_core.train.path_sampling import sample_on_grid, sample_on_path
 
 from diffusion_core.metrics import DigitsClassifier
 
+from . import hardware
 from .conditional_quality import label_scores
 from .eval_scores import Scorer
 
@@ -180,23 +180,14 @@ def main(argv: list[str] | None = None) -> None:
                      **measure(draw, scorer, ns.num, ns.timing_batch, shape, **labelled)})
         print(rows[-1], flush=True)
     result = {"kind": "distillation", "teacher": ns.teacher, "rows": rows, "timing_batch": ns.timing_batch,
-              "machine": _machine(), "evaluation": scorer.description, "diffusion_core": __version__,
+              "machine": hardware.cpu_description(), "evaluation": scorer.description,
+              "diffusion_core": __version__,
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "argv": sys.argv[1:]}
     if classes:
         result["guidance"] = ns.guidance
     Path(ns.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {ns.out}")
-
-
-def _machine() -> str:
-    """The CPU's model name (``/proc/cpuinfo``) and core count, or the platform's description."""
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-    except OSError:
-        names = []
-    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def _row(q: dict, r: dict) -> str:

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 __all__ = [
-    "DTYPES", "sync", "time_call", "best_time", "copy_bandwidth", "matmul_peak", "cpu_model", "load_average",
+    "DTYPES", "sync", "time_call", "best_time", "copy_bandwidth", "matmul_peak", "cpu_model", "cpu_description", "load_average",
     "native_bf16_cpu", "device_description", "probe_summary", "remeasure", "HISTORY", "normal_rate",
 ]
 
@@ -164,6 +164,11 @@ def cpu_model() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return platform.processor() or "unknown CPU"
+
+
+def cpu_description() -> str:
+    """The CPU's model name and core count, as the quality and interleaved results store them."""
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def load_average() -> list[float] | None:

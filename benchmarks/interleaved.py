@@ -17,7 +17,6 @@ time per network call, what a sampler loop adds to the network's time.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import os
@@ -159,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     ns = parser.parse_args(argv)
     load_start = os.getloadavg()
     rows = measure(ns.device, ns.quick, ns.rounds)
-    result = {"kind": "interleaved", "rows": rows, "machine": f"{hardware.cpu_model()}, {os.cpu_count()} cores", "threads": torch.get_num_threads(),
+    result = {"kind": "interleaved", "rows": rows, "machine": hardware.cpu_description(),
+              "threads": torch.get_num_threads(),
               "torch": torch.__version__, "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
               "argv": sys.argv[1:] if argv is None else argv}
     Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
