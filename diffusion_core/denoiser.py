@@ -163,7 +163,8 @@ class Denoiser(BaseDenoiser):
             raise InvalidInput(f"model output must have shape {want} for x_t of shape {tuple(x_t.shape)}"
                                f"{' (mean and variance channels)' if self.learned_variance else ''}, "
                                f"got {tuple(out.shape)}")
-        out = out.to(x_t.dtype)
+        if out.dtype != x_t.dtype:
+            out = out.to(x_t.dtype)
         return tuple(out.chunk(2, dim=1)) if self.learned_variance else (out, None)
 
     def read(self, y: torch.Tensor, x_t: torch.Tensor, c: Coefficients, var_output: torch.Tensor | None = None

@@ -21,6 +21,8 @@ level: step 1 on a discrete path, EDM's :math:`\sigma_{\min} = 0.002` elsewhere 
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from ._validation import check_positive_int
@@ -32,6 +34,9 @@ __all__ = ["time_grid", "EDM_SIGMA_MIN", "EDM_SIGMA_MAX"]
 
 EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.0  # Karras et al. 2022, table 1
 _CONTINUOUS_SPACINGS = ("uniform", "log-snr", "karras")
+# A discrete path's grids, per path (weakly held) and (steps, spacing, t_max): the last few made.
+_DISCRETE_GRIDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_GRIDS_PER_PATH = 8
 
 
 def _t_of_edm_sigma(path: GaussianPath, edm_sigma: float) -> float:
@@ -45,8 +50,14 @@ def _discrete_grid(path: DiscreteVP, steps: int, spacing: str, t_max: float) -> 
         raise InvalidInput(f"t_max must be an integer step in [1, {path.T}] on a discrete path, got {t_max}")
     if steps > top:
         raise InvalidInput(f"steps must be at most {top} (the steps from t_max down to 1), got {steps}")
-    idx = spaced_timesteps(top, steps, spacing, alphas_cumprod=path.alphas_cumprod[1:top + 1])
-    return torch.cat([(idx + 1).flip(0).to(torch.float64), torch.zeros(1, dtype=torch.float64)])
+    made = _DISCRETE_GRIDS.setdefault(path, {})
+    key = (steps, str(spacing), top)
+    if key not in made:  # choosing the steps is most of a one-step sampler call's own time: once per path
+        idx = spaced_timesteps(top, steps, spacing, alphas_cumprod=path.alphas_cumprod[1:top + 1])
+        if len(made) >= _GRIDS_PER_PATH:
+            made.pop(next(iter(made)))
+        made[key] = torch.cat([(idx + 1).flip(0).to(torch.float64), torch.zeros(1, dtype=torch.float64)])
+    return made[key].clone()
 
 
 def time_grid(path: GaussianPath, steps: int, spacing: str | None = None, *, t_max: float | None = None,

@@ -14,7 +14,6 @@ With :math:`\lambda = \log(\alpha^2/\sigma^2)` and :math:`\tilde\sigma = \sigma/
 from __future__ import annotations
 
 import math
-import weakref
 
 import torch
 
@@ -23,7 +22,8 @@ from .denoiser import BaseDenoiser
 from .errors import InvalidInput, InvalidInputType
 from .paths import DiscreteVP
 from .reverse import Clip, VarianceType, clip_prediction
-from .sampling import SampleResult, check_start, run
+from .sampling import SampleResult, run
+from .step_grid import StepGrid
 from .targets import Coefficients
 
 __all__ = ["sample_ddpm", "sample_ddim", "sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_edm",
@@ -32,85 +32,22 @@ __all__ = ["sample_ddpm", "sample_ddim", "sample_euler", "sample_heun", "sample_
 LOWER_ORDER_FINAL_BELOW = 15  # diffusers' DPMSolverMultistepScheduler: lower_order_final for fewer than 15 steps
 
 
-# A sampler called again with the same grid (every batch of a sampling run) reuses its tables: looking them up
-# and validating them is most of a one-step call's own time. Per path (weakly held), the last few grids.
-_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_TABLES_PER_PATH = 8
-
-
-def _grid_tables(path, ts: torch.Tensor, device: torch.device, dtype: torch.dtype) -> tuple:
-    """The grid ``ts`` (float64, CPU) checked, and what every step reads from it: float64 and state-dtype
-    :math:`\\alpha, \\sigma`, the times on ``device``, the path's derivatives (continuous paths) and the network's
-    time input, looked up (and validated) once per path and grid, not at every step or call."""
-    key = (tuple(ts.tolist()), str(device), dtype) if ts.ndim == 1 else None
-    cached = _TABLES.setdefault(path, {})
-    if key in cached:
-        return cached[key]
-    if ts.ndim != 1 or ts.numel() < 2 or ts[-1] != 0 or not bool((ts[1:] < ts[:-1]).all()):
-        raise InvalidInput("ts must be a decreasing 1-D grid of at least 2 times ending at 0 (time_grid makes one), "
-                           f"got {ts.tolist()[:8]}{'...' if ts.numel() > 8 else ''}")
-    alpha64, sigma64 = path.alpha(ts), path.sigma(ts)
-    derivatives = None if isinstance(path, DiscreteVP) else tuple(
-        v.to(device=device, dtype=dtype) for v in path.derivatives(ts))
-    tables = (alpha64, sigma64, ts.to(device), alpha64.to(device=device, dtype=dtype),
-              sigma64.to(device=device, dtype=dtype), derivatives, path.network_time(ts).to(device))
-    if len(cached) >= _TABLES_PER_PATH:
-        cached.pop(next(iter(cached)))
-    cached[key] = tables
-    return tables
-
-
-class _Grid:
-    """The grid's times and float64 :math:`\\alpha, \\sigma` on the state's device, and the per-step reads."""
-
-    def __init__(self, denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor) -> None:
-        if not isinstance(denoiser, BaseDenoiser):
-            raise InvalidInputType(f"denoiser must be a Denoiser (or a guided one), got {type(denoiser).__name__}; "
-                                   "wrap a network: Denoiser(network, path, target)")
-        check_start(x)
-        path = denoiser.path
-        if path is None:
-            raise InvalidInput("the denoiser has no path: build it with Denoiser(network, path, target)")
-        ts = torch.as_tensor(ts, dtype=torch.float64).detach().cpu()
-        self.steps, self.batch, self.ndim = ts.numel() - 1, x.shape[0], x.ndim
-        (self.alpha64, self.sigma64, self.ts, self.alpha, self.sigma, self.derivatives,
-         self.network_time) = _grid_tables(path, ts, x.device, x.dtype)
-
-    def col(self, table: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """``table[k]`` shaped ``(1, 1, ...)`` to broadcast against the state."""
-        return table.index_select(0, k).reshape(-1, *([1] * (self.ndim - 1)))
-
-    def time(self, k: torch.Tensor) -> torch.Tensor:
-        return self.ts.index_select(0, k).expand(self.batch)
-
-    def coefficients(self, k: torch.Tensor) -> Coefficients:
-        """The path's coefficients at grid time ``k`` per row, as ``BaseDenoiser.coefficients`` gives them."""
-        def rows(table):
-            return None if table is None else table.index_select(0, k).expand(self.batch).reshape(
-                -1, *([1] * (self.ndim - 1)))
-        return Coefficients(rows(self.alpha), rows(self.sigma), *map(rows, self.derivatives or (None, None)))
-
-    def table(self, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """A float64 per-step table on the state's device and dtype."""
-        return values.to(device=like.device, dtype=like.dtype)
-
-
-def _predictor(denoiser: BaseDenoiser, grid: _Grid, labels, clip, percentile: float):
+def _predictor(denoiser: BaseDenoiser, grid: StepGrid, labels, clip, percentile: float):
     """``pred(x, k)``: the denoiser's prediction at grid time ``k`` (or at the times ``t=`` off the grid),
-    :math:`\\hat x_0` clipped by ``clip``."""
+    :math:`\\hat x_0` clipped by ``clip``. ``keep=True`` for an :math:`\\hat x_0` the sampler keeps across network
+    calls or returns as the sample."""
     clip = check_choice("clip", clip, Clip)
 
-    def pred(x: torch.Tensor, k: torch.Tensor | None = None, *, t: torch.Tensor | None = None):
+    def pred(x: torch.Tensor, k: torch.Tensor | None = None, *, t: torch.Tensor | None = None, keep: bool = False):
         if t is None:
-            raw = denoiser.predict(x, grid.time(k), grid.coefficients(k), grid.network_time.index_select(0, k).expand(
-                grid.batch), labels=labels)
+            raw = denoiser.predict(x, grid.time(k), grid.coefficients(k), grid.network_input_time(k), labels=labels)
         else:
             raw = denoiser(x, t, labels=labels)
         p = clip_prediction(raw, x, clip, percentile)
-        # Multistep and Heun steps keep x0_hat across network calls. With the x0 target it is the network's own
-        # output, which a network compiled alone with CUDA graphs overwrites at its next call: keep a copy (outside
-        # torch.compile; a compiled step is one graph, whose outputs the loop copies anyway).
-        if not torch.compiler.is_compiling() and p.x0.untyped_storage().data_ptr() == raw.x0.untyped_storage().data_ptr():
+        # Unclipped, x0_hat can be the network's own output (the x0 target), which a network compiled alone with
+        # CUDA graphs overwrites at its next call: a kept one is copied (outside torch.compile; a compiled step is
+        # one graph, whose outputs the loop copies anyway).
+        if keep and p is raw and not torch.compiler.is_compiling():
             p = p._replace(x0=p.x0.clone())
         return p
 
@@ -130,7 +67,7 @@ def sample_ddim(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, et
     eta = check_number("eta", eta)
     if not 0.0 <= eta <= 1.0:
         raise InvalidInput(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM's variance), got {eta}")
-    g = _Grid(denoiser, x, ts)
+    g = StepGrid(denoiser, x, ts)
     pred = _predictor(denoiser, g, labels, clip, percentile)
     if eta > 0:
         lam = torch.log(g.alpha64) * 2 - torch.log(g.sigma64) * 2
@@ -139,7 +76,8 @@ def sample_ddim(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, et
 
     def step(x, k, prev, z):
         p = pred(x, k)
-        a_s, s_s = g.col(g.alpha, k + 1), g.col(g.sigma, k + 1)
+        after = g.after(k)
+        a_s, s_s = g.col(g.alpha, after), g.col(g.sigma, after)
         if eta == 0:  # a constant of the run: no noise term at all
             return a_s * p.x0 + s_s * p.eps, p.x0
         c = g.col(c_noise, k)
@@ -183,7 +121,7 @@ def sample_ddpm(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *,
     (:math:`\beta`), ``"learned_range"`` between their logs by the network's variance channels (Nichol &
     Dhariwal eq. 15). No noise at the last step."""
     variance = check_choice("variance", variance, VarianceType)
-    g = _Grid(denoiser, x, ts)
+    g = StepGrid(denoiser, x, ts)
     pred = _predictor(denoiser, g, labels, clip, percentile)
     a, s, a_s, s_s = g.alpha64[:-1], g.sigma64[:-1], g.alpha64[1:], g.sigma64[1:]
     s2_ts = s**2 - (a / a_s) ** 2 * s_s**2  # beta between the two steps
@@ -206,13 +144,13 @@ def sample_ddpm(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *,
         return mean + torch.exp(0.5 * log_var) * z, p.x0
 
     def last(x, k, prev, z):  # to the data: the posterior mean is x0_hat itself, and no noise
-        p = pred(x, k)
+        p = pred(x, k, keep=True)
         return p.x0, p.x0
 
     return run(step, x, g.steps, last=last, noisy=True, generator=generator, desc=f"DDPM-{g.steps}", name="sample_ddpm", **loop)
 
 
-def _edm_sigmas(g: _Grid, fn: str) -> torch.Tensor:
+def _edm_sigmas(g: StepGrid, fn: str) -> torch.Tensor:
     """:math:`\\tilde\\sigma = \\sigma/\\alpha` at the grid in float64, which must start where :math:`\\alpha > 0`
     (unless the only step is the last, to the data, which needs no :math:`x/\\alpha`)."""
     if g.steps > 1 and not bool(g.alpha64[0] > 0):
@@ -255,7 +193,7 @@ def sample_heun(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, la
     .. math::
         :checked-by: api.solvers:edm_ode
     """
-    g = _Grid(denoiser, x, ts)
+    g = StepGrid(denoiser, x, ts)
     pred = _predictor(denoiser, g, labels, clip, percentile)
     sig = _edm_sigmas(g, "sample_heun")
     c_xb, c_euler, c_0, c_1 = _heun_coefficients(sig[:-1], sig[1:], g.alpha64[1:])
@@ -264,18 +202,18 @@ def sample_heun(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, la
 
     def step(x, k, prev, z):
         u = g.col(c_x, k) * x
-        x0 = pred(x, k).x0
-        x0_next = pred(torch.addcmul(u, g.col(c_euler, k), x0), k + 1).x0  # at the Euler point
+        x0 = pred(x, k, keep=True).x0
+        x0_next = pred(torch.addcmul(u, g.col(c_euler, k), x0), g.after(k)).x0  # at the Euler point
         return torch.addcmul(torch.addcmul(u, g.col(c_0, k), x0), g.col(c_1, k), x0_next), x0
 
     def last(x, k, prev, z):  # Euler to sigma = 0: xb + (0 - s)(xb - D)/s = D, and alpha = 1 there
-        x0 = pred(x, k).x0
+        x0 = pred(x, k, keep=True).x0
         return x0, x0
 
     return run(step, x, g.steps, last=last, desc=f"Heun-{g.steps}", name="sample_heun", **loop)
 
 
-def _dpmpp_2m_coefficients(g: _Grid, lower_order_final: bool) -> tuple[torch.Tensor, ...]:
+def _dpmpp_2m_coefficients(g: StepGrid, lower_order_final: bool) -> tuple[torch.Tensor, ...]:
     r"""Per step ``k`` (from grid time :math:`k` to :math:`k+1`), the update
     :math:`x_{k+1} = c_x x + c_0 \hat x_0 + c_1 (\hat x_0 - \hat x_0^{prev})`, in float64."""
     lam = torch.log(g.alpha64) - torch.log(g.sigma64)  # half the log-SNR: +inf at the data, -inf where alpha = 0
@@ -329,17 +267,17 @@ def sample_dpmpp_2m(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *
     ``DPMSolverMultistepScheduler(lower_order_final=True)``)."""
     if not isinstance(lower_order_final, bool):
         raise InvalidInputType(f"lower_order_final must be a bool, got {type(lower_order_final).__name__}")
-    g = _Grid(denoiser, x, ts)
+    g = StepGrid(denoiser, x, ts)
     pred = _predictor(denoiser, g, labels, clip, percentile)
     cx, c0, c1 = (g.table(c, x) for c in _dpmpp_2m_coefficients(g, lower_order_final))
 
     def step(x, k, prev, z):
-        x0 = pred(x, k).x0
+        x0 = pred(x, k, keep=True).x0
         # the second-order correction c1 (x0 - prev) = c0 (D - x0); c1 = 0 exactly at the first-order steps
         return g.col(cx, k) * x + g.col(c0, k) * x0 + g.col(c1, k) * (x0 - prev), x0
 
     def last(x, k, prev, z):  # sigma_next = 0, alpha_next = 1: the update is exactly x0
-        x0 = pred(x, k).x0
+        x0 = pred(x, k, keep=True).x0
         return x0, x0
 
     return run(step, x, g.steps, last=last, desc=f"DPM++2M-{g.steps}", name="sample_dpmpp_2m", **loop)
@@ -361,7 +299,7 @@ def sample_edm(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, s_c
         if not check_number(name, value) >= 0:
             raise InvalidInput(f"{name} must be >= 0, got {value}")
     check_number("s_tmax", s_tmax, finite=False)
-    g = _Grid(denoiser, x, ts)
+    g = StepGrid(denoiser, x, ts)
     if s_churn > 0 and isinstance(denoiser.path, DiscreteVP):
         raise InvalidInput("s_churn > 0 evaluates the network between a DDPM schedule's integer steps; use a "
                            "continuous path, or sample_ddpm / sample_ddim(eta > 0) for stochastic DDPM sampling")
@@ -382,12 +320,12 @@ def sample_edm(denoiser: BaseDenoiser, x: torch.Tensor, ts: torch.Tensor, *, s_c
         if z is not None:  # raised to sigma-hat
             xb = xb + g.col(extra, k) * z
         u = g.col(c_xb, k) * xb
-        x0 = pred(g.col(a_hat, k) * xb, t=t_hat.index_select(0, k).expand(g.batch)).x0
-        x0_next = pred(torch.addcmul(u, g.col(c_euler, k), x0), k + 1).x0  # at the Euler point
+        x0 = pred(g.col(a_hat, k) * xb, t=t_hat.index_select(0, k).expand(g.batch), keep=True).x0
+        x0_next = pred(torch.addcmul(u, g.col(c_euler, k), x0), g.after(k)).x0  # at the Euler point
         return torch.addcmul(torch.addcmul(u, g.col(c_0, k), x0), g.col(c_1, k), x0_next), x0
 
     def last(x, k, prev, z):
-        x0 = pred(x, k).x0
+        x0 = pred(x, k, keep=True).x0
         return x0, x0
 
     return run(step, x, g.steps, last=last, noisy=s_churn > 0, generator=generator, desc=f"EDM-{g.steps}", name="sample_edm", **loop)

@@ -6,11 +6,13 @@ position ``k`` (a LongTensor ``(1,)`` that the step uses to gather its coefficie
 the loop), the previous step's :math:`\hat x_0` ``prev`` (zeros at first; multistep solvers use it), and the
 noise ``z`` (``None`` for a deterministic sampler). Gathering by a tensor ``k`` (never a Python int) keeps one
 graph for every step: with ``compile=True`` the whole step, network and update, is compiled once, and on CUDA
-(``mode="reduce-overhead"``) each step is one CUDA graph replay. The loop never reads a value back to the host
-until the end, where it checks the sample once for NaN or Inf.
+(``mode="reduce-overhead"``) each step is one CUDA graph replay. Run eagerly, the step's reads are views cut
+before the loop (:class:`~diffusion_core.step_grid.StepGrid`, which knows ``k`` by :func:`position`). The loop
+never reads a value back to the host until the end, where it checks the sample once for NaN or Inf.
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable, NamedTuple
 
 import torch
@@ -20,10 +22,37 @@ from ._sync import host_sync_point
 from .cpu_threads import AdaptiveThreads
 from .errors import InvalidInput, InvalidInputType, NonFiniteError
 
-__all__ = ["SampleResult", "Step", "run", "check_start"]
+__all__ = ["SampleResult", "Step", "run", "check_start", "step_index", "position"]
 
 # step(x, k, prev, z) -> (x_next, x0_hat)
 Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
+
+
+# The loop's position tensors, made once per device and position and never freed, so that an id names one of them
+# for the life of the process: per device, position i's (1,) LongTensor; and each tensor's position by its id.
+_STEP_INDEX: dict[torch.device, list[torch.Tensor]] = {}
+_POSITION: dict[int, int] = {}
+_GROWING = threading.Lock()
+
+
+def step_index(i: int, device: torch.device) -> torch.Tensor:
+    """Grid position ``i`` as the ``(1,)`` LongTensor on ``device`` that :func:`run` passes to the step (the same
+    tensor every time; read it, never write it)."""
+    made = _STEP_INDEX.get(device)
+    if made is None or len(made) <= i:
+        with _GROWING:  # one thread at a time appends, so that position j is always the tensor holding j
+            made = _STEP_INDEX.setdefault(device, [])
+            while len(made) <= i:
+                k = torch.full((1,), len(made), dtype=torch.long, device=device)
+                _POSITION[id(k)] = len(made)
+                made.append(k)
+    return made[i]
+
+
+def position(k: torch.Tensor) -> int | None:
+    """The position of ``k`` when it is one of :func:`step_index`'s tensors (so known without reading it), else
+    ``None``."""
+    return _POSITION.get(id(k))
 
 
 class SampleResult(NamedTuple):
@@ -61,9 +90,11 @@ def _compiled(step: Step, x_T: torch.Tensor, compile: bool) -> Step:
 def _check_result(x: torch.Tensor, x_T: torch.Tensor, fn: str) -> None:
     """Raise :class:`NonFiniteError` when a sample holds NaN or Inf: one read-back after the loop (a named
     ``host_sync_point``), none in it. A NaN in ``x_T`` or in the network's output reaches every later state, so
-    checking the result catches both."""
+    checking the result catches both. First the sum, finite unless an element is NaN or Inf or the sum overflows
+    (one pass, no mask; elementwise ``isfinite(x).all()`` costs several times as much on a CPU), then, only when it
+    is not, every element."""
     with host_sync_point("non-finite check"):
-        if bool(torch.isfinite(x).all()):
+        if bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all()):
             return
         bad = int((~torch.isfinite(x.reshape(len(x), -1))).any(1).sum())
         cause = ("x_T holds NaN or Inf" if not bool(torch.isfinite(x_T).all())
@@ -95,7 +126,7 @@ def run(step: Step, x_T: torch.Tensor, steps: int, *, last: Step | None = None, 
     with AdaptiveThreads.for_device(x.device) as threads:  # on the CPU: the cores others leave free
         for i in progress_bar(range(steps), disable=not progress, desc=desc, leave=False):
             threads.update()
-            k = torch.full((1,), i, dtype=torch.long, device=x.device)
+            k = step_index(i, x.device)
             z = None
             if noisy:
                 z = (torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if i < steps - 1

@@ -18,7 +18,7 @@ LAYERS = [
     {"reverse"},
     {"diffusion"},
     {"denoiser"},
-    {"guidance", "sampling"},
+    {"guidance", "sampling", "step_grid"},
     {"samplers", "likelihood"},
     {"ddpm_samplers", "vlb"},
     {"losses", "metrics", "distillation", "reflow"},

@@ -26,11 +26,12 @@ SYNC_OPS = {aten._local_scalar_dense, aten.item, aten.is_nonzero, aten.nonzero, 
 # Host-side code, by module and qualified name: argument checks that read values only for CPU tensors (on a GPU
 # they skip the check, by design, for this very reason; ``paths.DiscreteVP._index`` checks that a discrete path's
 # times are integer steps), and the sampling grid, which is built and checked on the CPU whatever the device
-# (``grids.time_grid``, ``samplers._Grid``, before the loop). A read there cannot be a device-to-host sync on a GPU.
+# (``grids.time_grid``, ``step_grid.StepGrid``, before the loop). A read there cannot be a device-to-host sync on a GPU.
 _HOST_SIDE = {"diffusion_core._validation": ("check_timesteps", "check_labels", "check_finite_values"),
               "diffusion_core.paths": ("DiscreteVP._index",),
               "diffusion_core.grids": ("time_grid",),
-              "diffusion_core.samplers": ("_Grid.__init__", "_edm_sigmas")}
+              "diffusion_core.step_grid": ("StepGrid.__init__",),
+              "diffusion_core.samplers": ("_edm_sigmas",)}
 
 
 def _cpu_only_argument_check() -> bool:
