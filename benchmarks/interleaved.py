@@ -73,20 +73,27 @@ def _workload(case: Case, device: torch.device, zero_network: bool):
 
 
 def time_pair(ours: Case, peer: Case, device: torch.device, rounds: int, zero_network: bool = False) -> dict:
-    """Seconds of ``rounds`` alternating rounds of each side (after one untimed round each)."""
+    """Seconds of ``rounds`` alternating rounds of each side (after one untimed round each). The garbage collector
+    runs once before the rounds and is off during them, as in ``timeit``: a collection inside one side's round is
+    the other side's luck, and collecting before every round left each round's first operations cache-cold (a
+    one-call round paid that on top of the call; the suite times its rounds back to back)."""
     torch.manual_seed(0)
     sides = {"ours": _workload(ours, device, zero_network), "diffusers": _workload(peer, device, zero_network)}
     for w in sides.values():
         w()
         hardware.sync(device)
     seconds = {k: [] for k in sides}
-    for r in range(rounds):
-        for k in (("ours", "diffusers") if r % 2 == 0 else ("diffusers", "ours")):
-            gc.collect()
-            start = time.perf_counter()
-            sides[k]()
-            hardware.sync(device)
-            seconds[k].append(time.perf_counter() - start)
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            for k in (("ours", "diffusers") if r % 2 == 0 else ("diffusers", "ours")):
+                start = time.perf_counter()
+                sides[k]()
+                hardware.sync(device)
+                seconds[k].append(time.perf_counter() - start)
+    finally:
+        gc.enable()
     return seconds
 
 

@@ -144,3 +144,28 @@ def test_a_recent_sample_is_the_next_baseline(monkeypatch, two_threads):
     machine.run(0.6, ours=0.0, others=0.0)
     with AdaptiveThreads(interval=0.5):
         assert len(reads) == 3  # 0.6 s after the last sample: read again
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_a_sampler_adapts_from_its_second_step_and_a_one_step_run_reads_nothing(monkeypatch, two_threads, steps):
+    """The sampling loop (diffusion_core.sampling.run) decides at each step's start from the load since its baseline;
+    a one-step run has no later step, so it takes no baseline (no /proc/stat read) and runs on the ceiling."""
+    import diffusion_core as dc
+
+    machine = FakeMachine(monkeypatch)
+    reads, seen = [], []
+    real = machine.read_text
+    monkeypatch.setattr(machine, "read_text", lambda: reads.append(1) or real())
+
+    def net(x, t):  # each call: one second passes, another process keeping a core busy
+        seen.append(torch.get_num_threads())
+        machine.run(1.0, ours=1.0, others=1.0)
+        return torch.zeros_like(x)
+
+    path = dc.ContinuousVP.cosine()
+    dc.sample_ddim(dc.Denoiser(net, path, "eps"), torch.randn(2, 3), dc.time_grid(path, steps), progress=False)
+    if steps == 1:
+        assert reads == [] and seen == [2]
+    else:
+        assert seen == [2, 1, 1, 1] and len(reads) == 4  # the baseline, then a decision at each later step
+    assert torch.get_num_threads() == 2
