@@ -146,6 +146,11 @@ def section(result: dict) -> list[str]:
     verdict = ("ours is at least as fast on every row (best rounds)" if not slower else
                f"ours is slower on {len(slower)} of {len(result['rows'])} rows (best rounds): "
                + ", ".join(f"{r['workload']} {r['preset']} b{r['batch']} {r['ratio_best']:.3f}x" for r in slower))
+    dearer = [r for r in result["rows"] if r["overhead_ours_per_call_s"] > r["overhead_diffusers_per_call_s"]]
+    loops = ("ours is the cheaper on every row" if not dearer else
+             f"ours is the cheaper on {len(result['rows']) - len(dearer)} of {len(result['rows'])} rows; dearer on "
+             + ", ".join(f"{r['workload']} {r['preset']} b{r['batch']} ({1e6 * r['overhead_ours_per_call_s']:.0f} "
+                         f"against {1e6 * r['overhead_diffusers_per_call_s']:.0f} µs)" for r in dearer))
     return ["## Sampling against diffusers, interleaved", "",
             f"Every sampling row with a like-for-like diffusers row (their scheduler loop calling our network), "
             f"both sides built once and timed in alternating rounds on {result['machine']}, {result['threads']} "
@@ -153,7 +158,9 @@ def section(result: dict) -> list[str]:
             f"{result['loadavg_end'][0]:.2f} at the end). Command: `python -m benchmarks.interleaved "
             f"{' '.join(result['argv'])}`. Speed is diffusers' seconds over ours (above 1: ours faster). *Loop µs / "
             "call*: the same loops around a network that returns zeros, per network call. Result: "
-            f"{verdict}.", "", table(result), ""]
+            f"{verdict}. The loops alone: {loops}. A row's speed is mostly the network's, the same on both "
+            "sides: where the rounds' ratios spread wider than the loops differ, the row says which side the "
+            "machine favoured more than which loop is faster.", "", table(result), ""]
 
 
 def main(argv: list[str] | None = None) -> None:
