@@ -24,7 +24,8 @@ from typing import Callable
 import torch
 
 __all__ = [
-    "DTYPES", "sync", "time_call", "best_time", "copy_bandwidth", "matmul_peak", "cpu_model", "cpu_description", "load_average",
+    "DTYPES", "sync", "time_call", "best_time", "copy_bandwidth", "matmul_peak", "cpu_model", "cpu_description",
+    "load_average",
     "native_bf16_cpu", "device_description", "probe_summary", "remeasure", "HISTORY", "normal_rate",
 ]
 

@@ -40,7 +40,6 @@ _IDLE_FIELDS = (3, 4)
 _COUNTED_FIELDS = 8
 # The last counters sample taken (of which /proc/stat, over which CPUs, the sample), shared by every AdaptiveThreads.
 _LAST: tuple[object, frozenset[int], tuple[float, float, float] | None] = (None, frozenset(), None)
-_IS_FILE: dict[object, bool] = {}
 
 
 def busy_cpu_seconds(cpus: set[int], stat_text: str, ticks_per_second: float) -> float:
@@ -62,13 +61,6 @@ def threads_for_free_cores(cores: int, others_busy: float, ceiling: int) -> int:
     return max(1, min(ceiling, int(cores - others_busy + 0.5)))
 
 
-def _is_file(path) -> bool:
-    """``path.is_file()``, asked once per path: a sampler enters AdaptiveThreads at every call."""
-    if path not in _IS_FILE:
-        _IS_FILE[path] = path.is_file()
-    return _IS_FILE[path]
-
-
 class AdaptiveThreads:
     """Matches ``torch.get_num_threads()`` to the cores other processes leave free (see the module's docstring).
 
@@ -77,7 +69,7 @@ class AdaptiveThreads:
 
     def __init__(self, *, enabled: bool = True, interval: float = 0.5) -> None:
         self.enabled = (enabled and os.environ.get(ENV_SWITCH, "1") != "0" and hasattr(os, "sched_getaffinity")
-                        and _is_file(PROC_STAT))
+                        and PROC_STAT.is_file())
         self.interval = interval
         self.ceiling = torch.get_num_threads()
         self._mark: tuple[float, float, float] | None = None

@@ -24,7 +24,6 @@ from .paths import DiscreteVP
 from .reverse import Clip, VarianceType, clip_prediction
 from .sampling import SampleResult, run
 from .step_grid import StepGrid
-from .targets import Coefficients
 
 __all__ = ["sample_ddpm", "sample_ddim", "sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_edm",
            "LOWER_ORDER_FINAL_BELOW"]

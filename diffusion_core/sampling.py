@@ -125,7 +125,7 @@ def run(step: Step, x_T: torch.Tensor, steps: int, *, last: Step | None = None, 
     states, preds = ([x_T], []) if return_trajectory else (None, None)
     # On the CPU: the cores others leave free. Not for one step: the first decision comes at a later step's update
     # (it needs the load over `interval` seconds since the start), so one step would only read /proc/stat.
-    with AdaptiveThreads(enabled=x.device.type == "cpu" and steps > 1) as threads:
+    with AdaptiveThreads.for_device(x.device) if steps > 1 else AdaptiveThreads(enabled=False) as threads:
         for i in progress_bar(range(steps), disable=not progress, desc=desc, leave=False):
             threads.update()
             k = step_index(i, x.device)
