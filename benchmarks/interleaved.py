@@ -4,12 +4,16 @@ of ours and theirs in turns (the order flips every round), so that whatever else
 slows both sides alike. Writes a JSON file and prints a table.
 
     python -m benchmarks.interleaved --out benchmarks/results/interleaved/cpu-DATE.json [--quick] [--rounds 9]
+        [--seconds 60]
 
 Why a script beside the pytest-benchmark suite: the suite times each row's rounds one after the other, and on a
 shared 2-core VM rows taken a minute apart move by 20-30%, far more than the per-call difference between two
-sampler loops around one network. Here each row's figure is the ratio of the two sides' best rounds (other
-processes only ever add time), beside the median of the per-round ratios (each round's two timings taken
-seconds apart) and their spread.
+sampler loops around one network. Here each row's figures are the ratio of the two sides' best rounds and the median
+of the per-round ratios (each round's two timings taken seconds apart) with its 95% interval. The interval is
+distribution-free (order statistics of the per-round ratios, from the binomial distribution of how many fall below
+the median), and it decides the row's verdict: ours faster when the whole interval lies above 1, slower when it
+lies below, else level within the machine's noise. A row runs at least ``--rounds`` rounds and, with
+``--seconds S``, more until its rounds took S seconds (an even number, so each side leads as often).
 
 Each side also runs once more on a network that returns zeros at once (the ``overhead`` rows): the sampler's own
 time per network call, what a sampler loop adds to the network's time.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import statistics
 import sys
@@ -31,7 +36,7 @@ from . import hardware
 from .matrix import Case, cases
 from .pairing import like_peer
 
-__all__ = ["pairs", "time_pair", "summarize", "table", "section"]
+__all__ = ["pairs", "time_pair", "median_interval", "verdict", "summarize", "table", "section"]
 
 SAMPLING = ("step", "ddpm", "ddim", "dpmpp2m", "heun")
 
@@ -72,8 +77,10 @@ def _workload(case: Case, device: torch.device, zero_network: bool):
     return w
 
 
-def time_pair(ours: Case, peer: Case, device: torch.device, rounds: int, zero_network: bool = False) -> dict:
-    """Seconds of ``rounds`` alternating rounds of each side (after one untimed round each). The garbage collector
+def time_pair(ours: Case, peer: Case, device: torch.device, rounds: int, zero_network: bool = False,
+              seconds: float = 0.0) -> dict:
+    """Seconds of alternating rounds of each side (after one untimed round each): ``rounds`` rounds, then more while
+    the rounds so far took under ``seconds``, ending on an even count. The garbage collector
     runs once before the rounds and is off during them, as in ``timeit``: a collection inside one side's round is
     the other side's luck, and collecting before every round left each round's first operations cache-cold (a
     one-call round paid that on top of the call; the suite times its rounds back to back)."""
@@ -82,41 +89,74 @@ def time_pair(ours: Case, peer: Case, device: torch.device, rounds: int, zero_ne
     for w in sides.values():
         w()
         hardware.sync(device)
-    seconds = {k: [] for k in sides}
+    taken = {k: [] for k in sides}
     gc.collect()
     gc.disable()
     try:
-        for r in range(rounds):
+        r, spent = 0, 0.0
+        while r < rounds or (spent < seconds or r % 2):
             for k in (("ours", "diffusers") if r % 2 == 0 else ("diffusers", "ours")):
                 start = time.perf_counter()
                 sides[k]()
                 hardware.sync(device)
-                seconds[k].append(time.perf_counter() - start)
+                taken[k].append(time.perf_counter() - start)
+                spent += taken[k][-1]
+            r += 1
     finally:
         gc.enable()
-    return seconds
+    return taken
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free interval for the median of the distribution ``values`` were drawn from: the k-th smallest
+    and the k-th largest value, k the largest with P(Binomial(n, 1/2) < k) <= (1 - level) / 2 (each value falls
+    below the median with probability 1/2), so that it covers the median with probability at least ``level``.
+    ``None`` when there are too few values for any such k (n < 6 at 0.95)."""
+    n, tail = len(values), (1 - level) / 2
+    k, below = 0, 0.0  # below = P(Binomial(n, 1/2) <= k - 1)
+    while below + math.comb(n, k) / 2**n <= tail:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    if k == 0:
+        return None
+    ordered = sorted(values)
+    return ordered[k - 1], ordered[n - k]
+
+
+def verdict(row: dict) -> str:
+    """``faster``, ``slower`` or ``level`` (within the noise) from a row's 95% interval of the median ratio."""
+    if row["ratio_low"] is not None and row["ratio_low"] > 1:
+        return "faster"
+    if row["ratio_high"] is not None and row["ratio_high"] < 1:
+        return "slower"
+    return "level"
 
 
 def summarize(seconds: dict[str, list[float]], calls: int) -> dict:
     """Speed of ours over diffusers' (> 1: ours faster) from the rounds' seconds: the ratio of the best rounds, the
-    median of the per-round ratios and their range; the best seconds per network call of each side."""
+    median of the per-round ratios with its 95% interval (:func:`median_interval`) and their range; the best seconds
+    per network call of each side."""
     per_round = sorted(d / o for o, d in zip(seconds["ours"], seconds["diffusers"]))
+    low, high = median_interval(per_round) or (None, None)
     return {"ratio_best": min(seconds["diffusers"]) / min(seconds["ours"]),
-            "ratio_median": statistics.median(per_round), "ratio_min": per_round[0], "ratio_max": per_round[-1],
+            "ratio_median": statistics.median(per_round), "ratio_low": low, "ratio_high": high,
+            "ratio_min": per_round[0], "ratio_max": per_round[-1],
             "ours_per_call_s": min(seconds["ours"]) / calls, "diffusers_per_call_s": min(seconds["diffusers"]) / calls}
 
 
-def measure(device_type: str, quick: bool, rounds: int | None) -> list[dict]:
+def measure(device_type: str, quick: bool, rounds: int | None, seconds: float = 0.0) -> list[dict]:
+    """Every pair's row; the zero-network rounds get a quarter of ``seconds``."""
     device = torch.device(device_type)
     rows = []
     for ours, peer in pairs(device_type, quick):
-        n = rounds or max(ours.rounds, 5)
+        n = rounds or max(ours.rounds, 9)
         row = {"workload": ours.workload, "preset": ours.preset, "batch": ours.batch, "precision": ours.precision,
                "compile": ours.compile or "eager", "channels_last": ours.channels_last, "calls": ours.steps,
-               "rounds": n, "ours": ours.id, "peer": peer.id}
-        row["seconds"] = time_pair(ours, peer, device, n)
+               "ours": ours.id, "peer": peer.id}
+        row["seconds"] = time_pair(ours, peer, device, n, seconds=seconds)
+        row["rounds"] = len(row["seconds"]["ours"])
         row.update(summarize(row["seconds"], ours.steps))
-        row["overhead_seconds"] = time_pair(ours, peer, device, n, zero_network=True)
+        row["overhead_seconds"] = time_pair(ours, peer, device, n, zero_network=True, seconds=seconds / 4)
         over = summarize(row["overhead_seconds"], ours.steps)
         row.update(overhead_ours_per_call_s=over["ours_per_call_s"],
                    overhead_diffusers_per_call_s=over["diffusers_per_call_s"])
@@ -129,26 +169,33 @@ def _line(r: dict) -> str:
     setting = " ".join([r["precision"], *(["channels_last"] if r["channels_last"] else []), r["compile"]])
     return (f"| {r['workload']} | {r['preset']} | {r['batch']} | {setting} | {r['calls']} | {r['rounds']} "
             f"| {1e3 * r['ours_per_call_s']:.2f} | {1e3 * r['diffusers_per_call_s']:.2f} | {r['ratio_best']:.3f}x "
-            f"| {r['ratio_median']:.3f}x ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) "
+            f"| {r['ratio_median']:.3f}x | {_interval(r)} | {verdict(r)} "
             f"| {1e6 * r['overhead_ours_per_call_s']:.0f} | {1e6 * r['overhead_diffusers_per_call_s']:.0f} |")
+
+
+def _interval(r: dict) -> str:
+    return "too few rounds" if r["ratio_low"] is None else f"{r['ratio_low']:.3f}-{r['ratio_high']:.3f}"
 
 
 def table(result: dict) -> str:
     head = ("| Sampler | Preset | Batch | Setting | Network calls | Rounds | Ours ms / call | diffusers ms / call "
-            "| Speed, best rounds | Speed, median round (range) | Ours loop µs / call | diffusers loop µs / call |\n"
-            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            "| Speed, best rounds | Speed, median round | 95% interval of the median | Verdict | Ours loop µs / call "
+            "| diffusers loop µs / call |\n"
+            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
     return "\n".join([head, *(_line(r) for r in result["rows"])])
 
 
 def section(result: dict) -> list[str]:
     """The Benchmarks page's section for one stored result."""
-    slower = [r for r in result["rows"] if r["ratio_best"] < 1]
-    verdict = ("ours is at least as fast on every row (best rounds)" if not slower else
-               f"ours is slower on {len(slower)} of {len(result['rows'])} rows (best rounds): "
-               + ", ".join(f"{r['workload']} {r['preset']} b{r['batch']} {r['ratio_best']:.3f}x" for r in slower))
-    dearer = [r for r in result["rows"] if r["overhead_ours_per_call_s"] > r["overhead_diffusers_per_call_s"]]
+    rows = result["rows"]
+    counts = {v: [r for r in rows if verdict(r) == v] for v in ("faster", "level", "slower")}
+    result_line = (f"ours faster on {len(counts['faster'])} of {len(rows)} rows, level within the noise on "
+                   f"{len(counts['level'])}, slower on {len(counts['slower'])}"
+                   + "".join(f" ({r['workload']} {r['preset']} b{r['batch']}, median {r['ratio_median']:.3f}x)"
+                             for r in counts["slower"]))
+    dearer = [r for r in rows if r["overhead_ours_per_call_s"] > r["overhead_diffusers_per_call_s"]]
     loops = ("ours is the cheaper on every row" if not dearer else
-             f"ours is the cheaper on {len(result['rows']) - len(dearer)} of {len(result['rows'])} rows; dearer on "
+             f"ours is the cheaper on {len(rows) - len(dearer)} of {len(rows)} rows; dearer on "
              + ", ".join(f"{r['workload']} {r['preset']} b{r['batch']} ({1e6 * r['overhead_ours_per_call_s']:.0f} "
                          f"against {1e6 * r['overhead_diffusers_per_call_s']:.0f} µs)" for r in dearer))
     return ["## Sampling against diffusers, interleaved", "",
@@ -157,10 +204,12 @@ def section(result: dict) -> list[str]:
             f"torch threads (load average {result['loadavg_start'][0]:.2f} at the start, "
             f"{result['loadavg_end'][0]:.2f} at the end). Command: `python -m benchmarks.interleaved "
             f"{' '.join(result['argv'])}`. Speed is diffusers' seconds over ours (above 1: ours faster). *Loop µs / "
-            "call*: the same loops around a network that returns zeros, per network call. Result: "
-            f"{verdict}. The loops alone: {loops}. A row's speed is mostly the network's, the same on both "
-            "sides: where the rounds' ratios spread wider than the loops differ, the row says which side the "
-            "machine favoured more than which loop is faster.", "", table(result), ""]
+            "call*: the same loops around a network that returns zeros, per network call. *Verdict*: from the "
+            "distribution-free 95% interval of the median per-round ratio (faster: the interval above 1; slower: "
+            f"below 1; level: it holds 1). Result: {result_line}. The loops alone: {loops}. A row's speed is mostly "
+            "the network's, the same on both sides: where the rounds' ratios spread wider than the loops differ, "
+            "a level row is what the measurement can say, and its best-round ratio says which side the machine "
+            "favoured more than which loop is faster.", "", table(result), ""]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,10 +217,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="the matrix's quick rows only")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per side (default: the row's, at least 5)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="least rounds per side (default: the row's, at least 9); 6 or more")
+    parser.add_argument("--seconds", type=float, default=0.0,
+                        help="more rounds until a row's rounds took this long (the zero-network rounds a quarter)")
     ns = parser.parse_args(argv)
+    if ns.rounds is not None and ns.rounds < 6:
+        parser.error(f"--rounds must be at least 6 (fewer give no 95% interval of the median), got {ns.rounds}")
+    if not ns.seconds >= 0:
+        parser.error(f"--seconds must be 0 or more, got {ns.seconds}")
     load_start = os.getloadavg()
-    rows = measure(ns.device, ns.quick, ns.rounds)
+    rows = measure(ns.device, ns.quick, ns.rounds, ns.seconds)
     result = {"kind": "interleaved", "rows": rows, "machine": hardware.cpu_description(),
               "threads": torch.get_num_threads(),
               "torch": torch.__version__, "loadavg_start": load_start, "loadavg_end": os.getloadavg(),

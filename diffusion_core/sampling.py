@@ -121,7 +121,9 @@ def run(step: Step, x_T: torch.Tensor, steps: int, *, last: Step | None = None, 
     step_c = _compiled(step, x_T, compile)
     last_c = step_c if last is None else _compiled(last, x_T, compile)
     own = (lambda y: torch.empty_like(x_T).copy_(y)) if compile else (lambda y: y)
-    x, prev = own(x_T), torch.zeros_like(x_T)
+    # prev's zeros: eagerly a stride-0 view of one zero (no full-size write; multistep solvers read it only through
+    # arithmetic); compiled, a real tensor with x_T's layout, the strides every later step's prev has.
+    x, prev = own(x_T), torch.zeros_like(x_T) if compile else x_T.new_zeros(()).expand(x_T.shape)
     states, preds = ([x_T], []) if return_trajectory else (None, None)
     # On the CPU: the cores others leave free. Not for one step: the first decision comes at a later step's update
     # (it needs the load over `interval` seconds since the start), so one step would only read /proc/stat.

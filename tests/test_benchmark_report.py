@@ -452,7 +452,8 @@ def _stored_interleaved() -> list[dict]:
 
 def test_interleaved_rows_are_the_stored_rounds():
     """The interleaved sampler table (benchmarks/interleaved.py): each row's speed figures are recomputed here from
-    its stored per-round seconds, and the page shows them."""
+    its stored per-round seconds (the interval with the function tests/test_interleaved.py checks), and the page
+    shows them."""
     from benchmarks import interleaved
 
     results = _stored_interleaved()
@@ -469,6 +470,7 @@ def test_interleaved_rows_are_the_stored_rounds():
             assert r["ratio_best"] == pytest.approx(min(theirs) / min(ours), rel=1e-12)
             assert r["ratio_median"] == pytest.approx(middle, rel=1e-12)
             assert (r["ratio_min"], r["ratio_max"]) == (per_round[0], per_round[-1])
+            assert (r["ratio_low"], r["ratio_high"]) == interleaved.median_interval(per_round)
             assert r["ours_per_call_s"] == pytest.approx(min(ours) / r["calls"], rel=1e-12)
 
 
