@@ -78,9 +78,9 @@ def _workload(case: Case, device: torch.device, zero_network: bool):
 
 
 def time_pair(ours: Case, peer: Case, device: torch.device, rounds: int, zero_network: bool = False,
-              seconds: float = 0.0) -> dict:
+              seconds: float = 0.0, max_rounds: int = 100) -> dict:
     """Seconds of alternating rounds of each side (after one untimed round each): ``rounds`` rounds, then more while
-    the rounds so far took under ``seconds``, ending on an even count. The garbage collector
+    the rounds so far took under ``seconds`` (at most ``max_rounds``), ending on an even count. The garbage collector
     runs once before the rounds and is off during them, as in ``timeit``: a collection inside one side's round is
     the other side's luck, and collecting before every round left each round's first operations cache-cold (a
     one-call round paid that on top of the call; the suite times its rounds back to back)."""
@@ -94,7 +94,7 @@ def time_pair(ours: Case, peer: Case, device: torch.device, rounds: int, zero_ne
     gc.disable()
     try:
         r, spent = 0, 0.0
-        while r < rounds or (spent < seconds or r % 2):
+        while r < rounds or ((spent < seconds or r % 2) and r < max_rounds):
             for k in (("ours", "diffusers") if r % 2 == 0 else ("diffusers", "ours")):
                 start = time.perf_counter()
                 sides[k]()
@@ -144,7 +144,8 @@ def summarize(seconds: dict[str, list[float]], calls: int) -> dict:
             "ours_per_call_s": min(seconds["ours"]) / calls, "diffusers_per_call_s": min(seconds["diffusers"]) / calls}
 
 
-def measure(device_type: str, quick: bool, rounds: int | None, seconds: float = 0.0) -> list[dict]:
+def measure(device_type: str, quick: bool, rounds: int | None, seconds: float = 0.0,
+            max_rounds: int = 100) -> list[dict]:
     """Every pair's row; the zero-network rounds get a quarter of ``seconds``."""
     device = torch.device(device_type)
     rows = []
@@ -153,10 +154,11 @@ def measure(device_type: str, quick: bool, rounds: int | None, seconds: float = 
         row = {"workload": ours.workload, "preset": ours.preset, "batch": ours.batch, "precision": ours.precision,
                "compile": ours.compile or "eager", "channels_last": ours.channels_last, "calls": ours.steps,
                "ours": ours.id, "peer": peer.id}
-        row["seconds"] = time_pair(ours, peer, device, n, seconds=seconds)
+        row["seconds"] = time_pair(ours, peer, device, n, seconds=seconds, max_rounds=max_rounds)
         row["rounds"] = len(row["seconds"]["ours"])
         row.update(summarize(row["seconds"], ours.steps))
-        row["overhead_seconds"] = time_pair(ours, peer, device, n, zero_network=True, seconds=seconds / 4)
+        row["overhead_seconds"] = time_pair(ours, peer, device, n, zero_network=True, seconds=seconds / 4,
+                                            max_rounds=max_rounds)
         over = summarize(row["overhead_seconds"], ours.steps)
         row.update(overhead_ours_per_call_s=over["ours_per_call_s"],
                    overhead_diffusers_per_call_s=over["diffusers_per_call_s"])
@@ -221,13 +223,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="least rounds per side (default: the row's, at least 9); 6 or more")
     parser.add_argument("--seconds", type=float, default=0.0,
                         help="more rounds until a row's rounds took this long (the zero-network rounds a quarter)")
+    parser.add_argument("--max-rounds", type=int, default=100, help="the most rounds --seconds adds up to (even)")
     ns = parser.parse_args(argv)
     if ns.rounds is not None and ns.rounds < 6:
         parser.error(f"--rounds must be at least 6 (fewer give no 95% interval of the median), got {ns.rounds}")
+    if ns.max_rounds < 6 or ns.max_rounds % 2:
+        parser.error(f"--max-rounds must be an even number, 6 or more, got {ns.max_rounds}")
     if not ns.seconds >= 0:
         parser.error(f"--seconds must be 0 or more, got {ns.seconds}")
     load_start = os.getloadavg()
-    rows = measure(ns.device, ns.quick, ns.rounds, ns.seconds)
+    rows = measure(ns.device, ns.quick, ns.rounds, ns.seconds, ns.max_rounds)
     result = {"kind": "interleaved", "rows": rows, "machine": hardware.cpu_description(),
               "threads": torch.get_num_threads(),
               "torch": torch.__version__, "loadavg_start": load_start, "loadavg_end": os.getloadavg(),

@@ -75,3 +75,5 @@ def test_time_pair_adds_rounds_until_the_budget_is_spent(monkeypatch):
     # 2 s a round: 15 rounds spend 30 s, the 16th reaches 32 s and is even
     assert len(taken["ours"]) == 16 and sum(taken["ours"]) + sum(taken["diffusers"]) == 32
     assert len(interleaved.time_pair("ours", "theirs", torch.device("cpu"), rounds=10, seconds=3)["ours"]) == 10
+    assert len(interleaved.time_pair("ours", "theirs", torch.device("cpu"), rounds=6, seconds=1e9,
+                                     max_rounds=12)["ours"]) == 12
