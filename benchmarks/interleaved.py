@@ -208,7 +208,8 @@ def section(result: dict) -> list[str]:
             f"{' '.join(result['argv'])}`. Speed is diffusers' seconds over ours (above 1: ours faster). *Loop µs / "
             "call*: the same loops around a network that returns zeros, per network call. *Verdict*: from the "
             "distribution-free 95% interval of the median per-round ratio (faster: the interval above 1; slower: "
-            f"below 1; level: it holds 1). Result: {result_line}. The loops alone: {loops}. A row's speed is mostly "
+            "below 1; level: it holds 1); it covers the noise between this run's rounds, not the drift between runs "
+            f"(see benchmarks/README.md). Result: {result_line}. The loops alone: {loops}. A row's speed is mostly "
             "the network's, the same on both sides: where the rounds' ratios spread wider than the loops differ, "
             "a level row is what the measurement can say, and its best-round ratio says which side the machine "
             "favoured more than which loop is faster.", "", table(result), ""]

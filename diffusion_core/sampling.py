@@ -12,6 +12,8 @@ never reads a value back to the host until the end, where it checks the sample o
 """
 from __future__ import annotations
 
+import math
+
 import threading
 from typing import Callable, NamedTuple
 
@@ -91,10 +93,10 @@ def _check_result(x: torch.Tensor, x_T: torch.Tensor, fn: str) -> None:
     """Raise :class:`NonFiniteError` when a sample holds NaN or Inf: one read-back after the loop (a named
     ``host_sync_point``), none in it. A NaN in ``x_T`` or in the network's output reaches every later state, so
     checking the result catches both. First the sum, finite unless an element is NaN or Inf or the sum overflows
-    (one pass, no mask; elementwise ``isfinite(x).all()`` costs several times as much on a CPU), then, only when it
-    is not, every element."""
+    (one pass, no mask, read as a Python float; elementwise ``isfinite(x).all()`` costs several times as much on a
+    CPU), then, only when it is not, every element."""
     with host_sync_point("non-finite check"):
-        if bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all()):
+        if math.isfinite(float(x.sum())) or bool(torch.isfinite(x).all()):
             return
         bad = int((~torch.isfinite(x.reshape(len(x), -1))).any(1).sum())
         cause = ("x_T holds NaN or Inf" if not bool(torch.isfinite(x_T).all())
@@ -121,9 +123,7 @@ def run(step: Step, x_T: torch.Tensor, steps: int, *, last: Step | None = None, 
     step_c = _compiled(step, x_T, compile)
     last_c = step_c if last is None else _compiled(last, x_T, compile)
     own = (lambda y: torch.empty_like(x_T).copy_(y)) if compile else (lambda y: y)
-    # prev's zeros: eagerly a stride-0 view of one zero (no full-size write; multistep solvers read it only through
-    # arithmetic); compiled, a real tensor with x_T's layout, the strides every later step's prev has.
-    x, prev = own(x_T), torch.zeros_like(x_T) if compile else x_T.new_zeros(()).expand(x_T.shape)
+    x, prev = own(x_T), torch.zeros_like(x_T)
     states, preds = ([x_T], []) if return_trajectory else (None, None)
     # On the CPU: the cores others leave free. Not for one step: the first decision comes at a later step's update
     # (it needs the load over `interval` seconds since the start), so one step would only read /proc/stat.
