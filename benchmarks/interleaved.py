@@ -39,6 +39,8 @@ from .pairing import like_peer
 __all__ = ["pairs", "time_pair", "median_interval", "verdict", "summarize", "table", "section"]
 
 SAMPLING = ("step", "ddpm", "ddim", "dpmpp2m", "heun")
+# The most rounds a time budget (--seconds) adds up to: even, so that each side leads as often.
+MAX_ROUNDS = 100
 
 
 def pairs(device_type: str, quick: bool) -> list[tuple[Case, Case]]:
@@ -78,7 +80,7 @@ def _workload(case: Case, device: torch.device, zero_network: bool):
 
 
 def time_pair(ours: Case, peer: Case, device: torch.device, rounds: int, zero_network: bool = False,
-              seconds: float = 0.0, max_rounds: int = 100) -> dict:
+              seconds: float = 0.0, max_rounds: int = MAX_ROUNDS) -> dict:
     """Seconds of alternating rounds of each side (after one untimed round each): ``rounds`` rounds, then more while
     the rounds so far took under ``seconds`` (at most ``max_rounds``), ending on an even count. The garbage collector
     runs once before the rounds and is off during them, as in ``timeit``: a collection inside one side's round is
@@ -94,7 +96,7 @@ def time_pair(ours: Case, peer: Case, device: torch.device, rounds: int, zero_ne
     gc.disable()
     try:
         r, spent = 0, 0.0
-        while r < rounds or ((spent < seconds or r % 2) and r < max_rounds):
+        while r < rounds or r % 2 or (spent < seconds and r < max_rounds):
             for k in (("ours", "diffusers") if r % 2 == 0 else ("diffusers", "ours")):
                 start = time.perf_counter()
                 sides[k]()
@@ -145,7 +147,7 @@ def summarize(seconds: dict[str, list[float]], calls: int) -> dict:
 
 
 def measure(device_type: str, quick: bool, rounds: int | None, seconds: float = 0.0,
-            max_rounds: int = 100) -> list[dict]:
+            max_rounds: int = MAX_ROUNDS) -> list[dict]:
     """Every pair's row; the zero-network rounds get a quarter of ``seconds``."""
     device = torch.device(device_type)
     rows = []
@@ -224,7 +226,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="least rounds per side (default: the row's, at least 9); 6 or more")
     parser.add_argument("--seconds", type=float, default=0.0,
                         help="more rounds until a row's rounds took this long (the zero-network rounds a quarter)")
-    parser.add_argument("--max-rounds", type=int, default=100, help="the most rounds --seconds adds up to (even)")
+    parser.add_argument("--max-rounds", type=int, default=MAX_ROUNDS,
+                        help="the most rounds --seconds adds up to (even)")
     ns = parser.parse_args(argv)
     if ns.rounds is not None and ns.rounds < 6:
         parser.error(f"--rounds must be at least 6 (fewer give no 95% interval of the median), got {ns.rounds}")

@@ -13,7 +13,6 @@ never reads a value back to the host until the end, where it checks the sample o
 from __future__ import annotations
 
 import math
-
 import threading
 from typing import Callable, NamedTuple
 

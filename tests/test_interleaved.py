@@ -77,3 +77,6 @@ def test_time_pair_adds_rounds_until_the_budget_is_spent(monkeypatch):
     assert len(interleaved.time_pair("ours", "theirs", torch.device("cpu"), rounds=10, seconds=3)["ours"]) == 10
     assert len(interleaved.time_pair("ours", "theirs", torch.device("cpu"), rounds=6, seconds=1e9,
                                      max_rounds=12)["ours"]) == 12
+    # more least rounds than the budget's bound, odd: still an even count
+    assert len(interleaved.time_pair("ours", "theirs", torch.device("cpu"), rounds=7, seconds=1e9,
+                                     max_rounds=6)["ours"]) == 8
