@@ -47,7 +47,7 @@ def _setup(model: Model, diffusion: Diffusion, x_T: torch.Tensor, steps, spacing
     check_diffusion(diffusion)
     steps = check_int("steps", steps, minimum=1, maximum=diffusion.num_timesteps)
     spacing = check_choice("spacing", spacing, TimestepSpacing)  # checked even when steps == T uses every index
-    grid = time_grid(diffusion.path, steps, spacing, sigma_max=sigma_max)
+    grid = time_grid(diffusion.path, steps, spacing, sigma_max=sigma_max, shared=True)  # read, never written
     if labels is not None:
         labels = check_labels(labels, x_T.shape[0]).to(x_T.device)
     return dict(denoiser=as_denoiser(model, diffusion), x=x_T, ts=grid, labels=labels,

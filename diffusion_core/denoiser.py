@@ -131,9 +131,16 @@ class Denoiser(BaseDenoiser):
         return _model_num_classes(self.network)
 
     def bind(self, diffusion: Diffusion) -> Denoiser:
+        return Denoiser.of_diffusion(self.network, diffusion, sigma_data=self.sigma_data)
+
+    @classmethod
+    def of_diffusion(cls, network: Callable[..., torch.Tensor], diffusion: Diffusion, *,
+                     sigma_data: float = EDM_SIGMA_DATA) -> Denoiser:
+        """``network`` on ``diffusion``'s DDPM path, target and variance channels: ``Denoiser(network).bind(diffusion)``
+        made in one step (a sampler's entry point does it at every call)."""
         check_diffusion(diffusion)
-        return Denoiser(self.network, diffusion.path, diffusion.parameterization, sigma_data=self.sigma_data,
-                        learned_variance=diffusion.learned_variance)
+        return cls(network, diffusion.path, diffusion.parameterization, sigma_data=sigma_data,
+                   learned_variance=diffusion.learned_variance)
 
     def output(self, x_t: torch.Tensor, t: torch.Tensor, c: Coefficients, *, labels: torch.Tensor | None = None,
                t_in: torch.Tensor | None = None, **cond: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -200,5 +207,6 @@ class Denoiser(BaseDenoiser):
 def as_denoiser(model: Any, diffusion: Diffusion | None = None) -> BaseDenoiser:
     """``model`` as a denoiser: itself when it is one already, else ``Denoiser(model)``; with ``diffusion``, bound
     to its DDPM path and target (:meth:`BaseDenoiser.bind`)."""
-    denoiser = model if isinstance(model, BaseDenoiser) else Denoiser(model)
-    return denoiser if diffusion is None else denoiser.bind(diffusion)
+    if isinstance(model, BaseDenoiser):
+        return model if diffusion is None else model.bind(diffusion)
+    return Denoiser(model) if diffusion is None else Denoiser.of_diffusion(model, diffusion)

@@ -25,7 +25,7 @@ import weakref
 
 import torch
 
-from ._validation import check_positive_int
+from ._validation import check_bool, check_positive_int
 from .errors import InvalidInput
 from .paths import DiscreteVP, GaussianPath
 from .schedule import KARRAS_RHO, TimestepSpacing, spaced_timesteps
@@ -44,7 +44,7 @@ def _t_of_edm_sigma(path: GaussianPath, edm_sigma: float) -> float:
                                                                                                        dtype=torch.float64))))
 
 
-def _discrete_grid(path: DiscreteVP, steps: int, spacing: str, t_max: float) -> torch.Tensor:
+def _discrete_grid(path: DiscreteVP, steps: int, spacing: str, t_max: float, shared: bool) -> torch.Tensor:
     top = int(round(t_max))
     if top != t_max or not 1 <= top <= path.T:
         raise InvalidInput(f"t_max must be an integer step in [1, {path.T}] on a discrete path, got {t_max}")
@@ -57,14 +57,18 @@ def _discrete_grid(path: DiscreteVP, steps: int, spacing: str, t_max: float) -> 
         if len(made) >= _GRIDS_PER_PATH:
             made.pop(next(iter(made)))
         made[key] = torch.cat([(idx + 1).flip(0).to(torch.float64), torch.zeros(1, dtype=torch.float64)])
-    return made[key].clone()
+    return made[key] if shared else made[key].clone()
 
 
 def time_grid(path: GaussianPath, steps: int, spacing: str | None = None, *, t_max: float | None = None,
-              t_min: float | None = None, sigma_max: float | None = None) -> torch.Tensor:
+              t_min: float | None = None, sigma_max: float | None = None, shared: bool = False) -> torch.Tensor:
     """``steps + 1`` decreasing times from the start to 0 (see the module's docstring). ``spacing`` defaults to
-    ``"linspace"`` on a discrete path and ``"uniform"`` elsewhere."""
-    steps = check_positive_int("steps", steps)
+    ``"linspace"`` on a discrete path and ``"uniform"`` elsewhere.
+
+    A discrete path's grids are made once and kept (the last few per path); each call returns a copy, or with
+    ``shared=True`` the kept tensor itself, which the caller reads and never writes (the DDPM entry points pass it
+    straight to a sampler). Other paths' grids are made at each call."""
+    steps, shared = check_positive_int("steps", steps), check_bool("shared", shared)
     if t_max is not None and sigma_max is not None:
         raise InvalidInput("pass t_max or sigma_max, not both (sigma_max chooses t_max)")
     if sigma_max is not None:
@@ -78,7 +82,7 @@ def time_grid(path: GaussianPath, steps: int, spacing: str | None = None, *, t_m
         spacing = TimestepSpacing.LINSPACE if spacing is None else spacing
         if t_min is not None:
             raise InvalidInput("t_min is not an option on a discrete path: its grids end at step 1")
-        return _discrete_grid(path, steps, spacing, t_max)
+        return _discrete_grid(path, steps, spacing, t_max, shared)
     spacing = "uniform" if spacing is None else spacing
     if spacing not in _CONTINUOUS_SPACINGS:
         allowed = ", ".join(repr(s) for s in _CONTINUOUS_SPACINGS)

@@ -34,6 +34,7 @@ _SHAPES_PER_GRID = 4
 
 
 class _Tables(NamedTuple):
+    steps: int  # the grid's times less one
     alpha64: torch.Tensor  # float64, CPU
     sigma64: torch.Tensor
     ts: torch.Tensor  # float64, on the state's device
@@ -53,19 +54,24 @@ class _Rows(NamedTuple):
     network_times: tuple[torch.Tensor, ...]
 
 
-def _grid_tables(path, ts: torch.Tensor, device: torch.device, dtype: torch.dtype) -> _Tables:
-    """The tables of the grid ``ts`` (float64, CPU), checked, made once per path, grid, device and dtype."""
-    key = (tuple(ts.tolist()), str(device), dtype) if ts.ndim == 1 else None
+def _grid_tables(path, ts, device: torch.device, dtype: torch.dtype) -> _Tables:
+    """The tables of the grid ``ts``, checked, made once per path, grid values, device and dtype: a grid seen before
+    is found by its values, with no conversion or check repeated."""
     cached = _TABLES.setdefault(path, {})
-    if key in cached:
-        return cached[key]
+    if not isinstance(ts, torch.Tensor):  # a list of times
+        ts = torch.as_tensor(ts, dtype=torch.float64)
+    key = (tuple(ts.tolist()), device, dtype) if ts.ndim == 1 else None  # equal values convert to equal tables
+    tables = cached.get(key)
+    if tables is not None:
+        return tables
+    ts = torch.as_tensor(ts, dtype=torch.float64).detach().cpu()
     if ts.ndim != 1 or ts.numel() < 2 or ts[-1] != 0 or not bool((ts[1:] < ts[:-1]).all()):
         raise InvalidInput("ts must be a decreasing 1-D grid of at least 2 times ending at 0 (time_grid makes one), "
-                           f"got {ts.tolist()[:8]}{'...' if ts.numel() > 8 else ''}")
+                           f"got shape {tuple(ts.shape)}: {ts.reshape(-1).tolist()[:8]}{'...' if ts.numel() > 8 else ''}")
     alpha64, sigma64 = path.alpha(ts), path.sigma(ts)
     derivatives = None if isinstance(path, DiscreteVP) else tuple(
         v.to(device=device, dtype=dtype) for v in path.derivatives(ts))
-    tables = _Tables(alpha64, sigma64, ts.to(device), alpha64.to(device=device, dtype=dtype),
+    tables = _Tables(ts.numel() - 1, alpha64, sigma64, ts.to(device), alpha64.to(device=device, dtype=dtype),
                      sigma64.to(device=device, dtype=dtype), derivatives, path.network_time(ts).to(device), {}, {})
     if len(cached) >= _TABLES_PER_PATH:
         cached.pop(next(iter(cached)))
@@ -106,10 +112,9 @@ class StepGrid:
         path = denoiser.path
         if path is None:
             raise InvalidInput("the denoiser has no path: build it with Denoiser(network, path, target)")
-        ts = torch.as_tensor(ts, dtype=torch.float64).detach().cpu()
-        self.steps, self.batch, self.ndim = ts.numel() - 1, x.shape[0], x.ndim
+        self.batch, self.ndim = x.shape[0], x.ndim
         self._tables = _grid_tables(path, ts, x.device, x.dtype)
-        (self.alpha64, self.sigma64, self.ts, self.alpha, self.sigma, self.derivatives,
+        (self.steps, self.alpha64, self.sigma64, self.ts, self.alpha, self.sigma, self.derivatives,
          self.network_time, _, _) = self._tables
         self._rows: _Rows | None = None
         self._views: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}

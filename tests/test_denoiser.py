@@ -11,7 +11,7 @@ from diffusion_core.denoiser import Denoiser, as_denoiser
 from diffusion_core.errors import InvalidInput, InvalidInputType
 from diffusion_core.guidance import ClassifierFreeGuidance
 from diffusion_core.nn import MLPDenoiser
-from diffusion_core.targets import Prediction, to_x0_eps
+from diffusion_core.targets import Prediction, Target, to_x0_eps
 
 F64 = dict(dtype=torch.float64)
 
@@ -156,6 +156,20 @@ def test_denoiser_arguments_are_checked():
 def test_bind_needs_a_diffusion():
     with pytest.raises(InvalidInputType, match="diffusion must be a Diffusion"):
         Denoiser(Recorder()).bind(NoiseSchedule.linear(10))
+    with pytest.raises(InvalidInputType, match="diffusion must be a Diffusion"):
+        as_denoiser(Recorder(), NoiseSchedule.linear(10))
+
+
+def test_a_network_on_a_diffusion_is_bound_in_one_step():
+    """``as_denoiser(network, diffusion)`` (what every DDPM entry point does) is ``Denoiser(network).bind(diffusion)``:
+    the diffusion's path, target and variance channels, the default sigma_data; a denoiser keeps its own sigma_data."""
+    d = Diffusion(NoiseSchedule.linear(10), "v", "learned_range")
+    net = Recorder()
+    one, two = as_denoiser(net, d), Denoiser(net).bind(d)
+    for den in (one, two):
+        assert type(den) is Denoiser and den.network is net and den.path is d.path
+        assert (den.target, den.learned_variance, den.sigma_data) == (Target.V, True, 0.5)
+    assert Denoiser(net, sigma_data=2.0).bind(d).sigma_data == 2.0
 
 
 def test_num_classes_is_read_from_the_network_config():

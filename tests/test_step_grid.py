@@ -10,7 +10,7 @@ import torch
 
 import diffusion_core as dc
 from diffusion_core import grids, sampling, step_grid
-from diffusion_core.errors import NonFiniteError
+from diffusion_core.errors import InvalidInput, NonFiniteError
 from diffusion_core.paths import ContinuousVP, RectifiedFlow
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -97,6 +97,38 @@ def test_a_discrete_grid_is_made_once_and_handed_out_as_a_copy():
     assert torch.equal(again, dc.time_grid(path, 10, "trailing"))
     assert len(grids._DISCRETE_GRIDS[path]) == 1
     assert torch.equal(dc.time_grid(path, 10, "linspace")[:-1], (dc.spaced_timesteps(100, 10) + 1).flip(0).double())
+
+
+def test_a_shared_grid_is_the_kept_tensor_itself():
+    """``shared=True`` hands out the kept grid (the entry points pass it straight to a sampler, which never writes
+    it): the same tensor at every call, equal to the copy; on a continuous path a new grid each call."""
+    path = dc.Diffusion(dc.NoiseSchedule.linear(100)).path
+    kept = dc.time_grid(path, 10, "trailing", shared=True)
+    assert dc.time_grid(path, 10, "trailing", shared=True) is kept
+    assert torch.equal(kept, dc.time_grid(path, 10, "trailing")) and dc.time_grid(path, 10, "trailing") is not kept
+    continuous = ContinuousVP.cosine()
+    assert dc.time_grid(continuous, 4, shared=True) is not dc.time_grid(continuous, 4, shared=True)
+    with pytest.raises(dc.errors.InvalidInputType, match="shared must be True or False, got 'yes'"):
+        dc.time_grid(path, 10, shared="yes")
+
+
+def test_a_grid_seen_before_is_found_by_its_values():
+    """The tables are made once per grid values, device and dtype: a float32 or int copy of a float64 grid finds
+    the same tables (its values convert exactly), a changed value makes new ones, and a bad grid is refused on
+    every call, also when it looks like a good one's start."""
+    path = dc.Diffusion(dc.NoiseSchedule.linear(100)).path
+    x = torch.zeros(2, 3)
+    den = dc.Denoiser(lambda x, t: x, path)
+    g = step_grid.StepGrid(den, x, torch.tensor([90.0, 40.0, 0.0], dtype=torch.float64))
+    for same in (torch.tensor([90.0, 40.0, 0.0]), torch.tensor([90, 40, 0]), [90.0, 40.0, 0.0]):
+        assert step_grid.StepGrid(den, x, same)._tables is g._tables
+    other = step_grid.StepGrid(den, x, torch.tensor([90.0, 41.0, 0.0]))
+    assert other._tables is not g._tables and other.steps == g.steps == 2
+    assert torch.equal(other.alpha64, path.alpha(torch.tensor([90.0, 41.0, 0.0], dtype=torch.float64)))
+    for bad in (torch.tensor([[90.0, 40.0, 0.0]]), torch.tensor([90.0, float("nan"), 0.0]), torch.tensor(0.0)):
+        for _ in range(2):
+            with pytest.raises(InvalidInput, match="ts must be a decreasing 1-D grid"):
+                step_grid.StepGrid(den, x, bad)
 
 
 def test_the_result_check_catches_what_the_sum_hides_and_passes_an_overflowing_sum():
