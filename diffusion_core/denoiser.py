@@ -19,6 +19,7 @@ Notation (code name → symbol):
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import torch
@@ -50,6 +51,11 @@ class BaseDenoiser:
         """This denoiser on ``diffusion``'s DDPM path, target and variance channels (the DDPM entry points
         ``ddim_sample(model, diffusion, ...)`` and ``training_losses`` call it: the diffusion decides)."""
         raise NotImplementedError
+
+    def for_run(self) -> BaseDenoiser:
+        """This denoiser for one sampler run, during which its network does not change: what it would look up
+        about the network at every call is looked up once (a sampler calls it before its loop). Itself here."""
+        return self
 
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, c: Coefficients, t_in: torch.Tensor, *,
                 labels: torch.Tensor | None = None, **cond: Any) -> Prediction:
@@ -103,6 +109,9 @@ class Denoiser(BaseDenoiser):
     class, not an ``nn.Module``: the network stays the module you train, move and save.
     """
 
+    # (weight dtype, class count) of the network, fixed for a sampler run by for_run; None: looked up at each call
+    _fixed: tuple[torch.dtype | None, int | None] | None = None
+
     def __init__(self, network: Callable[..., torch.Tensor], path: GaussianPath | None = None,
                  target: Target | str = Target.EPS, *, sigma_data: float = EDM_SIGMA_DATA,
                  learned_variance: bool = False) -> None:
@@ -128,7 +137,14 @@ class Denoiser(BaseDenoiser):
     def num_classes(self) -> int | None:
         """The network's ``config.num_classes`` (0: unconditional; K: classes 0..K-1, null label K), or ``None``
         when the network has no such config (a plain callable)."""
-        return _model_num_classes(self.network)
+        return _model_num_classes(self.network) if self._fixed is None else self._fixed[1]
+
+    def for_run(self) -> Denoiser:
+        """A copy that reads the network's weight dtype and class count once, here, instead of at every call (on a
+        small network, walking the module for its first weight costs about as much as a sampler's update)."""
+        run = copy.copy(self)
+        run._fixed = (self._weights_dtype(), self.num_classes)
+        return run
 
     def bind(self, diffusion: Diffusion) -> Denoiser:
         return Denoiser.of_diffusion(self.network, diffusion, sigma_data=self.sigma_data)
@@ -191,14 +207,19 @@ class Denoiser(BaseDenoiser):
         y, var_output = self.output(x_t, t, c, labels=labels, t_in=t_in, **cond)
         return self.read(y, x_t, c, var_output)
 
+    def _weights_dtype(self) -> torch.dtype | None:
+        """The dtype of the network's first weight when it is floating point, else (a plain callable) ``None``."""
+        params = getattr(self.network, "parameters", None)
+        p = next(iter(params()), None) if callable(params) else None
+        return p.dtype if p is not None and p.is_floating_point() else None
+
     def _as_network_dtype(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in the dtype of the network's weights (a float64 or float16 state for a float32 network); the
         output comes back in :math:`x_t`'s dtype. A plain callable gets ``x`` as it is."""
-        params = getattr(self.network, "parameters", None)
-        p = next(iter(params()), None) if callable(params) else None
-        if p is None or not p.is_floating_point() or p.dtype == x.dtype or torch.is_autocast_enabled(x.device.type):
+        dtype = self._weights_dtype() if self._fixed is None else self._fixed[0]
+        if dtype is None or dtype == x.dtype or torch.is_autocast_enabled(x.device.type):
             return x
-        return x.to(p.dtype)
+        return x.to(dtype)
 
     def __repr__(self) -> str:
         return f"Denoiser({type(self.network).__name__}, {self.path!r}, target={self.target.value})"

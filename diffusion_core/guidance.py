@@ -25,6 +25,7 @@ Notation (code name → paper symbol):
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -123,6 +124,11 @@ class ClassifierFreeGuidance(BaseDenoiser):
     def bind(self, diffusion) -> ClassifierFreeGuidance:
         return ClassifierFreeGuidance(self.denoiser.bind(diffusion), self.scale, self.null_label, self.rescale,
                                       allow_null=self.allow_null)
+
+    def for_run(self) -> ClassifierFreeGuidance:
+        run = copy.copy(self)
+        run.denoiser = self.denoiser.for_run()
+        return run
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, *, labels: torch.Tensor | None = None,
                  **cond: Any) -> Prediction:

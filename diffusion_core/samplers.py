@@ -36,6 +36,7 @@ def _predictor(denoiser: BaseDenoiser, grid: StepGrid, labels, clip, percentile:
     :math:`\\hat x_0` clipped by ``clip``. ``keep=True`` for an :math:`\\hat x_0` the sampler keeps across network
     calls or returns as the sample."""
     clip = check_choice("clip", clip, Clip)
+    denoiser = denoiser.for_run()
 
     def pred(x: torch.Tensor, k: torch.Tensor | None = None, *, t: torch.Tensor | None = None, keep: bool = False):
         if t is None:

@@ -34,6 +34,7 @@ Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"
 _STEP_INDEX: dict[torch.device, list[torch.Tensor]] = {}
 _POSITION: dict[int, int] = {}
 _GROWING = threading.Lock()
+_NO_ADAPTING = AdaptiveThreads(enabled=False)  # disabled, it holds no state: one serves every one-step run
 
 
 def step_index(i: int, device: torch.device) -> torch.Tensor:
@@ -126,7 +127,7 @@ def run(step: Step, x_T: torch.Tensor, steps: int, *, last: Step | None = None, 
     states, preds = ([x_T], []) if return_trajectory else (None, None)
     # On the CPU: the cores others leave free. Not for one step: the first decision comes at a later step's update
     # (it needs the load over `interval` seconds since the start), so one step would only read /proc/stat.
-    with AdaptiveThreads.for_device(x.device) if steps > 1 else AdaptiveThreads(enabled=False) as threads:
+    with AdaptiveThreads.for_device(x.device) if steps > 1 else _NO_ADAPTING as threads:
         for i in progress_bar(range(steps), disable=not progress, desc=desc, leave=False):
             threads.update()
             k = step_index(i, x.device)

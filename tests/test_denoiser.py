@@ -172,6 +172,40 @@ def test_a_network_on_a_diffusion_is_bound_in_one_step():
     assert Denoiser(net, sigma_data=2.0).bind(d).sigma_data == 2.0
 
 
+class CountingMLP(MLPDenoiser):
+    """Counts the walks over its weights (what the denoiser does to learn their dtype)."""
+
+    walks = 0
+
+    def parameters(self, recurse: bool = True):
+        CountingMLP.walks += 1
+        return super().parameters(recurse)
+
+
+def test_a_denoiser_for_a_run_looks_the_network_up_once_and_predicts_the_same():
+    """``for_run`` (samplers call it before their loop) reads the weight dtype and class count once; its predictions
+    equal the denoiser's own, float64 states cast to the float32 weights in both; the denoiser itself still looks
+    them up at every call, so a network converted between runs is seen; a guided denoiser's run fixes its inner one."""
+    d = Diffusion(NoiseSchedule.linear(10, **F64))
+    net = CountingMLP(dim=3, hidden=16, depth=2, num_classes=4).eval()
+    den = Denoiser(net).bind(d)
+    x, t = _batch()
+    labels = torch.arange(6) % 4
+    CountingMLP.walks = 0
+    run = den.for_run()
+    assert CountingMLP.walks == 1 and run.network is net and run.num_classes == 4
+    for _ in range(3):
+        assert torch.equal(run(x, t + 1, labels=labels).x0, den(x, t + 1, labels=labels).x0)
+    assert CountingMLP.walks == 4  # one for the run, one per call of the denoiser itself
+    net.double()
+    assert den(x, t + 1, labels=labels).x0.dtype == torch.float64 and den.for_run()._fixed == (torch.float64, 4)
+    guided = ClassifierFreeGuidance(den, 2.0)
+    guided_run = guided.for_run()
+    assert guided_run.denoiser._fixed == (torch.float64, 4) and guided.denoiser._fixed is None
+    assert (guided_run.scale, guided_run.null_label) == (guided.scale, guided.null_label)
+    assert torch.equal(guided_run(x, t + 1, labels=labels).x0, guided(x, t + 1, labels=labels).x0)
+
+
 def test_num_classes_is_read_from_the_network_config():
     assert Denoiser(MLPDenoiser(num_classes=4)).num_classes == 4
     assert Denoiser(MLPDenoiser()).num_classes == 0
