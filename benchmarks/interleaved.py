@@ -15,8 +15,10 @@ the median), and it decides the row's verdict: ours faster when the whole interv
 lies below, else level within the machine's noise. A row runs at least ``--rounds`` rounds and, with
 ``--seconds S``, more until its rounds took S seconds (an even number, so each side leads as often).
 
-Each side also runs once more on a network that returns zeros at once (the ``overhead`` rows): the sampler's own
-time per network call, what a sampler loop adds to the network's time.
+The loop's own time per network call comes two ways. On the CPU the network is timed inside each of its calls
+(:class:`_Timed`), and a round's seconds less its network's are what the loop adds around the real network, with the
+caches as the network leaves them (``loop_*``). And each side runs once more on a network that returns zeros at once
+(the ``overhead`` rows): the loop alone, warm.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from . import hardware
 from .matrix import Case, cases
 from .pairing import like_peer
 
-__all__ = ["pairs", "time_pair", "median_interval", "verdict", "summarize", "table", "section"]
+__all__ = ["pairs", "time_pair", "median_interval", "verdict", "summarize", "loop_per_call", "table", "section"]
 
 SAMPLING = ("step", "ddpm", "ddim", "dpmpp2m", "heun")
 # The most rounds a time budget (--seconds) adds up to: even, so that each side leads as often.
@@ -68,12 +70,29 @@ class _Zeros(torch.nn.Module):
         return torch.zeros_like(x)
 
 
+class _Timed(torch.nn.Module):
+    """The network, adding up the seconds spent inside its calls (on the CPU a call returns when its work is done),
+    so that a round's seconds less its network's are the sampler loop's own, taken around the real network, with
+    the caches as the network leaves them. It adds a module call per network call to both sides alike."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network, self.seconds = network, 0.0
+
+    def forward(self, *args, **kwargs):
+        start = time.perf_counter()
+        out = self.network(*args, **kwargs)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
 def _workload(case: Case, device: torch.device, zero_network: bool):
+    """The built workload, its network replaced by zeros or (on the CPU) wrapped in :class:`_Timed`."""
     from .workloads import build
 
     w = build(case, device)
-    if zero_network:
-        w.net = _Zeros()
+    if zero_network or device.type == "cpu":
+        w.net = _Zeros() if zero_network else _Timed(w.net)
         if hasattr(w, "model_fn"):
             w.model_fn = w.net
     return w
@@ -85,24 +104,33 @@ def time_pair(ours: Case, peer: Case, device: torch.device, rounds: int, zero_ne
     the rounds so far took under ``seconds`` (at most ``max_rounds``), ending on an even count. The garbage collector
     runs once before the rounds and is off during them, as in ``timeit``: a collection inside one side's round is
     the other side's luck, and collecting before every round left each round's first operations cache-cold (a
-    one-call round paid that on top of the call; the suite times its rounds back to back)."""
+    one-call round paid that on top of the call; the suite times its rounds back to back).
+
+    Where the network is :class:`_Timed` (real networks on the CPU), ``ours_network`` and ``diffusers_network`` hold
+    each round's seconds inside it."""
     torch.manual_seed(0)
     sides = {"ours": _workload(ours, device, zero_network), "diffusers": _workload(peer, device, zero_network)}
     for w in sides.values():
         w()
         hardware.sync(device)
     taken = {k: [] for k in sides}
+    timed = {k: w.net for k, w in sides.items() if isinstance(getattr(w, "net", None), _Timed)}
+    taken.update({f"{k}_network": [] for k in timed})
     gc.collect()
     gc.disable()
     try:
         r, spent = 0, 0.0
         while r < rounds or r % 2 or (spent < seconds and r < max_rounds):
             for k in (("ours", "diffusers") if r % 2 == 0 else ("diffusers", "ours")):
+                if k in timed:
+                    timed[k].seconds = 0.0
                 start = time.perf_counter()
                 sides[k]()
                 hardware.sync(device)
                 taken[k].append(time.perf_counter() - start)
                 spent += taken[k][-1]
+                if k in timed:
+                    taken[f"{k}_network"].append(timed[k].seconds)
             r += 1
     finally:
         gc.enable()
@@ -146,6 +174,15 @@ def summarize(seconds: dict[str, list[float]], calls: int) -> dict:
             "ours_per_call_s": min(seconds["ours"]) / calls, "diffusers_per_call_s": min(seconds["diffusers"]) / calls}
 
 
+def loop_per_call(seconds: dict[str, list[float]], calls: int) -> dict[str, float] | None:
+    """Each side's median over rounds of (round seconds - seconds inside the network) per network call: the loop's
+    own time around the real network; ``None`` without the network's seconds (a CUDA run)."""
+    if "ours_network" not in seconds:
+        return None
+    return {k: statistics.median((whole - net) / calls for whole, net in zip(seconds[k], seconds[f"{k}_network"]))
+            for k in ("ours", "diffusers")}
+
+
 def measure(device_type: str, quick: bool, rounds: int | None, seconds: float = 0.0,
             max_rounds: int = MAX_ROUNDS) -> list[dict]:
     """Every pair's row; the zero-network rounds get a quarter of ``seconds``."""
@@ -159,6 +196,8 @@ def measure(device_type: str, quick: bool, rounds: int | None, seconds: float = 
         row["seconds"] = time_pair(ours, peer, device, n, seconds=seconds, max_rounds=max_rounds)
         row["rounds"] = len(row["seconds"]["ours"])
         row.update(summarize(row["seconds"], ours.steps))
+        loop = loop_per_call(row["seconds"], ours.steps)
+        row.update(loop_ours_per_call_s=loop and loop["ours"], loop_diffusers_per_call_s=loop and loop["diffusers"])
         row["overhead_seconds"] = time_pair(ours, peer, device, n, zero_network=True, seconds=seconds / 4,
                                             max_rounds=max_rounds)
         over = summarize(row["overhead_seconds"], ours.steps)
@@ -174,7 +213,12 @@ def _line(r: dict) -> str:
     return (f"| {r['workload']} | {r['preset']} | {r['batch']} | {setting} | {r['calls']} | {r['rounds']} "
             f"| {1e3 * r['ours_per_call_s']:.2f} | {1e3 * r['diffusers_per_call_s']:.2f} | {r['ratio_best']:.3f}x "
             f"| {r['ratio_median']:.3f}x | {_interval(r)} | {verdict(r)} "
+            f"| {_micro(r.get('loop_ours_per_call_s'))} | {_micro(r.get('loop_diffusers_per_call_s'))} "
             f"| {1e6 * r['overhead_ours_per_call_s']:.0f} | {1e6 * r['overhead_diffusers_per_call_s']:.0f} |")
+
+
+def _micro(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{1e6 * seconds:.0f}"
 
 
 def _interval(r: dict) -> str:
@@ -183,9 +227,10 @@ def _interval(r: dict) -> str:
 
 def table(result: dict) -> str:
     head = ("| Sampler | Preset | Batch | Setting | Network calls | Rounds | Ours ms / call | diffusers ms / call "
-            "| Speed, best rounds | Speed, median round | 95% interval of the median | Verdict | Ours loop µs / call "
-            "| diffusers loop µs / call |\n"
-            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+            "| Speed, best rounds | Speed, median round | 95% interval of the median | Verdict "
+            "| Ours loop µs / call | diffusers loop µs / call | Ours loop µs / call, zero network "
+            "| diffusers loop µs / call, zero network |\n"
+            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     return "\n".join([head, *(_line(r) for r in result["rows"])])
 
 
@@ -197,24 +242,35 @@ def section(result: dict) -> list[str]:
                    f"{len(counts['level'])}, slower on {len(counts['slower'])}"
                    + "".join(f" ({r['workload']} {r['preset']} b{r['batch']}, median {r['ratio_median']:.3f}x)"
                              for r in counts["slower"]))
-    dearer = [r for r in rows if r["overhead_ours_per_call_s"] > r["overhead_diffusers_per_call_s"]]
-    loops = ("ours is the cheaper on every row" if not dearer else
-             f"ours is the cheaper on {len(rows) - len(dearer)} of {len(rows)} rows; dearer on "
-             + ", ".join(f"{r['workload']} {r['preset']} b{r['batch']} ({1e6 * r['overhead_ours_per_call_s']:.0f} "
-                         f"against {1e6 * r['overhead_diffusers_per_call_s']:.0f} µs)" for r in dearer))
+    loops = _cheaper(rows, "overhead")
+    if all(r.get("loop_ours_per_call_s") is not None for r in rows):
+        loops = f"around the real network {_cheaper(rows, 'loop')}; around a zero network {loops}"
     return ["## Sampling against diffusers, interleaved", "",
             f"Every sampling row with a like-for-like diffusers row (their scheduler loop calling our network), "
             f"both sides built once and timed in alternating rounds on {result['machine']}, {result['threads']} "
             f"torch threads (load average {result['loadavg_start'][0]:.2f} at the start, "
             f"{result['loadavg_end'][0]:.2f} at the end). Command: `python -m benchmarks.interleaved "
             f"{' '.join(result['argv'])}`. Speed is diffusers' seconds over ours (above 1: ours faster). *Loop µs / "
-            "call*: the same loops around a network that returns zeros, per network call. *Verdict*: from the "
+            "call*: the median round's seconds outside the network (timed inside each network call) per network "
+            "call, what each loop adds to the same network with the caches as the network leaves them; *zero "
+            "network*: the same loops, warm, around a network that returns zeros. *Verdict*: from the "
             "distribution-free 95% interval of the median per-round ratio (faster: the interval above 1; slower: "
             "below 1; level: it holds 1); it covers the noise between this run's rounds, not the drift between runs "
             f"(see benchmarks/README.md). Result: {result_line}. The loops alone: {loops}. A row's speed is mostly "
             "the network's, the same on both sides: where the rounds' ratios spread wider than the loops differ, "
             "a level row is what the measurement can say, and its best-round ratio says which side the machine "
             "favoured more than which loop is faster.", "", table(result), ""]
+
+
+def _cheaper(rows: list[dict], figure: str) -> str:
+    """Which loop is the cheaper per network call by ``figure`` (``loop``: around the real network, ``overhead``:
+    around a zero network), naming the rows where ours is the dearer."""
+    dearer = [r for r in rows if r[f"{figure}_ours_per_call_s"] > r[f"{figure}_diffusers_per_call_s"]]
+    if not dearer:
+        return "ours is the cheaper on every row"
+    return (f"ours is the cheaper on {len(rows) - len(dearer)} of {len(rows)} rows; dearer on "
+            + ", ".join(f"{r['workload']} {r['preset']} b{r['batch']} ({1e6 * r[f'{figure}_ours_per_call_s']:.0f} "
+                        f"against {1e6 * r[f'{figure}_diffusers_per_call_s']:.0f} µs)" for r in dearer))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -80,3 +80,68 @@ def test_time_pair_adds_rounds_until_the_budget_is_spent(monkeypatch):
     # more least rounds than the budget's bound, odd: still an even count
     assert len(interleaved.time_pair("ours", "theirs", torch.device("cpu"), rounds=7, seconds=1e9,
                                      max_rounds=6)["ours"]) == 8
+
+
+class _NetworkSide(_Side):
+    """A workload that calls its (timed) network ``calls`` times per round."""
+
+    def __init__(self, name, log, calls):
+        super().__init__(name, log)
+        self.net, self.calls = interleaved._Timed(torch.nn.Identity()), calls
+
+    def __call__(self):
+        for _ in range(self.calls):
+            self.net(torch.zeros(1))
+
+
+def test_time_pair_takes_the_seconds_inside_the_network_apart(monkeypatch):
+    """With a fake clock that moves 1 s at each reading: a round reads it at its start and end, the network at each
+    call's start and end. Ours calls the network twice a round (round 5 s, network 2 s: (5 - 2) / 2 = 1.5 s of loop
+    per call), theirs once (3 s and 1 s: 2 s)."""
+    clock = iter(range(10**6))
+    monkeypatch.setattr(interleaved.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(interleaved, "_workload",
+                        lambda case, device, zero: _NetworkSide(case, [], 2 if case == "ours" else 1))
+    taken = interleaved.time_pair("ours", "theirs", torch.device("cpu"), rounds=6)
+    assert taken["ours"] == [5.0] * 6 and taken["ours_network"] == [2.0] * 6
+    assert taken["diffusers"] == [3.0] * 6 and taken["diffusers_network"] == [1.0] * 6
+    assert interleaved.loop_per_call(taken, 2) == {"ours": 1.5, "diffusers": 1.0}
+
+
+def test_loop_per_call_is_the_median_round_less_its_network():
+    seconds = {"ours": [1.0, 2.0, 9.0], "ours_network": [0.5, 0.5, 0.5],
+               "diffusers": [4.0, 4.0, 4.0], "diffusers_network": [1.0, 3.0, 2.0]}
+    assert interleaved.loop_per_call(seconds, 1) == {"ours": 1.5, "diffusers": 2.0}
+    assert interleaved.loop_per_call({"ours": [1.0], "diffusers": [1.0]}, 1) is None  # no network timed (CUDA)
+
+
+def test_a_cpu_workload_is_timed_inside_its_network_and_gives_the_same_output(monkeypatch):
+    """On the CPU the built workload's network is wrapped: the sampler sees the same outputs (the wrapper only
+    reads the clock), and the seconds inside it are counted."""
+    from benchmarks import workloads
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 3)
+
+        def forward(self, x, t):
+            return self.linear(x) * t.reshape(-1, 1)
+
+    class Built:
+        def __init__(self):
+            self.net = Net()
+            self.model_fn = self.net
+
+        def __call__(self):
+            return self.model_fn(torch.ones(2, 3), torch.tensor([1.0, 2.0]))
+
+    monkeypatch.setattr(workloads, "build", lambda case, device: Built())
+    plain = Built()
+    timed = interleaved._workload("ours", torch.device("cpu"), zero_network=False)
+    timed.net.network.load_state_dict(plain.net.state_dict())
+    assert isinstance(timed.net, interleaved._Timed) and timed.model_fn is timed.net
+    assert torch.equal(timed(), plain()) and timed.net.seconds > 0
+    zero = interleaved._workload("ours", torch.device("cpu"), zero_network=True)
+    assert torch.equal(zero(), torch.zeros(2, 3))
+    assert isinstance(interleaved._workload("ours", torch.device("meta"), zero_network=False).net, Net)
