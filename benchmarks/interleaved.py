@@ -240,11 +240,18 @@ def section(result: dict) -> list[str]:
     counts = {v: [r for r in rows if verdict(r) == v] for v in ("faster", "level", "slower")}
     result_line = (f"ours faster on {len(counts['faster'])} of {len(rows)} rows, level within the noise on "
                    f"{len(counts['level'])}, slower on {len(counts['slower'])}"
-                   + "".join(f" ({r['workload']} {r['preset']} b{r['batch']}, median {r['ratio_median']:.3f}x)"
+                   + "".join(f" ({_name(r)}, median {r['ratio_median']:.3f}x)"
                              for r in counts["slower"]))
     loops = _cheaper(rows, "overhead")
+    network = ""
     if all(r.get("loop_ours_per_call_s") is not None for r in rows):
         loops = f"around the real network {_cheaper(rows, 'loop')}; around a zero network {loops}"
+        inside = [statistics.median(d / o for o, d in zip(r["seconds"]["ours_network"],
+                                                          r["seconds"]["diffusers_network"])) for r in rows]
+        network = (" The network's own seconds, the same module on inputs of the same values on both sides, "
+                   f"differed by a median per-round ratio of {min(inside):.3f} to {max(inside):.3f} across the rows "
+                   "(diffusers' over ours): the machine's noise, and it, not the loops, moves the rows' speeds "
+                   "around 1.")
     return ["## Sampling against diffusers, interleaved", "",
             f"Every sampling row with a like-for-like diffusers row (their scheduler loop calling our network), "
             f"both sides built once and timed in alternating rounds on {result['machine']}, {result['threads']} "
@@ -256,10 +263,15 @@ def section(result: dict) -> list[str]:
             "network*: the same loops, warm, around a network that returns zeros. *Verdict*: from the "
             "distribution-free 95% interval of the median per-round ratio (faster: the interval above 1; slower: "
             "below 1; level: it holds 1); it covers the noise between this run's rounds, not the drift between runs "
-            f"(see benchmarks/README.md). Result: {result_line}. The loops alone: {loops}. A row's speed is mostly "
-            "the network's, the same on both sides: where the rounds' ratios spread wider than the loops differ, "
-            "a level row is what the measurement can say, and its best-round ratio says which side the machine "
-            "favoured more than which loop is faster.", "", table(result), ""]
+            f"(see benchmarks/README.md). Result: {result_line}. The loops alone: {loops}.{network} A row's speed "
+            "is mostly the network's, the same on both sides: where the rounds' ratios spread wider than the loops "
+            "differ, a level row is what the measurement can say, and its best-round ratio says which side the "
+            "machine favoured more than which loop is faster.", "", table(result), ""]
+
+
+def _name(r: dict) -> str:
+    setting = "" if r["compile"] == "eager" else " compiled" if r["compile"] == "default" else f" {r['compile']}"
+    return f"{r['workload']} {r['preset']} b{r['batch']} {r['precision']}{setting}"
 
 
 def _cheaper(rows: list[dict], figure: str) -> str:
@@ -269,7 +281,7 @@ def _cheaper(rows: list[dict], figure: str) -> str:
     if not dearer:
         return "ours is the cheaper on every row"
     return (f"ours is the cheaper on {len(rows) - len(dearer)} of {len(rows)} rows; dearer on "
-            + ", ".join(f"{r['workload']} {r['preset']} b{r['batch']} ({1e6 * r[f'{figure}_ours_per_call_s']:.0f} "
+            + ", ".join(f"{_name(r)} ({1e6 * r[f'{figure}_ours_per_call_s']:.0f} "
                         f"against {1e6 * r[f'{figure}_diffusers_per_call_s']:.0f} µs)" for r in dearer))
 
 

@@ -472,6 +472,13 @@ def test_interleaved_rows_are_the_stored_rounds():
             assert (r["ratio_min"], r["ratio_max"]) == (per_round[0], per_round[-1])
             assert (r["ratio_low"], r["ratio_high"]) == interleaved.median_interval(per_round)
             assert r["ours_per_call_s"] == pytest.approx(min(ours) / r["calls"], rel=1e-12)
+            if "ours_network" in r["seconds"]:  # each side's loop around the real network, per network call
+                for side in ("ours", "diffusers"):
+                    loops = sorted((w - n) / r["calls"] for w, n in zip(r["seconds"][side],
+                                                                        r["seconds"][f"{side}_network"]))
+                    assert all(n > 0 for n in r["seconds"][f"{side}_network"]) and loops[0] > 0
+                    mid = loops[half] if len(loops) % 2 else (loops[half - 1] + loops[half]) / 2
+                    assert r[f"loop_{side}_per_call_s"] == pytest.approx(mid, rel=1e-12)
 
 
 def test_interleaved_pairs_every_sampling_row_with_its_like_peer():
